@@ -1,0 +1,65 @@
+//! Reading and writing files: NIfTI volumes and fields, DICOM series, ITK transforms.
+
+pub mod atomic;
+pub mod dicom;
+pub mod fields;
+pub mod gzip;
+pub mod nifti;
+pub mod transforms;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::volume::Volume;
+
+pub use dicom::SeriesChoice;
+pub use fields::{read_field, write_field};
+pub use nifti::{StoredType, read_volume, write_volume};
+pub use transforms::{read_transform, write_transform};
+
+/// Where a volume came from.
+#[derive(Clone, Debug, Serialize)]
+pub enum Source {
+    Nifti(PathBuf),
+    Dicom { path: PathBuf, series_uid: String, modality: String, description: String },
+}
+
+/// A volume with its origin and anything the user should be told about how it was read.
+#[derive(Debug)]
+pub struct LoadedVolume {
+    pub volume: Volume,
+    pub source: Source,
+    pub warnings: Vec<String>,
+}
+
+/// Loads a volume from a NIfTI file, a DICOM folder or a single (multi-frame) DICOM file.
+/// Volumes with NaN or infinite voxels are refused.
+pub fn load_volume(path: &Path, series: &SeriesChoice, progress: &dyn Progress) -> Result<LoadedVolume> {
+    if !path.exists() {
+        return Err(Error::bad_input(path, "does not exist"));
+    }
+    let loaded = if path.is_file() && nifti::is_nifti_path(path) {
+        progress.start_stage("reading NIfTI", 0);
+        LoadedVolume { volume: read_volume(path)?, source: Source::Nifti(path.to_path_buf()), warnings: Vec::new() }
+    } else {
+        let series = dicom::load_series(path, series, progress)?;
+        LoadedVolume {
+            volume: series.volume,
+            source: Source::Dicom {
+                path: path.to_path_buf(),
+                series_uid: series.summary.series_uid,
+                modality: series.summary.modality,
+                description: series.summary.description,
+            },
+            warnings: series.warnings,
+        }
+    };
+    let bad = loaded.volume.non_finite_count();
+    if bad > 0 {
+        return Err(Error::bad_input(path, format!("has {bad} NaN or infinite voxel(s)")));
+    }
+    Ok(loaded)
+}

@@ -1,0 +1,14 @@
+//! diffeoreg: diffeomorphic deformable registration of CT and pseudo-CT.
+//!
+//! The command line (`src/main.rs`) and the desktop app call this library; no logic lives
+//! only in either.
+
+// Index loops over the three axes read closer to the maths than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+pub mod error;
+pub mod io;
+pub mod progress;
+pub mod volume;
+
+pub use error::{Error, Result};

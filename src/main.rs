@@ -1,0 +1,181 @@
+//! The `diffeoreg` command line: parse, call the library, print.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use diffeoreg::io::{self, SeriesChoice, StoredType, dicom};
+use diffeoreg::progress::{CancelFlag, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "diffeoreg", version, about = "Diffeomorphic deformable registration of CT and pseudo-CT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a volume (NIfTI file, DICOM folder or DICOM file): geometry, values, series.
+    Info {
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// SeriesInstanceUID to describe when a folder holds several.
+        #[arg(long)]
+        series: Option<String>,
+    },
+    /// Convert a DICOM series or a NIfTI file to NIfTI (.nii or .nii.gz).
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// SeriesInstanceUID to convert when a folder holds several (default: the largest CT).
+        #[arg(long)]
+        series: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cancel = Arc::new(CancelFlag::default());
+    match cli.command {
+        Command::Info { path, json, series } => {
+            info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
+        }
+        Command::Convert { input, output, series } => {
+            convert(&input, &output, &choice(series), &TerminalProgress::new(cancel, true))
+        }
+    }
+}
+
+fn choice(series: Option<String>) -> SeriesChoice {
+    series.map_or(SeriesChoice::LargestCt, SeriesChoice::Uid)
+}
+
+fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgress) -> Result<()> {
+    let scan =
+        if path.is_dir() || !io::nifti::is_nifti_path(path) { Some(dicom::scan_folder(path, progress)?) } else { None };
+    let loaded = io::load_volume(path, series, progress)?;
+    progress.finish();
+    let volume = &loaded.volume;
+    let g = &volume.geometry;
+    let (low, high) = volume.value_range().unwrap_or((f32::NAN, f32::NAN));
+    let (box_low, box_high) = g.bounding_box();
+    if json {
+        let report = serde_json::json!({
+            "path": path,
+            "source": loaded.source,
+            "geometry": g,
+            "orientation": g.orientation_code(),
+            "bounding_box_lps_mm": [box_low, box_high],
+            "value_range": [low, high],
+            "series": scan.as_ref().map(|s| &s.series),
+            "skipped_files": scan.as_ref().map_or(0, |s| s.skipped.len()),
+            "warnings": loaded.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", path.display());
+    match &loaded.source {
+        io::Source::Nifti(_) => println!("  format       NIfTI"),
+        io::Source::Dicom { series_uid, modality, description, .. } => {
+            println!("  format       DICOM, modality {modality}, series {series_uid} {description:?}")
+        }
+    }
+    println!("  shape        {} × {} × {} voxels", g.shape[0], g.shape[1], g.shape[2]);
+    println!("  spacing      {:.4} × {:.4} × {:.4} mm", g.spacing_mm[0], g.spacing_mm[1], g.spacing_mm[2]);
+    println!("  origin       ({:.3}, {:.3}, {:.3}) mm LPS", g.origin_mm[0], g.origin_mm[1], g.origin_mm[2]);
+    println!("  orientation  {}  direction {:?}", g.orientation_code(), g.direction);
+    println!(
+        "  extent       L {:.1}..{:.1}  P {:.1}..{:.1}  S {:.1}..{:.1} mm",
+        box_low[0], box_high[0], box_low[1], box_high[1], box_low[2], box_high[2]
+    );
+    println!("  values       {low} .. {high}");
+    if let Some(scan) = &scan {
+        println!("  series found {}", scan.series.len());
+        for s in &scan.series {
+            println!(
+                "    {} {} {} frames in {} files {:?}",
+                s.series_uid, s.modality, s.frame_count, s.file_count, s.description
+            );
+        }
+        if !scan.skipped.is_empty() {
+            println!("  skipped      {} file(s) that are not DICOM images", scan.skipped.len());
+        }
+    }
+    for warning in &loaded.warnings {
+        println!("  warning      {warning}");
+    }
+    Ok(())
+}
+
+fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &TerminalProgress) -> Result<()> {
+    let name = output.to_string_lossy().to_ascii_lowercase();
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        anyhow::bail!("{}: the output must end in .nii or .nii.gz", output.display());
+    }
+    let loaded = io::load_volume(input, series, progress)?;
+    progress.start_stage("writing NIfTI", 0);
+    io::write_volume(output, &loaded.volume, StoredType::Automatic)
+        .with_context(|| format!("writing {}", output.display()))?;
+    progress.finish();
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let g = &loaded.volume.geometry;
+    eprintln!("wrote {} ({} × {} × {} voxels)", output.display(), g.shape[0], g.shape[1], g.shape[2]);
+    Ok(())
+}
+
+/// Progress on the terminal: one indicatif bar per stage, drawn to stderr.
+struct TerminalProgress {
+    bar: ProgressBar,
+    cancel: Arc<CancelFlag>,
+}
+
+impl TerminalProgress {
+    fn new(cancel: Arc<CancelFlag>, visible: bool) -> Self {
+        let bar = if visible { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        TerminalProgress { bar, cancel }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn start_stage(&self, name: &str, total: u64) {
+        let template = if total > 0 {
+            "{msg:28} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}"
+        } else {
+            "{msg:28} {spinner} {elapsed_precise}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar.set_message(name.to_string());
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.tick();
+    }
+
+    fn advance(&self, units: u64) {
+        self.bar.inc(units);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_set()
+    }
+}
