@@ -482,6 +482,22 @@ fn decode_frames(geometry: Geometry, frames: &[FrameHeader], progress: &dyn Prog
     Ok(Volume { geometry, voxels })
 }
 
+/// The stored values (before RescaleSlope/Intercept) of every frame of one DICOM file, frame
+/// after frame, each row by row.
+pub fn decode_stored_values(file: &Path) -> Result<Vec<f32>> {
+    without_panic(file, || {
+        let object =
+            dicom_object::open_file(file).map_err(|e| Error::bad_input(file, format!("cannot be read: {e}")))?;
+        let pixels = object
+            .decode_pixel_data()
+            .map_err(|e| Error::bad_input(file, format!("pixel data cannot be decoded: {e}")))?;
+        let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+        pixels
+            .to_vec_with_options(&raw)
+            .map_err(|e| Error::bad_input(file, format!("pixel data cannot be converted: {e}")))
+    })
+}
+
 /// Runs a parser on untrusted bytes, turning a panic inside a dependency into an error that
 /// names the file.
 fn without_panic<T>(file: &Path, parse: impl FnOnce() -> Result<T>) -> Result<T> {

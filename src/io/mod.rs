@@ -17,7 +17,7 @@ use crate::volume::Volume;
 
 pub use dicom::SeriesChoice;
 pub use fields::{read_field, write_field};
-pub use nifti::{StoredType, read_volume, write_volume};
+pub use nifti::{StoredType, read_nifti, read_volume, write_volume};
 pub use transforms::{read_transform, write_transform};
 
 /// Where a volume came from.

@@ -92,6 +92,16 @@ pub fn read_nifti(path: &Path) -> Result<NiftiImage> {
     let kind = ElementKind::from_code(header.datatype)
         .ok_or_else(|| Error::bad_input(path, format!("unsupported NIfTI datatype code {}", header.datatype)))?;
     let data_bytes = element_count * kind.bytes();
+    // Deflate cannot expand more than about 1032:1, so a header promising more voxels than the
+    // compressed file can hold is corrupt; checking first avoids allocating for it.
+    if gzipped && data_bytes as u64 > file_bytes.saturating_mul(1032) {
+        return Err(Error::bad_input(
+            path,
+            format!(
+                "declares {data_bytes} bytes of voxel data but the compressed file has only {file_bytes} bytes: truncated or corrupt"
+            ),
+        ));
+    }
     if !gzipped && (file_bytes as usize) < header.vox_offset as usize + data_bytes {
         return Err(Error::bad_input(
             path,

@@ -1,0 +1,386 @@
+"""Reference data and reference readings made with other tools (nibabel, pydicom, SimpleITK,
+Greedy) for the Rust integration tests. Each subcommand writes files into a folder; the Rust
+tests compare our reading of those files, or other tools' reading of ours.
+
+Raw arrays are little-endian float32, x (column) fastest, as our Volume stores voxels.
+"""
+
+import json
+import os
+import random
+import sys
+
+import numpy as np
+
+
+def save_raw(path, array):
+    np.asarray(array, dtype="<f4").ravel(order="F").tofile(path)
+
+
+def rotation(ax, ay, az):
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def ct_like(shape, seed=0):
+    """A small CT-like volume in integer HU: air, a soft-tissue ellipsoid, fat rim, bone shell."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices(shape, dtype=float)
+    centre = [(n - 1) / 2 for n in shape]
+    r = np.sqrt(sum(((idx[d] - centre[d]) / (0.45 * shape[d])) ** 2 for d in range(3)))
+    hu = np.full(shape, -1000.0)
+    hu[r < 1.0] = -100.0
+    hu[r < 0.9] = 1200.0
+    hu[r < 0.8] = 40.0
+    hu += idx[0] * 3 - idx[1] * 2 + idx[2]  # a gradient so that any flip or shift shows
+    hu += rng.integers(-20, 20, size=shape)
+    return np.maximum(np.round(hu), -1024).astype(np.int16)
+
+
+def nibabel_cases(out):
+    import nibabel as nib
+
+    os.makedirs(out, exist_ok=True)
+    shape = (11, 9, 7)
+    data = ct_like(shape).astype(np.float32)
+    rot = rotation(0.3, -0.2, 0.5)
+    zooms = np.array([0.8, 1.2, 2.5])
+    oblique = np.eye(4)
+    oblique[:3, :3] = rot * zooms
+    oblique[:3, 3] = [-40.5, 12.25, 88.0]
+    cases = {}
+
+    # Oblique sform (code 2) with a different qform: the sform must win.
+    img = nib.Nifti1Image(data, None)
+    img.header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    img.header.set_sform(oblique, code=2)
+    nib.save(img, f"{out}/oblique_sform.nii.gz")
+    cases["oblique_sform.nii.gz"] = img
+
+    # qform only, with a left-handed grid (qfac = -1).
+    flipped = oblique.copy()
+    flipped[:3, 2] *= -1
+    img = nib.Nifti1Image(data, None)
+    img.header.set_qform(flipped, code=1)
+    img.header.set_sform(np.eye(4), code=0)
+    nib.save(img, f"{out}/qform_only.nii")
+    cases["qform_only.nii"] = img
+
+    # Scaled int16.
+    raw = ct_like(shape, seed=1)
+    img = nib.Nifti1Image(raw, oblique)
+    img.header.set_data_dtype(np.int16)
+    img.header.set_slope_inter(0.5, -100.0)
+    nib.save(img, f"{out}/scaled_int16.nii.gz")
+    cases["scaled_int16.nii.gz"] = img
+
+    # float64, axis aligned.
+    img = nib.Nifti1Image(data.astype(np.float64), np.diag([-1.5, 1.0, 3.0, 1.0]))
+    nib.save(img, f"{out}/float64.nii")
+    cases["float64.nii"] = img
+
+    for name in cases:
+        loaded = nib.load(f"{out}/{name}")
+        describe(loaded, f"{out}/{name}")
+
+
+def describe(img, path):
+    """Writes nibabel's reading of a file: best affine (RAS), shape, voxels."""
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    with open(path + ".json", "w") as f:
+        json.dump({"affine_ras": img.affine.tolist(), "shape": list(data.shape),
+                   "intent_code": int(img.header["intent_code"])}, f)
+    save_raw(path + ".f32", data)
+
+
+def nibabel_read(path):
+    import nibabel as nib
+
+    describe(nib.load(path), path)
+
+
+def dicom_dataset(pixels_stored, position, orientation, spacing, index, series_uid, study_uid, frame_uid,
+                  intercept=-1024.0, slope=1.0, modality="CT", description="test series"):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.SeriesDescription = description
+    ds.PatientName = "Phantom^Test"
+    ds.PatientID = "0001"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.InstanceNumber = index
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
+    ds.PixelSpacing = [f"{spacing[0]:.6f}", f"{spacing[1]:.6f}"]
+    ds.SliceThickness = "2.0"
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.RescaleSlope = f"{slope:g}"
+    ds.Rows, ds.Columns = pixels_stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0 if pixels_stored.dtype == np.uint16 else 1
+    ds.PixelData = np.ascontiguousarray(pixels_stored).tobytes()
+    return ds
+
+
+def dicom_series(out):
+    """A CT series with oblique orientation, shuffled instance numbers and file names, unsigned
+    storage with a negative intercept, every third slice RLE-compressed, a stray text file and a
+    sub-folder; its reference NIfTI; and broken variants for the error tests."""
+    import nibabel as nib
+    from pydicom.uid import RLELossless, generate_uid
+
+    rng = random.Random(7)
+    shape = (48, 40, 30)  # columns (i), rows (j), slices (k)
+    hu = ct_like(shape, seed=3).astype(np.int32)
+    rot = rotation(0.25, 0.1, -0.35)
+    row_dir, col_dir, normal = rot[:, 0], rot[:, 1], rot[:, 2]
+    spacing = np.array([0.8, 0.9, 2.0])  # along i (columns), j (rows), k
+    origin = np.array([-20.0, -15.5, 60.0])
+    positions = [origin + k * spacing[2] * normal for k in range(shape[2])]
+
+    # Reference NIfTI (LPS grid converted to RAS).
+    lps = np.eye(4)
+    lps[:3, :3] = rot * spacing
+    lps[:3, 3] = origin
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    os.makedirs(out, exist_ok=True)
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), ras), f"{out}/reference.nii.gz")
+
+    study, frame = generate_uid(), generate_uid()
+
+    def write_series(folder, slices, series_uid, compress_every=3, description="test series", drop=None):
+        os.makedirs(f"{folder}/sub", exist_ok=True)
+        order = list(range(len(slices)))
+        numbers = list(range(1, len(slices) + 1))
+        rng.shuffle(numbers)
+        paths = []
+        for k in order:
+            if drop is not None and k == drop:
+                continue
+            stored = (slices[k].T + 1024).astype(np.uint16)  # rows × columns
+            ds = dicom_dataset(stored, positions[k], list(row_dir) + list(col_dir), [spacing[1], spacing[0]],
+                               numbers[k], series_uid, study, frame, description=description)
+            if compress_every and k % compress_every == 0:
+                ds.compress(RLELossless)
+            name = f"IM{rng.randrange(10**8):08d}"
+            path = f"{folder}/sub/{name}" if k % 4 == 1 else f"{folder}/{name}"
+            ds.save_as(path, enforce_file_format=True)
+            paths.append(path)
+        return paths
+
+    slices = [hu[:, :, k] for k in range(shape[2])]
+    series_uid = generate_uid()
+    write_series(f"{out}/series", slices, series_uid)
+    with open(f"{out}/series/notes.txt", "w") as f:
+        f.write("scanned on the phantom day\n")
+
+    write_series(f"{out}/missing", slices, generate_uid(), drop=13)
+
+    mixed = f"{out}/mixed"
+    write_series(mixed, slices, generate_uid(), description="main")
+    write_series(mixed, slices[:10], generate_uid(), compress_every=0, description="scout")
+    ambiguous = f"{out}/ambiguous"
+    write_series(ambiguous, slices, generate_uid(), description="first")
+    write_series(ambiguous, slices, generate_uid(), compress_every=0, description="second")
+
+    truncated = f"{out}/truncated"
+    paths = write_series(truncated, slices, generate_uid(), compress_every=0)
+    victim = sorted(paths)[5]
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:
+        f.truncate(size - 1500)
+
+    same_uid = f"{out}/inconsistent"
+    paths = write_series(same_uid, slices, generate_uid(), compress_every=0)
+    import pydicom
+    ds = pydicom.dcmread(sorted(paths)[3])
+    ds.PixelSpacing = ["1.5", "1.5"]
+    ds.save_as(sorted(paths)[3])
+
+    tilt = f"{out}/tilt"
+    tilted_uid = generate_uid()
+    os.makedirs(tilt, exist_ok=True)
+    for k in range(shape[2]):
+        position = positions[k] + k * 0.6 * col_dir
+        stored = (slices[k].T + 1024).astype(np.uint16)
+        ds = dicom_dataset(stored, position, list(row_dir) + list(col_dir), [spacing[1], spacing[0]], k + 1,
+                           tilted_uid, study, frame)
+        ds.save_as(f"{tilt}/slice{k:03d}.dcm", enforce_file_format=True)
+
+    enhanced_ct(f"{out}/enhanced", hu, positions, row_dir, col_dir, spacing, study, frame)
+
+
+def enhanced_ct(folder, hu, positions, row_dir, col_dir, spacing, study, frame_uid):
+    """The same volume as one Enhanced CT multi-frame object with functional groups, frames in
+    reverse order so that sorting by position is needed."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    os.makedirs(folder, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = frame_uid
+    ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    order = list(reversed(range(hu.shape[2])))
+    ds.NumberOfFrames = len(order)
+
+    shared = Dataset()
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [f"{v:.8f}" for v in list(row_dir) + list(col_dir)]
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    measures = Dataset()
+    measures.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
+    measures.SliceThickness = "2.0"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+
+    per_frame = []
+    frames = []
+    for n, k in enumerate(order):
+        group = Dataset()
+        position = Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
+        group.PlanePositionSequence = Sequence([position])
+        transform = Dataset()
+        # Per-frame rescale: alternate slopes so that a reader applying the wrong one shows.
+        slope = 1.0 if n % 2 == 0 else 2.0
+        transform.RescaleSlope = f"{slope:g}"
+        transform.RescaleIntercept = "-1024"
+        transform.RescaleType = "HU"
+        group.PixelValueTransformationSequence = Sequence([transform])
+        per_frame.append(group)
+        stored = np.round((hu[:, :, k].T + 1024) / slope).astype(np.uint16)
+        frames.append(stored)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.stack(frames).tobytes()
+    ds.save_as(f"{folder}/enhanced_ct.dcm", enforce_file_format=True)
+    # Values the rounding above makes exact: HU + 1024 is even on slope-2 frames only if it was.
+    expected = np.zeros(hu.shape, dtype=np.float32)
+    for n, k in enumerate(order):
+        slope = 1.0 if n % 2 == 0 else 2.0
+        expected[:, :, k] = frames[n].T * slope - 1024
+    save_raw(f"{folder}/expected.f32", expected)
+
+
+def pydicom_data(out):
+    """Grey-scale files of pydicom's test data in compressed or non-default transfer syntaxes,
+    with pydicom's decoding of their stored values."""
+    import pydicom
+    from pydicom.data import get_testdata_files
+
+    os.makedirs(out, exist_ok=True)
+    manifest = []
+    skipped = []
+    for path in sorted(get_testdata_files()):
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as error:  # noqa: BLE001 - not a readable DICOM file for pydicom either
+            continue
+        if "PixelData" not in ds or ds.get("SamplesPerPixel", 1) != 1 or "TransferSyntaxUID" not in ds.file_meta:
+            continue
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax in (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian):
+            continue
+        if ds.get("BitsAllocated", 0) == 1:
+            continue
+        try:
+            pixels = ds.pixel_array
+        except Exception as error:  # noqa: BLE001
+            skipped.append({"file": path, "reason": f"pydicom cannot decode it: {error}"[:200]})
+            continue
+        name = os.path.basename(path)
+        np.asarray(pixels, dtype="<f4").ravel(order="C").tofile(f"{out}/{name}.f32")
+        # Lossy codecs may round differently from one decoder to another.
+        lossy = any(word in syntax.name for word in ("Lossy", "Extended", "Baseline")) or \
+            syntax.name == "JPEG 2000 Image Compression"
+        manifest.append({"file": path, "name": name, "syntax": syntax.name, "lossy": lossy,
+                         "count": int(pixels.size)})
+    with open(f"{out}/manifest.json", "w") as f:
+        json.dump({"files": manifest, "skipped": skipped}, f, indent=1)
+
+
+def greedy_warp(reference, moving, warp, output):
+    from picsl_greedy import Greedy3D
+
+    Greedy3D().execute(f"-d 3 -rf {reference} -rm {moving} {output} -r {warp}")
+
+
+def sitk_transforms(out):
+    """Transforms written by SimpleITK and where they map a few points."""
+    import SimpleITK as sitk
+
+    os.makedirs(out, exist_ok=True)
+    points = [[0.0, 0.0, 0.0], [10.0, -20.0, 30.0], [-55.5, 12.0, 80.25]]
+    euler = sitk.Euler3DTransform((5.0, -3.0, 12.0), 0.1, -0.2, 0.3, (4.0, -2.0, 1.5))
+    euler_zyx = sitk.Euler3DTransform((5.0, -3.0, 12.0), 0.1, -0.2, 0.3, (4.0, -2.0, 1.5))
+    euler_zyx.SetComputeZYX(True)
+    versor = sitk.VersorRigid3DTransform((0.1, 0.2, -0.15, float(np.sqrt(1 - 0.1**2 - 0.2**2 - 0.15**2))))
+    versor.SetCenter((1.0, 2.0, 3.0))
+    versor.SetTranslation((-7.0, 8.0, 0.5))
+    affine = sitk.AffineTransform([1.1, 0.1, 0.0, -0.05, 0.9, 0.2, 0.0, 0.1, 1.05], [3.0, 2.0, 1.0], [10.0, 0.0, -5.0])
+    composite = sitk.CompositeTransform([sitk.TranslationTransform(3, (1.0, 2.0, 3.0)), versor])
+    expected = {}
+    for name, transform in [("euler", euler), ("euler_zyx", euler_zyx), ("versor", versor), ("affine", affine),
+                            ("composite", composite)]:
+        sitk.WriteTransform(transform, f"{out}/{name}.tfm")
+        expected[name] = [list(transform.TransformPoint(p)) for p in points]
+    with open(f"{out}/expected.json", "w") as f:
+        json.dump({"points": points, "mapped": expected}, f)
+
+
+def sitk_map_points(transform_path, output):
+    """SimpleITK's reading of a transform file we wrote: where it maps a few points."""
+    import SimpleITK as sitk
+
+    transform = sitk.ReadTransform(transform_path)
+    points = [[0.0, 0.0, 0.0], [10.0, -20.0, 30.0], [-55.5, 12.0, 80.25]]
+    with open(output, "w") as f:
+        json.dump({"points": points, "mapped": [list(transform.TransformPoint(p)) for p in points]}, f)
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    {
+        "nibabel-cases": nibabel_cases,
+        "nibabel-read": nibabel_read,
+        "dicom-series": dicom_series,
+        "pydicom-data": pydicom_data,
+        "greedy-warp": greedy_warp,
+        "sitk-transforms": sitk_transforms,
+        "sitk-map-points": sitk_map_points,
+    }[command](*args)
