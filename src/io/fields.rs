@@ -39,17 +39,23 @@ pub fn read_field(path: &Path) -> Result<DisplacementField> {
 /// Writes a displacement field in the ITK convention, atomically.
 pub fn write_field(path: &Path, field: &DisplacementField) -> Result<()> {
     let [nx, ny, nz] = field.geometry.shape;
-    let mut data = Vec::with_capacity(3 * field.geometry.voxel_count());
-    for component in &field.components_mm {
-        data.extend_from_slice(component);
-    }
+    let n = field.geometry.voxel_count();
+    // The components are stored one after the other; a block may span two of them.
     write_nifti(
         path,
         &field.geometry,
         &[nx, ny, nz, 1, 3, 1, 1],
         INTENT_VECTOR,
         ElementKind::F32,
-        bytemuck::cast_slice(&data),
+        3 * n,
+        |range, sink| {
+            for (c, component) in field.components_mm.iter().enumerate() {
+                let (start, end) = (range.start.max(c * n), range.end.min((c + 1) * n));
+                if start < end {
+                    sink(&component[start - c * n..end - c * n]);
+                }
+            }
+        },
     )
 }
 
@@ -66,6 +72,19 @@ mod tests {
         let path = dir.path().join("f.nii.gz");
         write_field(&path, &field).unwrap();
         assert_eq!(read_field(&path).unwrap(), field);
+    }
+
+    #[test]
+    fn round_trip_of_a_field_larger_than_one_write_block() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 × 384 000 components: write blocks of 2^20 values span component borders.
+        let geometry = Geometry::axis_aligned([80, 80, 60], [1.0; 3], [0.0; 3]).unwrap();
+        let field = DisplacementField::from_fn(geometry, |p| [p[0], 100.0 + p[1], -p[2]]);
+        for name in ["big.nii", "big.nii.gz"] {
+            let path = dir.path().join(name);
+            write_field(&path, &field).unwrap();
+            assert_eq!(read_field(&path).unwrap(), field);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomically;
-use crate::io::gzip::gzip_parallel;
+use crate::io::gzip::write_gzip_blocks;
 use crate::volume::geometry::{Mat3, det3, mat_mul, norm};
 use crate::volume::{Geometry, Volume};
 
@@ -187,31 +187,43 @@ pub fn write_volume(path: &Path, volume: &Volume, stored: StoredType) -> Result<
     let as_int16 = stored == StoredType::Automatic
         && volume.voxels.par_iter().all(|&v| v.fract() == 0.0 && (i16::MIN as f32..=i16::MAX as f32).contains(&v));
     let dims = [volume.geometry.shape[0], volume.geometry.shape[1], volume.geometry.shape[2], 1, 1, 1, 1];
-    if as_int16 {
-        let bytes: Vec<u8> = volume.voxels.par_iter().flat_map_iter(|&v| (v as i16).to_le_bytes()).collect();
-        write_nifti(path, &volume.geometry, &dims, 0, ElementKind::I16, &bytes)
-    } else {
-        write_nifti(path, &volume.geometry, &dims, 0, ElementKind::F32, bytemuck::cast_slice(&volume.voxels))
-    }
+    let kind = if as_int16 { ElementKind::I16 } else { ElementKind::F32 };
+    write_nifti(path, &volume.geometry, &dims, 0, kind, volume.voxels.len(), |range, sink| sink(&volume.voxels[range]))
 }
 
-/// Writes a NIfTI-1 file of little-endian elements `data`, atomically; gzip when the path ends
-/// in ".gz".
+/// Elements encoded per block when writing: 4 MB of float32.
+const BLOCK_ELEMENTS: usize = 1 << 20;
+
+/// Writes a NIfTI-1 file atomically; gzip when the path ends in ".gz". The `element_count`
+/// values are fetched a block at a time by `elements(range, sink)`, which passes the values of
+/// `range` to `sink` in one or more contiguous pieces; they are stored as `kind` (int16 or
+/// float32, little endian), so no encoded copy of the whole volume is ever made.
 pub(crate) fn write_nifti(
     path: &Path,
     geometry: &Geometry,
     dims: &[usize; 7],
     intent_code: i16,
     kind: ElementKind,
-    data: &[u8],
+    element_count: usize,
+    elements: impl Fn(std::ops::Range<usize>, &mut dyn FnMut(&[f32])) + Sync,
 ) -> Result<()> {
     let header = header_bytes(geometry, dims, intent_code, kind)?;
+    let block_count = element_count.div_ceil(BLOCK_ELEMENTS);
+    let encode = |n: usize| -> Vec<u8> {
+        let range = n * BLOCK_ELEMENTS..((n + 1) * BLOCK_ELEMENTS).min(element_count);
+        let mut bytes = Vec::with_capacity(range.len() * kind.bytes());
+        elements(range, &mut |values: &[f32]| match kind {
+            ElementKind::I16 => bytes.extend(values.iter().flat_map(|&v| (v as i16).to_le_bytes())),
+            _ => bytes.extend(values.iter().flat_map(|&v| v.to_le_bytes())),
+        });
+        bytes
+    };
     let gzipped = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     write_atomically(path, |out: &mut dyn Write| {
         let result = if gzipped {
-            out.write_all(&gzip_parallel(&[&header, data], Compression::fast()))
+            write_gzip_blocks(out, &header, block_count, Compression::fast(), encode)
         } else {
-            out.write_all(&header).and_then(|_| out.write_all(data))
+            out.write_all(&header).and_then(|_| (0..block_count).try_for_each(|n| out.write_all(&encode(n))))
         };
         result.map_err(|e| Error::io(path, e))
     })
