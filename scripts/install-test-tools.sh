@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the tests compare against: dcm2niix and the C toolchain pieces the DICOM codecs
+# build with (Debian packages), and nibabel, pydicom (+ codecs and test data), SimpleITK and
+# Greedy (PyPI). Safe to run again; needs root (or sudo) for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(dcm2niix cmake pkg-config)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python="${DIFFEOREG_PYTHON:-python3}"
+"$python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/reference/requirements.txt
+echo "test tools ready: $(command -v dcm2niix), $("$python" -c 'import nibabel, pydicom, SimpleITK; print("nibabel", nibabel.__version__, "pydicom", pydicom.__version__, "SimpleITK", SimpleITK.Version_VersionString())')"
