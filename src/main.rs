@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use diffeoreg::io::{self, SeriesChoice, StoredType, dicom};
+use diffeoreg::io::{self, SeriesChoice, StoredType};
 use diffeoreg::progress::{CancelFlag, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -63,8 +63,6 @@ fn choice(series: Option<String>) -> SeriesChoice {
 }
 
 fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgress) -> Result<()> {
-    let scan =
-        if path.is_dir() || !io::nifti::is_nifti_path(path) { Some(dicom::scan_folder(path, progress)?) } else { None };
     let loaded = io::load_volume(path, series, progress)?;
     progress.finish();
     let volume = &loaded.volume;
@@ -79,8 +77,6 @@ fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgr
             "orientation": g.orientation_code(),
             "bounding_box_lps_mm": [box_low, box_high],
             "value_range": [low, high],
-            "series": scan.as_ref().map(|s| &s.series),
-            "skipped_files": scan.as_ref().map_or(0, |s| s.skipped.len()),
             "warnings": loaded.warnings,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -102,16 +98,16 @@ fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgr
         box_low[0], box_high[0], box_low[1], box_high[1], box_low[2], box_high[2]
     );
     println!("  values       {low} .. {high}");
-    if let Some(scan) = &scan {
-        println!("  series found {}", scan.series.len());
-        for s in &scan.series {
+    if let io::Source::Dicom { series_found, skipped_files, .. } = &loaded.source {
+        println!("  series found {}", series_found.len());
+        for s in series_found {
             println!(
                 "    {} {} {} frames in {} files {:?}",
                 s.series_uid, s.modality, s.frame_count, s.file_count, s.description
             );
         }
-        if !scan.skipped.is_empty() {
-            println!("  skipped      {} file(s) that are not DICOM images", scan.skipped.len());
+        if *skipped_files > 0 {
+            println!("  skipped      {skipped_files} file(s) that are not DICOM images");
         }
     }
     for warning in &loaded.warnings {

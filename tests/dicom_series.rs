@@ -132,7 +132,7 @@ fn two_series_in_one_folder_load_the_largest_and_say_so() {
     let info = Command::new(binary()).args(["info", "--json"]).arg(folder.join("mixed")).output().unwrap();
     assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
     let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let series = json["series"].as_array().unwrap();
+    let series = json["source"]["Dicom"]["series_found"].as_array().unwrap();
     assert_eq!(series.len(), 2);
     let scout = series.iter().find(|s| s["frame_count"] == 10).unwrap()["series_uid"].as_str().unwrap().to_string();
     let chosen = load_volume(&folder.join("mixed"), &SeriesChoice::Uid(scout), &Silent).unwrap();

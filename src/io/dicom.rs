@@ -59,6 +59,10 @@ pub struct LoadedSeries {
     pub summary: SeriesSummary,
     /// Things the user should know (other series present, files skipped).
     pub warnings: Vec<String>,
+    /// Every image series the scan found, largest first.
+    pub series_found: Vec<SeriesSummary>,
+    /// Files that were not DICOM images.
+    pub skipped_files: usize,
 }
 
 /// What one frame (a classic slice, or one frame of a multi-frame file) says about itself.
@@ -167,7 +171,7 @@ pub fn load_series(folder: &Path, choice: &SeriesChoice, progress: &dyn Progress
     let frames: Vec<FrameHeader> = scan.frames.into_iter().filter(|f| f.series_uid == summary.series_uid).collect();
     let (geometry, frames) = series_geometry(frames)?;
     let volume = decode_frames(geometry, &frames, progress)?;
-    Ok(LoadedSeries { volume, summary, warnings })
+    Ok(LoadedSeries { volume, summary, warnings, series_found: scan.series, skipped_files: scan.skipped.len() })
 }
 
 fn choose_series(folder: &Path, series: &[SeriesSummary], choice: &SeriesChoice) -> Result<SeriesSummary> {

@@ -24,7 +24,15 @@ pub use transforms::{read_transform, write_transform};
 #[derive(Clone, Debug, Serialize)]
 pub enum Source {
     Nifti(PathBuf),
-    Dicom { path: PathBuf, series_uid: String, modality: String, description: String },
+    Dicom {
+        path: PathBuf,
+        series_uid: String,
+        modality: String,
+        description: String,
+        /// Every image series found at `path`, largest first.
+        series_found: Vec<dicom::SeriesSummary>,
+        skipped_files: usize,
+    },
 }
 
 /// A volume with its origin and anything the user should be told about how it was read.
@@ -53,6 +61,8 @@ pub fn load_volume(path: &Path, series: &SeriesChoice, progress: &dyn Progress) 
                 series_uid: series.summary.series_uid,
                 modality: series.summary.modality,
                 description: series.summary.description,
+                series_found: series.series_found,
+                skipped_files: series.skipped_files,
             },
             warnings: series.warnings,
         }
