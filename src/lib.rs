@@ -9,6 +9,7 @@
 pub mod diffeo;
 pub mod error;
 pub mod io;
+pub mod phantom;
 pub mod progress;
 pub mod volume;
 

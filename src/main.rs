@@ -36,6 +36,22 @@ enum Command {
         #[arg(long)]
         series: Option<String>,
     },
+    /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
+    /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
+    /// true displacement fields both ways.
+    Phantom {
+        /// The CT (DICOM folder or NIfTI); the built-in synthetic head when left out.
+        #[arg(long)]
+        ct: Option<PathBuf>,
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Largest velocity magnitude of the deformation, mm.
+        #[arg(long, default_value_t = 7.0)]
+        max_mm: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -51,6 +67,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
+        }
+        Command::Phantom { ct, out, max_mm, seed } => {
+            phantom(ct.as_deref(), &out, max_mm, seed, &TerminalProgress::new(cancel, true))
         }
         Command::Convert { input, output, series } => {
             convert(&input, &output, &choice(series), &TerminalProgress::new(cancel, true))
@@ -131,6 +150,40 @@ fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &Termin
     }
     let g = &loaded.volume.geometry;
     eprintln!("wrote {} ({} × {} × {} voxels)", output.display(), g.shape[0], g.shape[1], g.shape[2]);
+    Ok(())
+}
+
+fn phantom(ct: Option<&Path>, out: &Path, max_mm: f64, seed: u64, progress: &TerminalProgress) -> Result<()> {
+    use diffeoreg::phantom::{PhantomParams, head::synthetic_head, invert, make_phantom};
+    let ct_volume = match ct {
+        Some(path) => io::load_volume(path, &SeriesChoice::LargestCt, progress)?.volume,
+        None => synthetic_head([128, 128, 128], [1.6, 1.9, 1.8]),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    progress.start_stage("deforming", 0);
+    let params = PhantomParams { max_mm, seed, ..PhantomParams::default() };
+    let phantom = make_phantom(&ct_volume, &params)?;
+    progress.start_stage("writing", 0);
+    io::write_volume(&out.join("fixed.nii.gz"), &phantom.fixed, StoredType::Automatic)?;
+    io::write_volume(&out.join("moving.nii.gz"), &phantom.moving, StoredType::Automatic)?;
+    io::write_field(&out.join("truth_fwd.nii.gz"), &phantom.truth_fwd)?;
+    io::write_field(&out.join("truth_inv.nii.gz"), &phantom.truth_inv)?;
+    // ITK convention: the file maps fixed points to moving points, the inverse of `rigid`.
+    io::write_transform(&out.join("truth_rigid.tfm"), &invert(&phantom.rigid))?;
+    let report = serde_json::json!({
+        "ct": ct.map_or("built-in synthetic head".to_string(), |p| p.display().to_string()),
+        "parameters": params,
+        "max_deformation_mm": phantom.max_deformation_mm,
+        "fixed_geometry": phantom.fixed.geometry,
+        "moving_geometry": phantom.moving.geometry,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let json = serde_json::to_string_pretty(&report)?;
+    diffeoreg::io::atomic::write_atomically(&out.join("phantom.json"), |w| {
+        w.write_all(json.as_bytes()).map_err(|e| diffeoreg::Error::io(out.join("phantom.json"), e))
+    })?;
+    progress.finish();
+    eprintln!("wrote the phantom to {} (largest deformation {:.2} mm)", out.display(), phantom.max_deformation_mm);
     Ok(())
 }
 

@@ -63,3 +63,39 @@ fn errors_name_the_path_and_exit_non_zero() {
     assert!(String::from_utf8_lossy(&result.stderr).contains("must end in .nii or .nii.gz"));
     assert!(!bad.exists());
 }
+
+#[test]
+fn phantom_writes_a_case_that_greedy_reads_like_we_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("case");
+    let result = run(&["phantom".as_ref(), "--out".as_ref(), out.as_os_str(), "--max-mm".as_ref(), "6".as_ref()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("phantom.json")).unwrap()).unwrap();
+    assert_eq!(report["parameters"]["max_mm"], 6.0);
+    let fixed = read_volume(&out.join("fixed.nii.gz")).unwrap();
+    let moving = read_volume(&out.join("moving.nii.gz")).unwrap();
+    let truth_fwd = diffeoreg::io::read_field(&out.join("truth_fwd.nii.gz")).unwrap();
+    let truth_inv = diffeoreg::io::read_field(&out.join("truth_inv.nii.gz")).unwrap();
+    assert!(truth_fwd.geometry.same_grid(&fixed.geometry, 1e-4));
+    assert!(truth_inv.geometry.same_grid(&moving.geometry, 1e-4));
+    diffeoreg::io::read_transform(&out.join("truth_rigid.tfm")).unwrap();
+
+    let greedy = dir.path().join("greedy.nii.gz");
+    common::run_reference(
+        "greedy-warp",
+        &[&out.join("fixed.nii.gz"), &out.join("moving.nii.gz"), &out.join("truth_fwd.nii.gz"), &greedy],
+    );
+    let theirs = read_volume(&greedy).unwrap();
+    let ours = diffeoreg::volume::resample::warp_through_field(
+        &moving,
+        &truth_fwd,
+        diffeoreg::volume::resample::Interpolation::Linear,
+        f32::NAN,
+    )
+    .unwrap();
+    let pairs: Vec<(f32, f32)> =
+        ours.voxels.iter().zip(&theirs.voxels).filter(|(a, _)| a.is_finite()).map(|(a, b)| (*a, *b)).collect();
+    let mean = pairs.iter().map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / pairs.len() as f64;
+    assert!(pairs.len() > fixed.geometry.voxel_count() / 2 && mean < 0.5, "mean |ours − greedy| = {mean} HU");
+}

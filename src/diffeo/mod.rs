@@ -10,7 +10,24 @@ pub mod jacobian;
 pub mod smooth;
 pub mod warp;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
+use crate::volume::geometry::{Mat3, mat_vec};
+use crate::volume::{DisplacementField, Geometry};
+
+/// Every vector multiplied by `matrix`.
+fn map_vectors(components: &[Vec<f32>; 3], matrix: &Mat3) -> [Vec<f32>; 3] {
+    let n = components[0].len();
+    let mut out = [vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]];
+    let [x, y, z] = &mut out;
+    x.par_iter_mut().zip(y.par_iter_mut()).zip(z.par_iter_mut()).enumerate().for_each(|(i, ((x, y), z))| {
+        let v = [components[0][i] as f64, components[1][i] as f64, components[2][i] as f64];
+        let w = mat_vec(matrix, v);
+        (*x, *y, *z) = (w[0] as f32, w[1] as f32, w[2] as f32);
+    });
+    out
+}
 
 /// A vector per voxel, in voxel units along the index axes (i, j, k).
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +65,19 @@ impl VectorField {
             }
         }
         field
+    }
+
+    /// A field in voxel units from one in mm (LPS) on its grid.
+    pub fn from_displacement_mm(field: &DisplacementField) -> Self {
+        let to_index = field.geometry.world_to_index_matrix();
+        VectorField { shape: field.geometry.shape, components: map_vectors(&field.components_mm, &to_index) }
+    }
+
+    /// The same field in mm (LPS) on `geometry`, which must have this field's shape.
+    pub fn to_displacement_mm(&self, geometry: &Geometry) -> DisplacementField {
+        assert_eq!(geometry.shape, self.shape, "field and geometry shapes differ");
+        let to_world = geometry.index_to_world_matrix();
+        DisplacementField { geometry: geometry.clone(), components_mm: map_vectors(&self.components, &to_world) }
     }
 
     pub fn voxel_count(&self) -> usize {

@@ -1,0 +1,171 @@
+//! Digital phantoms with a known answer (SPEC §4, AAPM TG-132 type I): a CT deformed by a
+//! random smooth diffeomorphism and a small rigid offset, given a pseudo-CT appearance and
+//! resampled onto another grid, with the true displacement fields both ways.
+
+pub mod appearance;
+pub mod head;
+pub mod random;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::VectorField;
+use crate::diffeo::integrate::{DEFAULT_STEPS, exp};
+use crate::diffeo::smooth::{SmoothParams, Smoother};
+use crate::diffeo::warp::{Outside, sample};
+use crate::error::{Error, Result};
+use crate::phantom::appearance::PseudoCtAppearance;
+use crate::phantom::random::SeededRng;
+use crate::volume::affine::AffineTransform;
+use crate::volume::geometry::{Mat3, Vec3, add, inverse3, mat_vec, sub};
+use crate::volume::resample::{Interpolation, sample as sample_volume};
+use crate::volume::{DisplacementField, Geometry, Volume};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhantomParams {
+    /// Largest velocity magnitude of the deformation, mm (the displacement peaks near it).
+    pub max_mm: f64,
+    pub seed: u64,
+    /// Largest rotation about each axis, degrees.
+    pub max_rotation_deg: f64,
+    /// Largest translation along each axis, mm.
+    pub max_translation_mm: f64,
+    /// Spacing of the random control grid the deformation is drawn on, mm.
+    pub control_spacing_mm: f64,
+    /// Moving-grid spacing relative to the fixed grid's, per axis.
+    pub moving_spacing_factor: [f64; 3],
+    pub appearance: PseudoCtAppearance,
+}
+
+impl Default for PhantomParams {
+    fn default() -> Self {
+        PhantomParams {
+            max_mm: 7.0,
+            seed: 1,
+            max_rotation_deg: 3.0,
+            max_translation_mm: 5.0,
+            control_spacing_mm: 30.0,
+            moving_spacing_factor: [1.1, 1.1, 1.25],
+            appearance: PseudoCtAppearance::default(),
+        }
+    }
+}
+
+pub struct Phantom {
+    /// The CT as given.
+    pub fixed: Volume,
+    /// The pseudo-CT on its own grid.
+    pub moving: Volume,
+    /// On the fixed grid: fixed point x maps to moving point x + u(x).
+    pub truth_fwd: DisplacementField,
+    /// On the moving grid: moving point y maps to fixed point y + u(y).
+    pub truth_inv: DisplacementField,
+    /// The rigid part: maps moving-space points to fixed-space points before the deformation.
+    pub rigid: AffineTransform,
+    /// Largest length of `truth_fwd` minus its rigid part, mm.
+    pub max_deformation_mm: f64,
+}
+
+/// Builds a phantom from a CT in HU.
+pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
+    if !(params.max_mm.is_finite() && params.max_mm >= 0.0) {
+        return Err(Error::Invalid(format!("max_mm must be a non-negative number, not {}", params.max_mm)));
+    }
+    let mut rng = SeededRng::new(params.seed);
+    let fixed_grid = &ct.geometry;
+    let to_index = fixed_grid.world_to_index_matrix();
+
+    let velocity_mm = random_velocity_mm(fixed_grid, params, &mut rng);
+    let velocity_voxels = VectorField::from_displacement_mm(&velocity_mm);
+    let deform_mm = exp(&velocity_voxels, DEFAULT_STEPS).to_displacement_mm(fixed_grid);
+    let undeform_mm = exp(&velocity_voxels.scaled(-1.0), DEFAULT_STEPS).to_displacement_mm(fixed_grid);
+
+    let (low, high) = fixed_grid.bounding_box();
+    let centre: Vec3 = std::array::from_fn(|d| 0.5 * (low[d] + high[d]));
+    let angle = |rng: &mut SeededRng| rng.range(-1.0, 1.0) * params.max_rotation_deg.to_radians();
+    let angles = [angle(&mut rng), angle(&mut rng), angle(&mut rng)];
+    let translation = std::array::from_fn(|_| rng.range(-1.0, 1.0) * params.max_translation_mm);
+    let rigid = AffineTransform::from_euler(angles, translation, centre);
+    let rigid_inverse = invert(&rigid);
+
+    let moving_grid = moving_geometry(fixed_grid, params.moving_spacing_factor)?;
+    // ψ(y) = φ(R(y)): where moving point y came from in the CT.
+    let source_of = |y: Vec3| -> Vec3 {
+        let r = rigid.apply(y);
+        add(r, field_at(&deform_mm, &to_index, r))
+    };
+    let truth_inv_field = DisplacementField::from_fn(moving_grid.clone(), |y| sub(source_of(y), y));
+    let mut moving = Volume::filled(moving_grid.clone(), 0.0);
+    {
+        let fixed_to_index = fixed_grid.world_to_index_matrix();
+        let [nx, ny, _] = moving_grid.shape;
+        use rayon::prelude::*;
+        moving.voxels.par_iter_mut().enumerate().for_each(|(n, value)| {
+            let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
+            let y = moving_grid.index_to_world(index);
+            let p = mat_vec(&fixed_to_index, sub(source_of(y), fixed_grid.origin_mm));
+            *value = sample_volume(ct, p, Interpolation::Linear, -1000.0);
+        });
+    }
+    params.appearance.apply(&mut moving, &mut rng);
+
+    // T(x) = R⁻¹(φ⁻¹(x)): where fixed point x lies in the moving image.
+    let truth_fwd = DisplacementField::from_fn(fixed_grid.clone(), |x| {
+        let undeformed = add(x, field_at(&undeform_mm, &to_index, x));
+        sub(rigid_inverse.apply(undeformed), x)
+    });
+    let max_deformation_mm = deform_mm.max_norm_mm();
+    Ok(Phantom { fixed: ct.clone(), moving, truth_fwd, truth_inv: truth_inv_field, rigid, max_deformation_mm })
+}
+
+/// A smooth random velocity in mm on `grid`: white noise on a coarse control grid, smoothed by
+/// K⁻¹ there, interpolated trilinearly, scaled so its largest vector is `max_mm` long.
+fn random_velocity_mm(grid: &Geometry, params: &PhantomParams, rng: &mut SeededRng) -> DisplacementField {
+    let extent = grid.extent_mm();
+    let coarse: [usize; 3] = std::array::from_fn(|d| (extent[d] / params.control_spacing_mm).ceil() as usize + 2);
+    let mut noise = VectorField::zeros(coarse);
+    for component in &mut noise.components {
+        component.iter_mut().for_each(|v| *v = rng.normal() as f32);
+    }
+    let smooth =
+        Smoother::new(coarse, &SmoothParams { alpha: 1.0, gamma: 1.0, pad: 2, spacing_mm: None }).apply(&noise);
+    let velocity = DisplacementField::from_fn(grid.clone(), |x| {
+        let index = grid.world_to_index(x);
+        let p: [f32; 3] =
+            std::array::from_fn(|d| (index[d] / (grid.shape[d].max(2) - 1) as f64 * (coarse[d] - 1) as f64) as f32);
+        std::array::from_fn(|d| sample(&smooth.components[d], coarse, p, Outside::Clamp).unwrap_or(0.0) as f64)
+    });
+    let peak = velocity.max_norm_mm();
+    let scale = if peak > 0.0 { (params.max_mm / peak) as f32 } else { 0.0 };
+    let components = velocity.components_mm.map(|c| c.into_iter().map(|v| v * scale).collect());
+    DisplacementField { geometry: velocity.geometry, components_mm: components }
+}
+
+/// The mm displacement of `field` (on `grid`) at world point `x`, clamped at the border.
+fn field_at(field: &DisplacementField, to_index: &Mat3, x: Vec3) -> Vec3 {
+    let grid = &field.geometry;
+    let p = mat_vec(to_index, sub(x, grid.origin_mm)).map(|v| v as f32);
+    std::array::from_fn(|d| sample(&field.components_mm[d], grid.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
+}
+
+/// The inverse map of an affine transform.
+pub fn invert(t: &AffineTransform) -> AffineTransform {
+    let inverse = inverse3(&t.matrix);
+    // y = M(x − c) + c + t  ⇒  x = M⁻¹(y − c − t) + c
+    AffineTransform {
+        matrix: inverse,
+        translation_mm: sub([0.0; 3], mat_vec(&inverse, t.translation_mm)),
+        center_mm: t.center_mm,
+    }
+}
+
+/// A grid with the fixed grid's direction and centre, coarser by `factor`, covering it.
+fn moving_geometry(fixed: &Geometry, factor: [f64; 3]) -> Result<Geometry> {
+    let spacing: Vec3 = std::array::from_fn(|d| fixed.spacing_mm[d] * factor[d]);
+    let extent = fixed.extent_mm();
+    let shape: [usize; 3] = std::array::from_fn(|d| (extent[d] / spacing[d]).ceil() as usize + 1);
+    let centre = fixed.index_to_world(fixed.shape.map(|n| (n - 1) as f64 / 2.0));
+    let half: Vec3 = std::array::from_fn(|d| (shape[d] - 1) as f64 * spacing[d] / 2.0);
+    let offset = mat_vec(&fixed.direction, half);
+    let origin = sub(centre, offset);
+    Geometry::new(shape, spacing, origin, fixed.direction)
+}
