@@ -20,8 +20,9 @@ SHAPE = (512, 512, 300)  # columns, rows, slices
 
 
 def make_series(folder):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
+    from pydicom.uid import generate_uid
+    from refs import dicom_dataset
 
     marker = os.path.join(folder, ".complete")
     if os.path.exists(marker):
@@ -34,27 +35,10 @@ def make_series(folder):
     base[(r > 0.9) & (r < 1.0)] = 900
     series, study, frame = generate_uid(), generate_uid(), generate_uid()
     for k in range(SHAPE[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CT"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [-250.0, -250.0, -300.0 + 1.0 * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.977, 0.977]
-        ds.SliceThickness = 1.0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.Rows, ds.Columns = SHAPE[1], SHAPE[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         hu = base + rng.integers(-15, 15, size=base.shape) + (k % 50)
-        ds.PixelData = (hu + 1024).clip(0, 65535).astype(np.uint16).tobytes()
+        stored = (hu + 1024).clip(0, 65535).astype(np.uint16)
+        ds = dicom_dataset(stored, [-250.0, -250.0, -300.0 + 1.0 * k], [1, 0, 0, 0, 1, 0], [0.977, 0.977], k + 1,
+                           series, study, frame)
         ds.save_as(os.path.join(folder, f"slice{k:04d}.dcm"), enforce_file_format=True)
     open(marker, "w").close()
 
