@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use crate::diffeo::warp::{Outside, sample as sample_field};
 use crate::error::{Error, Result};
 use crate::volume::geometry::{Mat3, Vec3, add, mat_vec, sub};
 use crate::volume::{DisplacementField, Geometry, Volume};
@@ -33,35 +34,12 @@ pub fn sample(volume: &Volume, p: Vec3, interpolation: Interpolation, fill: f32)
             let index = |d: usize| (p[d].round().max(0.0) as usize).min(shape[d] - 1);
             volume.at(index(0), index(1), index(2))
         }
-        Interpolation::Linear => trilinear(volume, p),
+        Interpolation::Linear => {
+            // Inside within rounding: clamp onto the grid and use the engine's trilinear kernel.
+            let q: [f32; 3] = std::array::from_fn(|d| p[d].clamp(0.0, (shape[d] - 1) as f64) as f32);
+            sample_field(&volume.voxels, shape, q, Outside::Clamp).unwrap_or(fill)
+        }
     }
-}
-
-/// Trilinear interpolation at an index known to lie inside the grid (within rounding).
-#[inline]
-fn trilinear(volume: &Volume, p: Vec3) -> f32 {
-    let shape = volume.geometry.shape;
-    let mut base = [0usize; 3];
-    let mut frac = [0f64; 3];
-    for d in 0..3 {
-        let clamped = p[d].clamp(0.0, (shape[d] - 1) as f64);
-        // The last cell is used for points on the upper border so that base + 1 stays inside.
-        let b = (clamped.floor() as usize).min(shape[d].saturating_sub(2));
-        base[d] = b;
-        frac[d] = clamped - b as f64;
-    }
-    let step = |d: usize| usize::from(shape[d] > 1);
-    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
-    let origin = base[0] + nx * base[1] + nxy * base[2];
-    let (sx, sy, sz) = (step(0), nx * step(1), nxy * step(2));
-    let v = &volume.voxels;
-    let (fx, fy, fz) = (frac[0] as f32, frac[1] as f32, frac[2] as f32);
-    let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-    let c00 = lerp(v[origin], v[origin + sx], fx);
-    let c10 = lerp(v[origin + sy], v[origin + sy + sx], fx);
-    let c01 = lerp(v[origin + sz], v[origin + sz + sx], fx);
-    let c11 = lerp(v[origin + sz + sy], v[origin + sz + sy + sx], fx);
-    lerp(lerp(c00, c10, fy), lerp(c01, c11, fy), fz)
 }
 
 /// `source` resampled onto `target`: each target voxel takes the source value at its world point.
