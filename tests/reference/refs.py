@@ -102,20 +102,27 @@ def nibabel_read(path):
     describe(nib.load(path), path)
 
 
-def dicom_dataset(pixels_stored, position, orientation, spacing, index, series_uid, study_uid, frame_uid,
-                  intercept=-1024.0, slope=1.0, modality="CT", description="test series"):
-    import pydicom
+def new_dataset(sop_class):
+    """An empty explicit-little-endian dataset of a SOP class, with its file meta and UIDs."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def dicom_dataset(pixels_stored, position, orientation, spacing, index, series_uid, study_uid, frame_uid,
+                  intercept=-1024.0, slope=1.0, modality="CT", description="test series"):
+    from pydicom.uid import CTImageStorage
+
+    ds = new_dataset(CTImageStorage)
     ds.Modality = modality
     ds.SeriesDescription = description
     ds.PatientName = "Phantom^Test"
@@ -232,19 +239,12 @@ def dicom_series(out):
 def enhanced_ct(folder, hu, positions, row_dir, col_dir, spacing, study, frame_uid):
     """The same volume as one Enhanced CT multi-frame object with functional groups, frames in
     reverse order so that sorting by position is needed."""
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import EnhancedCTImageStorage, generate_uid
 
     os.makedirs(folder, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = EnhancedCTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(EnhancedCTImageStorage)
     ds.Modality = "CT"
     ds.StudyInstanceUID = study
     ds.SeriesInstanceUID = generate_uid()
@@ -309,7 +309,7 @@ def pydicom_data(out):
     for path in sorted(get_testdata_files()):
         try:
             ds = pydicom.dcmread(path)
-        except Exception as error:  # noqa: BLE001 - not a readable DICOM file for pydicom either
+        except Exception:  # noqa: BLE001 - not a readable DICOM file for pydicom either
             continue
         if "PixelData" not in ds or ds.get("SamplesPerPixel", 1) != 1 or "TransferSyntaxUID" not in ds.file_meta:
             continue
