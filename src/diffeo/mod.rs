@@ -5,6 +5,7 @@
 //! Fields here live on a voxel grid and are measured in voxels along the index axes; the
 //! conversion to millimetres in LPS happens when a field leaves the engine.
 
+pub mod energy;
 pub mod integrate;
 pub mod jacobian;
 pub mod smooth;

@@ -44,8 +44,95 @@ pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) ->
     Some(lerp(lerp(c00, c10, frac[1]), lerp(c01, c11, frac[1]), frac[2]))
 }
 
+/// Trilinear value at `p` and its derivative with respect to `p`, with the border handled as
+/// `sample` does (a clamped axis has zero derivative).
+#[inline]
+pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
+    let mut base = [0usize; 3];
+    let mut frac = [0f32; 3];
+    let mut moving = [1f32; 3];
+    for d in 0..3 {
+        let last = (shape[d] - 1) as f32;
+        let mut x = p[d];
+        if !(x >= 0.0 && x <= last) {
+            match outside {
+                Outside::Mask => return None,
+                Outside::Clamp => {
+                    x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) };
+                    moving[d] = 0.0;
+                }
+            }
+        }
+        let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
+        base[d] = b;
+        frac[d] = x - b as f32;
+    }
+    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
+    let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
+    let (sx, sy, sz) = (step(0, 1), step(1, nx), step(2, nxy));
+    let o = base[0] + nx * base[1] + nxy * base[2];
+    let c = |x: usize, y: usize, z: usize| data[o + x * sx + y * sy + z * sz];
+    let [fx, fy, fz] = frac;
+    let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
+    let (c000, c100, c010, c110) = (c(0, 0, 0), c(1, 0, 0), c(0, 1, 0), c(1, 1, 0));
+    let (c001, c101, c011, c111) = (c(0, 0, 1), c(1, 0, 1), c(0, 1, 1), c(1, 1, 1));
+    let value = gz * (gy * (gx * c000 + fx * c100) + fy * (gx * c010 + fx * c110))
+        + fz * (gy * (gx * c001 + fx * c101) + fy * (gx * c011 + fx * c111));
+    let dx = gz * (gy * (c100 - c000) + fy * (c110 - c010)) + fz * (gy * (c101 - c001) + fy * (c111 - c011));
+    let dy = gz * (gx * (c010 - c000) + fx * (c110 - c100)) + fz * (gx * (c011 - c001) + fx * (c111 - c101));
+    let dz = gy * (gx * (c001 - c000) + fx * (c101 - c100)) + fy * (gx * (c011 - c010) + fx * (c111 - c110));
+    let has = |d: usize| if shape[d] > 1 { moving[d] } else { 0.0 };
+    Some((value, [dx * has(0), dy * has(1), dz * has(2)]))
+}
+
+/// Adds `weight` to the grid nodes that trilinear sampling at `p` reads, each by its weight:
+/// the transpose of `sample` (border handled the same way).
+#[inline]
+pub fn scatter(target: &mut [f32], shape: [usize; 3], p: [f32; 3], weight: f32, outside: Outside) {
+    let mut base = [0usize; 3];
+    let mut frac = [0f32; 3];
+    for d in 0..3 {
+        let last = (shape[d] - 1) as f32;
+        let mut x = p[d];
+        if !(x >= 0.0 && x <= last) {
+            match outside {
+                Outside::Mask => return,
+                Outside::Clamp => x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) },
+            }
+        }
+        let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
+        base[d] = b;
+        frac[d] = x - b as f32;
+    }
+    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
+    let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
+    let strides = [step(0, 1), step(1, nx), step(2, nxy)];
+    let o = base[0] + nx * base[1] + nxy * base[2];
+    for corner in 0..8 {
+        let mut w = weight;
+        let mut index = o;
+        for d in 0..3 {
+            if corner >> d & 1 == 1 {
+                w *= frac[d];
+                index += strides[d];
+            } else {
+                w *= 1.0 - frac[d];
+            }
+        }
+        target[index] += w;
+    }
+}
+
+/// Whether a continuous index lies within the grid's voxels (each voxel reaching half a voxel
+/// beyond its centre). Samples there take the border value; beyond, they are masked out. A
+/// half-voxel margin keeps the mask from flipping when a border voxel moves by a hair.
+#[inline]
+fn within_voxels(shape: [usize; 3], p: [f32; 3]) -> bool {
+    (0..3).all(|d| p[d] >= -0.5 && p[d] <= shape[d] as f32 - 0.5)
+}
+
 /// The image warped by `u`: out(x) = image(x + u(x)), with a mask that is false where the
-/// sample fell outside the grid (the value there is 0).
+/// sample fell outside the grid's voxels (the value there is 0).
 pub fn warp_image(image: &[f32], u: &VectorField) -> (Vec<f32>, Vec<bool>) {
     let shape = u.shape;
     let (nx, ny) = (shape[0], shape[1]);
@@ -57,14 +144,49 @@ pub fn warp_image(image: &[f32], u: &VectorField) -> (Vec<f32>, Vec<bool>) {
                 let n = i + nx * (j + ny * k);
                 let d = u.at(n);
                 let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
-                if let Some(v) = sample(image, shape, p, Outside::Mask) {
-                    plane[i + nx * j] = v;
+                if within_voxels(shape, p) {
+                    plane[i + nx * j] = sample(image, shape, p, Outside::Clamp).unwrap_or(0.0);
                     mask[i + nx * j] = true;
                 }
             }
         }
     });
     (values, inside)
+}
+
+/// Gradient with respect to `u` of a loss whose gradient with respect to `warp_image(image, u)`
+/// is `grad_warped`: the image's spatial gradient at x + u(x) times the incoming gradient
+/// (zero where the sample fell outside).
+pub fn warp_image_backward(image: &[f32], u: &VectorField, grad_warped: &[f32]) -> VectorField {
+    let shape = u.shape;
+    let (nx, ny) = (shape[0], shape[1]);
+    let mut grad = VectorField::zeros(shape);
+    let [a, b, c] = &mut grad.components;
+    a.par_chunks_mut(nx * ny).zip(b.par_chunks_mut(nx * ny)).zip(c.par_chunks_mut(nx * ny)).enumerate().for_each(
+        |(k, ((ga, gb), gc))| {
+            for j in 0..ny {
+                for i in 0..nx {
+                    let n = i + nx * (j + ny * k);
+                    let g = grad_warped[n];
+                    if g == 0.0 {
+                        continue;
+                    }
+                    let d = u.at(n);
+                    let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
+                    if !within_voxels(shape, p) {
+                        continue;
+                    }
+                    if let Some((_, slope)) = sample_with_gradient(image, shape, p, Outside::Clamp) {
+                        let m = i + nx * j;
+                        ga[m] = g * slope[0];
+                        gb[m] = g * slope[1];
+                        gc[m] = g * slope[2];
+                    }
+                }
+            }
+        },
+    );
+    grad
 }
 
 /// Each component of `field` sampled at x + u(x), clamping at the border.
@@ -107,12 +229,13 @@ mod tests {
             let p = [(n % 12) as f64, ((n / 12) % 10) as f64, (n / 120) as f64];
             let d = u.at(n);
             let q = [p[0] + d[0] as f64, p[1] + d[1] as f64, p[2] + d[2] as f64];
-            let within = (0..3).all(|a| q[a] >= 0.0 && q[a] <= (shape[a] - 1) as f64);
+            let within = (0..3).all(|a| q[a] >= -0.5 && q[a] <= shape[a] as f64 - 0.5);
+            let on_grid = (0..3).all(|a| q[a] >= 0.0 && q[a] <= (shape[a] - 1) as f64);
             assert_eq!(inside[n], within, "mask at {n}");
-            if within {
+            if on_grid {
                 assert!((warped[n] as f64 - linear(q)).abs() < 1e-3, "{} vs {}", warped[n], linear(q));
                 checked += 1;
-            } else {
+            } else if !within {
                 assert_eq!(warped[n], 0.0);
             }
         }
