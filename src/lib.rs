@@ -11,6 +11,7 @@ pub mod error;
 pub mod io;
 pub mod phantom;
 pub mod progress;
+pub mod register;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -71,7 +71,7 @@ impl EnergyTerms {
     }
 }
 
-/// The energy and its gradient with respect to `momentum`.
+/// The energy and its gradient with respect to `momentum` (v = K⁻¹ m).
 pub fn energy_and_gradient(
     fixed: &[f32],
     moving: &[f32],
@@ -79,12 +79,50 @@ pub fn energy_and_gradient(
     smoother: &Smoother,
     params: &EnergyParams,
 ) -> (EnergyTerms, VectorField) {
-    let count = momentum.voxel_count() as f64;
-    let velocity = smoother.apply(momentum);
-    let regularisation = params.lambda as f64 * dot(&velocity, momentum) / count;
+    energy_and_gradient_from(fixed, moving, None, momentum, smoother, params)
+}
 
-    let (forward_u, forward_trace) = exp_with_trace(&velocity, params.steps);
-    let (backward_u, backward_trace) = exp_with_trace(&velocity.scaled(-1.0), params.steps);
+/// As `energy_and_gradient`, with the velocity v = base + K⁻¹ m: the images see the whole v,
+/// the regulariser only the part m carries. Coarse-to-fine optimisation keeps the coarser
+/// levels' velocity as the base and optimises a new momentum on top of it.
+pub fn energy_and_gradient_from(
+    fixed: &[f32],
+    moving: &[f32],
+    base: Option<&VectorField>,
+    momentum: &VectorField,
+    smoother: &Smoother,
+    params: &EnergyParams,
+) -> (EnergyTerms, VectorField) {
+    let velocity = smoother.apply(momentum);
+    energy_and_sobolev_gradient(fixed, moving, base, &velocity, momentum, smoother, params)
+}
+
+/// The energy at momentum m (velocity K⁻¹ m = `velocity`, on top of `base`) and its gradient
+/// with respect to m: K⁻¹ ∂E/∂v + 2λ K⁻¹m / N.
+fn energy_and_sobolev_gradient(
+    fixed: &[f32],
+    moving: &[f32],
+    base: Option<&VectorField>,
+    velocity: &VectorField,
+    momentum: &VectorField,
+    smoother: &Smoother,
+    params: &EnergyParams,
+) -> (EnergyTerms, VectorField) {
+    let count = momentum.voxel_count() as f64;
+    let regularisation = params.lambda as f64 * dot(velocity, momentum) / count;
+
+    let total = match base {
+        Some(base) => {
+            let mut total = base.clone();
+            for c in 0..3 {
+                total.components[c].par_iter_mut().zip(&velocity.components[c]).for_each(|(t, v)| *t += v);
+            }
+            total
+        }
+        None => velocity.clone(),
+    };
+    let (forward_u, forward_trace) = exp_with_trace(&total, params.steps);
+    let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     let (forward, grad_forward_u) = similarity_and_gradient(moving, fixed, &forward_u, params.similarity);
     let (backward, grad_backward_u) = similarity_and_gradient(fixed, moving, &backward_u, params.similarity);
 

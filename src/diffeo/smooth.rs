@@ -30,7 +30,7 @@ impl Default for SmoothParams {
     }
 }
 
-/// K⁻¹ for one grid shape, with its FFT plans and symbol computed once.
+/// K⁻¹ (or K) for one grid shape, with its FFT plans and symbol computed once.
 pub struct Smoother {
     shape: [usize; 3],
     padded: [usize; 3],
@@ -41,7 +41,18 @@ pub struct Smoother {
 }
 
 impl Smoother {
+    /// K⁻¹, the smoothing that takes momentum to velocity.
     pub fn new(shape: [usize; 3], params: &SmoothParams) -> Self {
+        Self::with_exponent(shape, params, -2)
+    }
+
+    /// K = L² itself, which takes velocity to momentum (same padding and grid).
+    pub fn operator_k(shape: [usize; 3], params: &SmoothParams) -> Self {
+        Self::with_exponent(shape, params, 2)
+    }
+
+    /// The operator whose symbol is l^exponent, l the symbol of L.
+    fn with_exponent(shape: [usize; 3], params: &SmoothParams, exponent: i32) -> Self {
         let padded = shape.map(|n| n + 2 * params.pad);
         let spacing = params.spacing_mm.unwrap_or([1.0; 3]);
         let axis_terms: [Vec<f64>; 3] = std::array::from_fn(|d| {
@@ -57,7 +68,7 @@ impl Smoother {
             for j in 0..padded[1] {
                 for i in 0..padded[0] {
                     let l = axis_terms[0][i] + axis_terms[1][j] + axis_terms[2][k] + params.gamma;
-                    symbol.push((1.0 / (l * l)) as f32);
+                    symbol.push(l.powi(exponent) as f32);
                 }
             }
         }
@@ -225,6 +236,24 @@ mod tests {
             }
             assert!((*value as f64 - expected).abs() < 1e-5, "voxel {n}: {value} vs {expected}");
         }
+    }
+
+    #[test]
+    fn k_undoes_k_inverse_away_from_the_padding() {
+        let shape = [32, 30, 28];
+        let params = SmoothParams { alpha: 2.0, gamma: 1.0, pad: 8, spacing_mm: None };
+        // Vanishing towards the border, where cropping K's output would otherwise lose the
+        // values K spreads into the padding.
+        let bump = |p: [f64; 3]| {
+            (0..3).map(|d| (std::f64::consts::PI * p[d] / (shape[d] - 1) as f64).sin().powi(4)).product::<f64>()
+        };
+        let smooth = VectorField::from_fn(shape, |p| {
+            [bump(p) * ((0.2 * p[0]).sin() * (0.15 * p[1]).cos() + 0.1 * p[2]), 0.0, 0.0]
+        });
+        let there_and_back = Smoother::new(shape, &params).apply(&Smoother::operator_k(shape, &params).apply(&smooth));
+        let centre = 16 + 32 * (15 + 30 * 14);
+        let (a, b) = (there_and_back.components[0][centre], smooth.components[0][centre]);
+        assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl PseudoCtAppearance {
 }
 
 /// Separable Gaussian blur with a kernel truncated at 3σ; borders replicate.
-fn gaussian_blur(image: &mut Volume, sigma: f32) {
+pub(crate) fn gaussian_blur(image: &mut Volume, sigma: f32) {
     let radius = (3.0 * sigma).ceil() as isize;
     let weights: Vec<f32> = (-radius..=radius).map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = weights.iter().sum();

@@ -1,0 +1,5 @@
+//! The registration pipeline of SPEC §2: direct optimisation (`optimize`), resolution levels
+//! (`pyramid`), and the whole run from files to outputs (`pipeline`).
+
+pub mod optimize;
+pub mod pyramid;

@@ -1,0 +1,102 @@
+//! Coarser copies of images and the moves of fields between resolution levels.
+//!
+//! Level f groups f×f×f voxels of the full grid: its voxel c covers full-grid voxels
+//! c·f … c·f + f − 1, so its centre sits at full-grid index c·f + (f − 1)/2.
+
+use rayon::prelude::*;
+
+use crate::diffeo::VectorField;
+use crate::diffeo::warp::{Outside, sample};
+
+/// Shape of level `factor` of a grid of `shape`.
+pub fn level_shape(shape: [usize; 3], factor: usize) -> [usize; 3] {
+    shape.map(|n| n.div_ceil(factor))
+}
+
+/// Box-average `image` (on `shape`) by `factor`; partial boxes at the upper borders average
+/// the voxels they have.
+pub fn downsample(image: &[f32], shape: [usize; 3], factor: usize) -> Vec<f32> {
+    if factor == 1 {
+        return image.to_vec();
+    }
+    let coarse = level_shape(shape, factor);
+    let (cx, cy) = (coarse[0], coarse[1]);
+    let mut out = vec![0.0f32; coarse.iter().product()];
+    out.par_chunks_mut(cx * cy).enumerate().for_each(|(ck, plane)| {
+        for cj in 0..cy {
+            for ci in 0..cx {
+                let (mut sum, mut count) = (0.0f64, 0usize);
+                for k in ck * factor..((ck + 1) * factor).min(shape[2]) {
+                    for j in cj * factor..((cj + 1) * factor).min(shape[1]) {
+                        let row = shape[0] * (j + shape[1] * k);
+                        for i in ci * factor..((ci + 1) * factor).min(shape[0]) {
+                            sum += image[row + i] as f64;
+                            count += 1;
+                        }
+                    }
+                }
+                plane[ci + cx * cj] = (sum / count as f64) as f32;
+            }
+        }
+    });
+    out
+}
+
+/// A voxel-unit field on level `from` resampled onto level `to` (finer or equal) of a grid of
+/// `full_shape`: positions by trilinear interpolation, vectors rescaled by from/to.
+pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to: usize) -> VectorField {
+    let target = level_shape(full_shape, to);
+    if from == to {
+        return field.clone();
+    }
+    let ratio = from as f32 / to as f32;
+    let offset = |f: usize| (f as f32 - 1.0) / 2.0;
+    let (tx, ty) = (target[0], target[1]);
+    let mut out = VectorField::zeros(target);
+    for c in 0..3 {
+        out.components[c].par_chunks_mut(tx * ty).enumerate().for_each(|(k, plane)| {
+            for j in 0..ty {
+                for i in 0..tx {
+                    // full-grid index of this voxel's centre, then the coarse index there
+                    let p = [i, j, k].map(|x| ((x as f32 * to as f32 + offset(to)) - offset(from)) / from as f32);
+                    plane[i + tx * j] =
+                        ratio * sample(&field.components[c], field.shape, p, Outside::Clamp).unwrap_or(0.0);
+                }
+            }
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_averages_boxes() {
+        let shape = [5, 4, 3];
+        let image: Vec<f32> = (0..60).map(|v| v as f32).collect();
+        let coarse = downsample(&image, shape, 2);
+        assert_eq!(coarse.len(), 3 * 2 * 2);
+        // Box (0..2, 0..2, 0..2): indices i + 5j + 20k.
+        let expected = [0, 1, 5, 6, 20, 21, 25, 26].iter().sum::<i32>() as f32 / 8.0;
+        assert_eq!(coarse[0], expected);
+        // Partial box at the upper x border: i = 4 only.
+        let partial = [4, 9, 24, 29].iter().sum::<i32>() as f32 / 4.0;
+        assert_eq!(coarse[2], partial);
+    }
+
+    #[test]
+    fn refining_a_linear_field_keeps_it_linear_in_full_grid_units() {
+        // A displacement of (0.1·x_full) voxels of the full grid, stored on level 4.
+        let full = [64, 48, 40];
+        let coarse = level_shape(full, 4);
+        let field = VectorField::from_fn(coarse, |p| [0.1 * (p[0] * 4.0 + 1.5) / 4.0, 0.0, 0.0]);
+        let fine = refine_field(&field, full, 4, 2);
+        for i in 2..30 {
+            let expected = 0.1 * (i as f32 * 2.0 + 0.5) / 2.0;
+            let got = fine.components[0][i + 32 * (10 + 24 * 10)];
+            assert!((got - expected).abs() < 1e-4, "{i}: {got} vs {expected}");
+        }
+    }
+}

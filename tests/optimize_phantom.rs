@@ -1,0 +1,61 @@
+//! Direct optimisation on a phantom with a known deformation (rigid part left out): how close
+//! it gets to the truth. Measured, on a 96×112×96 head at 2 mm: mean endpoint error about
+//! 2.1 mm where doing nothing gives 2.7 mm, with the images aligned almost as well as the truth
+//! aligns them — the synthetic head constrains motion inside uniform tissue only weakly. The
+//! bounds below guard that result; SPEC's target (< 1 mm) is not met yet.
+
+use diffeoreg::diffeo::integrate::exp;
+use diffeoreg::diffeo::jacobian::{determinant, folding_count};
+use diffeoreg::phantom::appearance::PseudoCtAppearance;
+use diffeoreg::phantom::head::synthetic_head;
+use diffeoreg::phantom::{PhantomParams, make_phantom};
+use diffeoreg::progress::Silent;
+use diffeoreg::register::optimize::{OptimizeParams, optimize};
+use diffeoreg::register::pyramid::refine_field;
+use diffeoreg::volume::Calibration;
+use diffeoreg::volume::geometry::{norm, sub};
+use diffeoreg::volume::resample::{Interpolation, warp_through_field};
+
+#[test]
+fn moves_towards_a_known_deformation_without_folding() {
+    let ct = synthetic_head([96, 112, 96], [2.0, 2.0, 2.0]);
+    let params = PhantomParams {
+        max_mm: 7.0,
+        seed: 5,
+        max_rotation_deg: 0.0,
+        max_translation_mm: 0.0,
+        moving_spacing_factor: [1.0, 1.0, 1.0],
+        appearance: PseudoCtAppearance { noise_hu: 0.0, ..PseudoCtAppearance::default() },
+        ..Default::default()
+    };
+    let phantom = make_phantom(&ct, &params).unwrap();
+    assert_eq!(phantom.moving.geometry, ct.geometry);
+    let calibration = Calibration::default();
+    let (fixed, moving) = (calibration.apply(&ct), calibration.apply(&phantom.moving));
+    let shape = ct.geometry.shape;
+    let result = optimize(&fixed.voxels, &moving.voxels, shape, &OptimizeParams::default(), &Silent).unwrap();
+    let velocity = refine_field(&result.velocity, shape, result.factor, 1);
+    let forward_voxels = exp(&velocity, 7);
+    let forward = forward_voxels.to_displacement_mm(&ct.geometry);
+
+    let head: Vec<usize> = (0..ct.voxels.len()).filter(|&n| ct.voxels[n] > -500.0).collect();
+    let epe = |u: &dyn Fn(usize) -> [f64; 3]| {
+        head.iter().map(|&n| norm(sub(u(n), phantom.truth_fwd.at(n)))).sum::<f64>() / head.len() as f64
+    };
+    let (ours, identity) = (epe(&|n| forward.at(n)), epe(&|_| [0.0; 3]));
+    let normalized_mse = |field: &diffeoreg::volume::DisplacementField| {
+        let warped =
+            calibration.apply(&warp_through_field(&phantom.moving, field, Interpolation::Linear, f32::NAN).unwrap());
+        let terms = warped.voxels.iter().zip(&fixed.voxels).filter(|(w, _)| w.is_finite());
+        terms.map(|(w, f)| ((w - f) as f64).powi(2) / (0.04 + ((w - f) as f64).powi(2))).sum::<f64>()
+            / fixed.voxels.len() as f64
+    };
+    let (after_truth, after_ours) = (normalized_mse(&phantom.truth_fwd), normalized_mse(&forward));
+    let folding = folding_count(&determinant(&forward_voxels));
+    println!(
+        "EPE {ours:.3} mm (identity {identity:.3} mm); nMSE ours {after_ours:.4}, truth {after_truth:.4}; folding {folding}"
+    );
+    assert!(ours < 0.85 * identity, "mean endpoint error {ours} mm, doing nothing gives {identity} mm");
+    assert!(after_ours < 1.3 * after_truth, "nMSE after ours {after_ours}, after the truth {after_truth}");
+    assert_eq!(folding, 0);
+}
