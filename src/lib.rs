@@ -12,6 +12,7 @@ pub mod io;
 pub mod phantom;
 pub mod progress;
 pub mod register;
+pub mod rigid;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -61,6 +61,18 @@ pub fn warp_through_field(
     Ok(resample_mapped(source, &field.geometry, interpolation, fill, |n, world| add(world, field.at(n))))
 }
 
+/// `source` resampled onto `target` through a point map: each target voxel at world point x
+/// takes the source value at `map(x)` (e.g. a rigid transform).
+pub fn resample_mapped_by(
+    source: &Volume,
+    target: &Geometry,
+    interpolation: Interpolation,
+    fill: f32,
+    map: impl Fn(Vec3) -> Vec3 + Sync,
+) -> Volume {
+    resample_mapped(source, target, interpolation, fill, |_, world| map(world))
+}
+
 /// Each target voxel n at world point x takes the source value at `map(n, x)`.
 fn resample_mapped(
     source: &Volume,

@@ -1,0 +1,184 @@
+//! 6-DOF rigid pre-alignment (SPEC §2.3): find T, mapping fixed-space points to moving-space
+//! points, that minimises the mean squared density difference between fixed(x) and
+//! moving(T(x)) over their overlap. Initialised by the centres of mass, refined coarse to fine
+//! by a pattern search on three Euler angles and three translations.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::volume::affine::AffineTransform;
+use crate::volume::geometry::{Vec3, mat_vec, sub};
+use crate::volume::resample::{Interpolation, sample};
+use crate::volume::{Geometry, Volume};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RigidParams {
+    /// Resolution levels, coarse to fine, as downsampling factors.
+    pub levels: Vec<usize>,
+    /// First search steps: rotation (degrees) and translation (mm).
+    pub initial_rotation_deg: f64,
+    pub initial_translation_mm: f64,
+    /// The search stops when its steps fall below these.
+    pub final_rotation_deg: f64,
+    pub final_translation_mm: f64,
+    /// Smallest share of the fixed image's samples that must land inside the moving image.
+    pub min_overlap: f64,
+}
+
+impl Default for RigidParams {
+    fn default() -> Self {
+        RigidParams {
+            levels: vec![4, 2, 1],
+            initial_rotation_deg: 4.0,
+            initial_translation_mm: 8.0,
+            final_rotation_deg: 0.05,
+            final_translation_mm: 0.1,
+            min_overlap: 0.2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RigidResult {
+    /// Fixed-space points to moving-space points.
+    #[serde(skip)]
+    pub transform: AffineTransform,
+    pub angles_deg: Vec3,
+    pub translation_mm: Vec3,
+    pub center_mm: Vec3,
+    pub mse_before: f64,
+    pub mse_after: f64,
+    pub overlap: f64,
+    pub evaluations: usize,
+}
+
+/// Aligns `moving` to `fixed` (both density volumes, each on its own grid).
+pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &dyn Progress) -> Result<RigidResult> {
+    let center = center_of_mass(fixed).ok_or_else(|| Error::Invalid("the fixed image is empty (no density)".into()))?;
+    let moving_center =
+        center_of_mass(moving).ok_or_else(|| Error::Invalid("the moving image is empty (no density)".into()))?;
+    // [angle x, y, z (rad), translation x, y, z (mm)]
+    let mut parameters =
+        [0.0, 0.0, 0.0, moving_center[0] - center[0], moving_center[1] - center[1], moving_center[2] - center[2]];
+    let transform_of = |p: &[f64; 6]| AffineTransform::from_euler([p[0], p[1], p[2]], [p[3], p[4], p[5]], center);
+    let mut evaluations = 0;
+    let mut mse_before = f64::NAN;
+    for (n, &factor) in params.levels.iter().enumerate() {
+        progress.start_stage(&format!("rigid at 1/{factor} resolution"), 0);
+        let (fixed_level, moving_level) = (downsample_volume(fixed, factor), downsample_volume(moving, factor));
+        let cost = |p: &[f64; 6]| mean_squared_difference(&fixed_level, &moving_level, &transform_of(p));
+        let mut best = cost(&parameters);
+        evaluations += 1;
+        if n == 0 {
+            mse_before = best.0;
+        }
+        let mut steps = [params.initial_rotation_deg.to_radians(), params.initial_translation_mm];
+        if n > 0 {
+            steps = steps.map(|s| s / 4.0);
+        }
+        let finals = [params.final_rotation_deg.to_radians(), params.final_translation_mm];
+        // The evaluation cap only guards against a cost that keeps improving by crumbs.
+        let cap = evaluations + 4000;
+        while (steps[0] >= finals[0] || steps[1] >= finals[1]) && evaluations < cap {
+            progress.check_cancelled()?;
+            let mut improved = false;
+            for d in 0..6 {
+                let step = steps[d / 3];
+                if step < finals[d / 3] {
+                    continue;
+                }
+                for sign in [1.0, -1.0] {
+                    let mut trial = parameters;
+                    trial[d] += sign * step;
+                    let value = cost(&trial);
+                    evaluations += 1;
+                    if value.0 < best.0 && value.1 >= params.min_overlap {
+                        (parameters, best, improved) = (trial, value, true);
+                        break;
+                    }
+                }
+            }
+            if !improved {
+                steps = steps.map(|s| s / 2.0);
+            }
+        }
+        if best.1 < params.min_overlap {
+            return Err(Error::Invalid(format!(
+                "the images do not overlap after rigid alignment: only {:.0} % of the fixed image lands in the moving one",
+                100.0 * best.1
+            )));
+        }
+    }
+    let transform = transform_of(&parameters);
+    let (mse_after, overlap) = mean_squared_difference(fixed, moving, &transform);
+    Ok(RigidResult {
+        transform,
+        angles_deg: [parameters[0], parameters[1], parameters[2]].map(f64::to_degrees),
+        translation_mm: [parameters[3], parameters[4], parameters[5]],
+        center_mm: center,
+        mse_before,
+        mse_after,
+        overlap,
+        evaluations,
+    })
+}
+
+/// Density-weighted centre (mm), or None for an image with no positive density.
+pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
+    let g = &volume.geometry;
+    let mut sum = [0.0f64; 3];
+    let mut mass = 0.0f64;
+    let [nx, ny, _] = g.shape;
+    for (n, &value) in volume.voxels.iter().enumerate() {
+        if value > 0.0 {
+            let p = g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
+            for d in 0..3 {
+                sum[d] += value as f64 * p[d];
+            }
+            mass += value as f64;
+        }
+    }
+    (mass > 0.0).then(|| sum.map(|s| s / mass))
+}
+
+/// Mean of (fixed(x) − moving(T(x)))² over fixed voxels whose sample lands inside the moving
+/// grid, and the share of fixed voxels that do.
+fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
+    use rayon::prelude::*;
+    let g = &fixed.geometry;
+    let to_moving_index = moving.geometry.world_to_index_matrix();
+    let [nx, ny, _] = g.shape;
+    let (sum, count) = fixed
+        .voxels
+        .par_iter()
+        .enumerate()
+        .map(|(n, &f)| {
+            let x = g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
+            let p = mat_vec(&to_moving_index, sub(transform.apply(x), moving.geometry.origin_mm));
+            let m = sample(moving, p, Interpolation::Linear, f32::NAN);
+            if m.is_finite() { (((f - m) as f64).powi(2), 1usize) } else { (0.0, 0) }
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let overlap = count as f64 / fixed.voxels.len() as f64;
+    (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
+}
+
+/// Box average by `factor` with the geometry that goes with it: each new voxel sits at the
+/// centre of the block it averages.
+pub fn downsample_volume(volume: &Volume, factor: usize) -> Volume {
+    if factor == 1 {
+        return volume.clone();
+    }
+    let g = &volume.geometry;
+    let voxels = crate::register::pyramid::downsample(&volume.voxels, g.shape, factor);
+    let shape = crate::register::pyramid::level_shape(g.shape, factor);
+    let half = (factor as f64 - 1.0) / 2.0;
+    let geometry = Geometry {
+        shape,
+        spacing_mm: g.spacing_mm.map(|s| s * factor as f64),
+        origin_mm: g.index_to_world([half; 3]),
+        direction: g.direction,
+    };
+    Volume { geometry, voxels }
+}

@@ -1,0 +1,58 @@
+//! Rigid pre-alignment recovers a known rotation and translation.
+
+use diffeoreg::phantom::head::synthetic_head;
+use diffeoreg::progress::Silent;
+use diffeoreg::rigid::{RigidParams, align};
+use diffeoreg::volume::Calibration;
+use diffeoreg::volume::affine::AffineTransform;
+use diffeoreg::volume::geometry::{Geometry, mat_mul, norm, sub, transpose};
+use diffeoreg::volume::resample::{Interpolation, resample_mapped_by};
+
+#[test]
+fn recovers_a_known_rotation_and_translation() {
+    let ct = synthetic_head([80, 96, 88], [2.5, 2.5, 2.5]);
+    let truth = AffineTransform::from_euler(
+        [4f64.to_radians(), -3f64.to_radians(), 5f64.to_radians()],
+        [6.0, -4.0, 3.5],
+        [2.0, -3.0, 1.0],
+    );
+    // The moving image on its own coarser grid: moving(y) = ct(truth⁻¹(y)), so that
+    // fixed(x) = moving(truth(x)).
+    let grid = Geometry::axis_aligned([72, 84, 70], [2.8, 2.8, 3.1], [-100.0, -117.0, -107.0]).unwrap();
+    let inverse = diffeoreg::phantom::invert(&truth);
+    let moving = resample_mapped_by(&ct, &grid, Interpolation::Linear, -1000.0, |y| inverse.apply(y));
+    let calibration = Calibration::default();
+    let result = align(&calibration.apply(&ct), &calibration.apply(&moving), &RigidParams::default(), &Silent).unwrap();
+
+    let relative = mat_mul(&result.transform.matrix, &transpose(&truth.matrix));
+    let angle_deg =
+        ((relative[0][0] + relative[1][1] + relative[2][2] - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
+    let head: Vec<[f64; 3]> = (0..ct.voxels.len())
+        .step_by(13)
+        .filter(|&n| ct.voxels[n] > -500.0)
+        .map(|n| ct.geometry.index_to_world([(n % 80) as f64, ((n / 80) % 96) as f64, (n / (80 * 96)) as f64]))
+        .collect();
+    let point_error =
+        head.iter().map(|&x| norm(sub(result.transform.apply(x), truth.apply(x)))).sum::<f64>() / head.len() as f64;
+    println!(
+        "rotation error {angle_deg:.3}°, mean point error {point_error:.3} mm, {} evaluations, overlap {:.2}",
+        result.evaluations, result.overlap
+    );
+    assert!(angle_deg < 0.5 && point_error < 0.5, "rotation error {angle_deg}°, point error {point_error} mm");
+}
+
+#[test]
+fn images_that_cannot_overlap_are_an_error() {
+    let ct = synthetic_head([40, 48, 44], [5.0, 5.0, 5.0]);
+    let far = Geometry::axis_aligned([40, 48, 44], [5.0; 3], [2000.0, 0.0, 0.0]).unwrap();
+    let mut moving = ct.clone();
+    moving.geometry = far;
+    let calibration = Calibration::default();
+    let params = RigidParams { initial_translation_mm: 1.0, ..RigidParams::default() };
+    // Centres of mass line the images up whatever their distance, so overlap is found; only an
+    // empty image has no centre.
+    assert!(align(&calibration.apply(&ct), &calibration.apply(&moving), &params, &Silent).is_ok());
+    let empty = diffeoreg::volume::Volume::filled(ct.geometry.clone(), -1000.0);
+    let message = align(&calibration.apply(&ct), &calibration.apply(&empty), &params, &Silent).unwrap_err().to_string();
+    assert!(message.contains("empty"), "{message}");
+}
