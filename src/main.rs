@@ -36,6 +36,26 @@ enum Command {
         #[arg(long)]
         series: Option<String>,
     },
+    /// Register a moving image (pseudo-CT) to a fixed one (CT): rigid, then diffeomorphic, both
+    /// directions. Writes warp_fwd/warp_inv (ITK displacement fields), both warped images,
+    /// rigid.tfm and report.json into OUT.
+    Register {
+        #[arg(long)]
+        fixed: PathBuf,
+        #[arg(long)]
+        moving: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// network | optimize | hybrid (only optimize exists so far).
+        #[arg(long, default_value = "optimize")]
+        method: String,
+        /// Resolution levels of the optimisation, coarse to fine, e.g. 4,2.
+        #[arg(long, value_delimiter = ',')]
+        levels: Option<Vec<usize>>,
+        /// Iterations per level, e.g. 150,60.
+        #[arg(long, value_delimiter = ',')]
+        iterations: Option<Vec<usize>>,
+    },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
     /// true displacement fields both ways.
@@ -51,6 +71,12 @@ enum Command {
         max_mm: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Voxels of the built-in head when no --ct is given.
+        #[arg(long, value_delimiter = ',', default_value = "128,128,128")]
+        head_shape: Vec<usize>,
+        /// Spacing of the built-in head, mm.
+        #[arg(long, value_delimiter = ',', default_value = "1.6,1.9,1.8")]
+        head_spacing_mm: Vec<f64>,
     },
 }
 
@@ -68,8 +94,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
-        Command::Phantom { ct, out, max_mm, seed } => {
-            phantom(ct.as_deref(), &out, max_mm, seed, &TerminalProgress::new(cancel, true))
+        Command::Register { fixed, moving, out, method, levels, iterations } => {
+            let progress = TerminalProgress::new(cancel.clone(), true);
+            let handler_flag = cancel.clone();
+            // A second Ctrl-C while stopping ends the process the usual way.
+            let _ = ctrlc::set_handler(move || {
+                if handler_flag.is_set() {
+                    std::process::exit(130);
+                }
+                handler_flag.cancel();
+            });
+            register(&fixed, &moving, &out, &method, levels, iterations, &progress)
+        }
+        Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
+            let (Ok(shape), Ok(spacing)) = (<[usize; 3]>::try_from(head_shape), <[f64; 3]>::try_from(head_spacing_mm))
+            else {
+                anyhow::bail!("--head-shape and --head-spacing-mm take three values each");
+            };
+            phantom(ct.as_deref(), &out, max_mm, seed, (shape, spacing), &TerminalProgress::new(cancel, true))
         }
         Command::Convert { input, output, series } => {
             convert(&input, &output, &choice(series), &TerminalProgress::new(cancel, true))
@@ -153,11 +195,87 @@ fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &Termin
     Ok(())
 }
 
-fn phantom(ct: Option<&Path>, out: &Path, max_mm: f64, seed: u64, progress: &TerminalProgress) -> Result<()> {
+fn register(
+    fixed: &Path,
+    moving: &Path,
+    out: &Path,
+    method: &str,
+    levels: Option<Vec<usize>>,
+    iterations: Option<Vec<usize>>,
+    progress: &TerminalProgress,
+) -> Result<()> {
+    use diffeoreg::register::pipeline::{RegisterParams, register_files};
+    match method {
+        "optimize" => {}
+        "network" | "hybrid" => anyhow::bail!(
+            "--method {method} needs a trained model, which this version does not ship yet; use --method optimize"
+        ),
+        other => anyhow::bail!("unknown --method {other:?}: use network, optimize or hybrid"),
+    }
+    let mut params = RegisterParams::default();
+    if let Some(levels) = levels {
+        params.optimize.levels = levels;
+    }
+    if let Some(iterations) = iterations {
+        params.optimize.iterations = iterations;
+    }
+    let report = match register_files(fixed, moving, out, &params, progress) {
+        Err(diffeoreg::Error::Cancelled) => {
+            progress.finish();
+            anyhow::bail!("cancelled; nothing was written to {}", out.display())
+        }
+        other => other?,
+    };
+    progress.finish();
+    let t = &report.timings;
+    let q = &report.deformable_quality;
+    println!("registered {} to {} in {:.1} s → {}", moving.display(), fixed.display(), t.total_s, out.display());
+    println!(
+        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  write {:.1}",
+        t.load_s, t.rigid_s, t.resample_s, t.optimize_s, t.integrate_s, t.warp_s, t.write_s
+    );
+    let r = &report.rigid;
+    println!(
+        "  rigid        angles {:.2}° {:.2}° {:.2}°  translation {:.2} {:.2} {:.2} mm  MSE {:.4} → {:.4}",
+        r.angles_deg[0],
+        r.angles_deg[1],
+        r.angles_deg[2],
+        r.translation_mm[0],
+        r.translation_mm[1],
+        r.translation_mm[2],
+        r.mse_before,
+        r.mse_after
+    );
+    println!(
+        "  deformation  max {:.2} mm  folding voxels {}  det J min {:.3} mean {:.3}  |φ∘φ⁻¹ − Id| mean {:.3} max {:.3} mm",
+        q.max_deformation_mm,
+        q.folding_voxels,
+        q.jacobian_min,
+        q.jacobian_mean,
+        q.inverse_consistency_mean_mm,
+        q.inverse_consistency_max_mm
+    );
+    for warning in &report.warnings {
+        println!("  warning      {warning}");
+    }
+    Ok(())
+}
+
+fn phantom(
+    ct: Option<&Path>,
+    out: &Path,
+    max_mm: f64,
+    seed: u64,
+    head: ([usize; 3], [f64; 3]),
+    progress: &TerminalProgress,
+) -> Result<()> {
     use diffeoreg::phantom::{PhantomParams, head::synthetic_head, invert, make_phantom};
     let ct_volume = match ct {
         Some(path) => io::load_volume(path, &SeriesChoice::LargestCt, progress)?.volume,
-        None => synthetic_head([128, 128, 128], [1.6, 1.9, 1.8]),
+        None => {
+            diffeoreg::volume::Geometry::axis_aligned(head.0, head.1, [0.0; 3])?;
+            synthetic_head(head.0, head.1)
+        }
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     progress.start_stage("deforming", 0);

@@ -9,9 +9,21 @@ use crate::diffeo::warp::{Outside, sample_with_gradient, scatter, warp_field};
 /// Default number of squarings (SPEC §3).
 pub const DEFAULT_STEPS: u32 = 7;
 
-/// The displacement u of φ = x + u(x) = exp(v).
+/// The displacement u of φ = x + u(x) = exp(v), keeping no intermediate fields.
 pub fn exp(velocity: &VectorField, steps: u32) -> VectorField {
-    exp_with_trace(velocity, steps).0
+    let mut u = velocity.scaled(1.0 / (1u64 << steps) as f32);
+    for _ in 0..steps {
+        square(&mut u);
+    }
+    u
+}
+
+/// One squaring: u ← u + u(x + u(x)).
+fn square(u: &mut VectorField) {
+    let moved = warp_field(u, u);
+    for (c, m) in u.components.iter_mut().zip(moved.components) {
+        c.par_iter_mut().zip(m).for_each(|(a, b)| *a += b);
+    }
 }
 
 /// exp(v) and the fields u₀ … u_{N−1} that the backward pass needs.
@@ -19,12 +31,8 @@ pub fn exp_with_trace(velocity: &VectorField, steps: u32) -> (VectorField, Vec<V
     let mut u = velocity.scaled(1.0 / (1u64 << steps) as f32);
     let mut trace = Vec::with_capacity(steps as usize);
     for _ in 0..steps {
-        let moved = warp_field(&u, &u);
-        let mut next = u.clone();
-        for (c, m) in next.components.iter_mut().zip(moved.components) {
-            c.iter_mut().zip(m).for_each(|(a, b)| *a += b);
-        }
-        trace.push(std::mem::replace(&mut u, next));
+        trace.push(u.clone());
+        square(&mut u);
     }
     (u, trace)
 }

@@ -2,4 +2,5 @@
 //! (`pyramid`), and the whole run from files to outputs (`pipeline`).
 
 pub mod optimize;
+pub mod pipeline;
 pub mod pyramid;

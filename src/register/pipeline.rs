@@ -1,0 +1,314 @@
+//! One registration run (SPEC §2): calibrate, rigid, resample, deformable, both composed
+//! fields, both warped images, and the report; `register_files` adds loading and writing.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::VectorField;
+use crate::diffeo::integrate::exp;
+use crate::diffeo::jacobian::{compose, determinant, folding_count};
+use crate::diffeo::warp::{Outside, sample};
+use crate::error::{Error, Result};
+use crate::io::{self, SeriesChoice, StoredType};
+use crate::phantom::invert;
+use crate::progress::Progress;
+use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
+use crate::register::pyramid::refine_field;
+use crate::rigid::{RigidParams, RigidResult, align};
+use crate::volume::geometry::{add, mat_vec, norm, sub};
+use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
+use crate::volume::{Calibration, DisplacementField, Volume};
+
+/// Version of the report.json layout; bumped whenever a field changes meaning or goes away.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Method {
+    /// Direct optimisation of the momentum, no network.
+    Optimize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegisterParams {
+    pub method: Method,
+    pub calibration: Calibration,
+    pub rigid: RigidParams,
+    pub optimize: OptimizeParams,
+}
+
+impl Default for RegisterParams {
+    fn default() -> Self {
+        RegisterParams {
+            method: Method::Optimize,
+            calibration: Calibration::default(),
+            rigid: RigidParams::default(),
+            optimize: OptimizeParams::default(),
+        }
+    }
+}
+
+/// Seconds spent in each stage.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub load_s: f64,
+    pub calibrate_s: f64,
+    pub rigid_s: f64,
+    pub resample_s: f64,
+    pub optimize_s: f64,
+    pub integrate_s: f64,
+    pub warp_s: f64,
+    pub write_s: f64,
+    pub total_s: f64,
+}
+
+/// What the deformation looks like, measured on the fixed grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct FieldQuality {
+    pub folding_voxels: usize,
+    pub jacobian_min: f64,
+    pub jacobian_mean: f64,
+    pub inverse_consistency_mean_mm: f64,
+    pub inverse_consistency_max_mm: f64,
+    pub max_deformation_mm: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InputFile {
+    pub role: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// CRC-32 of the file's bytes (of every file, in name order, for a folder).
+    pub crc32: String,
+    pub shape: [usize; 3],
+    pub spacing_mm: [f64; 3],
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub program: String,
+    pub version: String,
+    pub inputs: Vec<InputFile>,
+    pub parameters: RegisterParams,
+    pub timings: Timings,
+    pub rigid: RigidResult,
+    pub deformable_quality: FieldQuality,
+    pub energy_first: Option<IterationRecord>,
+    pub energy_last: Option<IterationRecord>,
+    pub iterations: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Everything a run produces, in memory.
+pub struct Registration {
+    /// On the fixed grid: fixed point x maps to moving point x + u(x) (rigid included).
+    pub warp_fwd: DisplacementField,
+    /// On the moving grid: moving point y maps to fixed point y + u(y).
+    pub warp_inv: DisplacementField,
+    /// The moving image on the fixed grid.
+    pub moving_warped: Volume,
+    /// The fixed image on the moving grid.
+    pub fixed_warped: Volume,
+    pub rigid: RigidResult,
+    pub quality: FieldQuality,
+    pub history: Vec<IterationRecord>,
+    pub timings: Timings,
+}
+
+/// Registers `moving` to `fixed` (both in HU, each on its own grid).
+pub fn register_volumes(
+    fixed: &Volume,
+    moving: &Volume,
+    params: &RegisterParams,
+    progress: &dyn Progress,
+) -> Result<Registration> {
+    let mut timings = Timings::default();
+    let mut clock = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
+    progress.start_stage("calibrating", 0);
+    let (fixed_density, moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
+    for (image, role) in [(&fixed_density, "fixed"), (&moving_density, "moving")] {
+        let (low, high) = image.value_range().unwrap_or((0.0, 0.0));
+        if high - low < 1e-3 {
+            return Err(Error::Invalid(format!("the {role} image is constant ({low} kg/dm³): nothing to register")));
+        }
+    }
+    lap(&mut timings.calibrate_s);
+
+    let rigid = align(&fixed_density, &moving_density, &params.rigid, progress)?;
+    lap(&mut timings.rigid_s);
+
+    progress.start_stage("resampling", 0);
+    let transform = rigid.transform.clone();
+    let moving_on_fixed =
+        resample_mapped_by(&moving_density, &fixed.geometry, Interpolation::Linear, 0.0, |x| transform.apply(x));
+    lap(&mut timings.resample_s);
+
+    let shape = fixed.geometry.shape;
+    let optimized = match params.method {
+        Method::Optimize => {
+            optimize(&fixed_density.voxels, &moving_on_fixed.voxels, shape, &params.optimize, progress)?
+        }
+    };
+    lap(&mut timings.optimize_s);
+
+    progress.start_stage("integrating", 0);
+    let velocity = refine_field(&optimized.velocity, shape, optimized.factor, 1);
+    let steps = params.optimize.energy.steps;
+    let forward = exp(&velocity, steps);
+    let inverse = exp(&velocity.scaled(-1.0), steps);
+    drop(velocity);
+    let quality = field_quality(&forward, &inverse, &fixed.geometry);
+    let forward_mm = forward.to_displacement_mm(&fixed.geometry);
+    drop(forward);
+    let inverse_mm = inverse.to_displacement_mm(&fixed.geometry);
+    drop(inverse);
+    // Fixed x → x + u(x) in the rigidly aligned frame → T(·) in the moving image.
+    let warp_fwd = DisplacementField::from_fn(fixed.geometry.clone(), |x| {
+        sub(transform.apply(add(x, at_point(&forward_mm, x))), x)
+    });
+    drop(forward_mm);
+    let back = invert(&transform);
+    let warp_inv = DisplacementField::from_fn(moving.geometry.clone(), |y| {
+        let z = back.apply(y);
+        sub(add(z, at_point(&inverse_mm, z)), y)
+    });
+    drop(inverse_mm);
+    lap(&mut timings.integrate_s);
+
+    progress.start_stage("warping images", 0);
+    let fill = |v: &Volume| v.value_range().map_or(0.0, |(low, _)| low);
+    let moving_warped = warp_through_field(moving, &warp_fwd, Interpolation::Linear, fill(moving))?;
+    let fixed_warped = warp_through_field(fixed, &warp_inv, Interpolation::Linear, fill(fixed))?;
+    lap(&mut timings.warp_s);
+    Ok(Registration {
+        warp_fwd,
+        warp_inv,
+        moving_warped,
+        fixed_warped,
+        rigid,
+        quality,
+        history: optimized.history,
+        timings,
+    })
+}
+
+/// The mm displacement of `field` at world point `x`, clamped at the grid's border.
+fn at_point(field: &DisplacementField, x: [f64; 3]) -> [f64; 3] {
+    let g = &field.geometry;
+    let p = mat_vec(&g.world_to_index_matrix(), sub(x, g.origin_mm)).map(|v| v as f32);
+    std::array::from_fn(|d| sample(&field.components_mm[d], g.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
+}
+
+fn field_quality(forward: &VectorField, inverse: &VectorField, grid: &crate::volume::Geometry) -> FieldQuality {
+    let det = determinant(forward);
+    let jacobian_min = det.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    let jacobian_mean = det.iter().map(|&d| d as f64).sum::<f64>() / det.len() as f64;
+    let folding_voxels = folding_count(&det);
+    drop(det);
+    let residual = compose(forward, inverse).to_displacement_mm(grid);
+    let lengths: Vec<f64> = (0..residual.geometry.voxel_count()).map(|n| norm(residual.at(n))).collect();
+    let max_deformation_mm = forward.to_displacement_mm(grid).max_norm_mm();
+    FieldQuality {
+        folding_voxels,
+        jacobian_min,
+        jacobian_mean,
+        inverse_consistency_mean_mm: lengths.iter().sum::<f64>() / lengths.len() as f64,
+        inverse_consistency_max_mm: lengths.iter().copied().fold(0.0, f64::max),
+        max_deformation_mm,
+    }
+}
+
+/// Loads both images, registers them and writes every output of SPEC §6 into `out`.
+/// Nothing is written until the registration has finished, and each file is written
+/// atomically, so a cancelled or failed run leaves no outputs.
+pub fn register_files(
+    fixed_path: &Path,
+    moving_path: &Path,
+    out: &Path,
+    params: &RegisterParams,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let start = Instant::now();
+    let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
+    let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let mut registration = register_volumes(&fixed.volume, &moving.volume, params, progress)?;
+    registration.timings.load_s = load_s;
+    progress.check_cancelled()?;
+
+    let writing = Instant::now();
+    progress.start_stage("writing outputs", 0);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    io::write_field(&out.join("warp_fwd.nii.gz"), &registration.warp_fwd)?;
+    io::write_field(&out.join("warp_inv.nii.gz"), &registration.warp_inv)?;
+    io::write_volume(&out.join("moving_warped.nii.gz"), &registration.moving_warped, StoredType::Float32)?;
+    io::write_volume(&out.join("fixed_warped.nii.gz"), &registration.fixed_warped, StoredType::Float32)?;
+    io::write_transform(&out.join("rigid.tfm"), &registration.rigid.transform)?;
+    registration.timings.write_s = writing.elapsed().as_secs_f64();
+    registration.timings.total_s = start.elapsed().as_secs_f64();
+
+    let mut warnings: Vec<String> = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
+    if registration.quality.folding_voxels > 0 {
+        warnings.push(format!("{} voxels fold (det J ≤ 0)", registration.quality.folding_voxels));
+    }
+    let report = Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        program: "diffeoreg".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        inputs: vec![
+            input_file("fixed", fixed_path, &fixed.volume)?,
+            input_file("moving", moving_path, &moving.volume)?,
+        ],
+        parameters: params.clone(),
+        timings: registration.timings.clone(),
+        rigid: registration.rigid.clone(),
+        deformable_quality: registration.quality.clone(),
+        energy_first: registration.history.first().cloned(),
+        energy_last: registration.history.last().cloned(),
+        iterations: registration.history.len(),
+        warnings,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
+    let report_path = out.join("report.json");
+    io::atomic::write_atomically(&report_path, |w| {
+        w.write_all(json.as_bytes()).map_err(|e| Error::io(&report_path, e))
+    })?;
+    Ok(report)
+}
+
+fn input_file(role: &str, path: &Path, volume: &Volume) -> Result<InputFile> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(folder) = stack.pop() {
+            for entry in std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))? {
+                let entry = entry.map_err(|e| Error::io(&folder, e))?;
+                if entry.path().is_dir() { stack.push(entry.path()) } else { files.push(entry.path()) }
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut crc = crc32fast::Hasher::new();
+    let mut bytes = 0u64;
+    for file in &files {
+        let data = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        bytes += data.len() as u64;
+        crc.update(&data);
+    }
+    Ok(InputFile {
+        role: role.into(),
+        path: path.to_path_buf(),
+        bytes,
+        crc32: format!("{:08x}", crc.finalize()),
+        shape: volume.geometry.shape,
+        spacing_mm: volume.geometry.spacing_mm,
+    })
+}

@@ -1,0 +1,117 @@
+//! `register` end to end on a phantom with a known answer: each stage brings the moving image
+//! closer to the truth and nothing folds; on files, every output is written, Greedy applies
+//! our `warp_fwd` as we do, and a cancelled run writes nothing.
+//!
+//! Measured (80×96×88 head at 2.5 mm, 7 mm deformation, 3°/5 mm rigid offset, pseudo-CT
+//! appearance): mean endpoint error 5.60 mm before, 2.42 mm after rigid, 2.27 mm after the
+//! deformable stage. SPEC's target (< 1 mm) is not met yet.
+
+mod common;
+
+use diffeoreg::phantom::head::synthetic_head;
+use diffeoreg::phantom::{PhantomParams, make_phantom};
+use diffeoreg::progress::Silent;
+use diffeoreg::register::pipeline::{RegisterParams, register_volumes};
+use diffeoreg::volume::DisplacementField;
+use diffeoreg::volume::geometry::{norm, sub};
+
+#[test]
+fn each_stage_moves_closer_to_the_truth() {
+    let ct = synthetic_head([80, 96, 88], [2.5, 2.5, 2.5]);
+    let phantom = make_phantom(&ct, &PhantomParams { seed: 11, ..PhantomParams::default() }).unwrap();
+    let result = register_volumes(&phantom.fixed, &phantom.moving, &RegisterParams::default(), &Silent).unwrap();
+    let head: Vec<usize> = (0..ct.voxels.len()).filter(|&n| ct.voxels[n] > -500.0).collect();
+    let epe = |field: &dyn Fn(usize) -> [f64; 3]| {
+        head.iter().map(|&n| norm(sub(field(n), phantom.truth_fwd.at(n)))).sum::<f64>() / head.len() as f64
+    };
+    let rigid_only = DisplacementField::from_fn(ct.geometry.clone(), |x| sub(result.rigid.transform.apply(x), x));
+    let (identity, rigid, full) = (epe(&|_| [0.0; 3]), epe(&|n| rigid_only.at(n)), epe(&|n| result.warp_fwd.at(n)));
+    println!(
+        "EPE identity {identity:.2} mm, rigid {rigid:.2} mm, registered {full:.2} mm; rigid angles {:?}; timings {:?}",
+        result.rigid.angles_deg, result.timings
+    );
+    assert!(rigid < identity && full < rigid, "identity {identity}, rigid {rigid}, registered {full}");
+    assert_eq!(result.quality.folding_voxels, 0);
+    assert!(result.quality.inverse_consistency_mean_mm < 0.1, "{:?}", result.quality);
+}
+
+#[test]
+fn register_on_files_writes_outputs_that_greedy_reads() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case");
+    let out = dir.path().join("out");
+    let binary = common::binary();
+    let phantom = Command::new(&binary).args(["phantom", "--max-mm", "5", "--out"]).arg(&case).output().unwrap();
+    assert!(phantom.status.success(), "{}", String::from_utf8_lossy(&phantom.stderr));
+    let run = Command::new(&binary)
+        .args(["register", "--levels", "4", "--iterations", "40", "--fixed"])
+        .arg(case.join("fixed.nii.gz"))
+        .arg("--moving")
+        .arg(case.join("moving.nii.gz"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("folding voxels 0"), "{stdout}");
+    for name in [
+        "warp_fwd.nii.gz",
+        "warp_inv.nii.gz",
+        "moving_warped.nii.gz",
+        "fixed_warped.nii.gz",
+        "rigid.tfm",
+        "report.json",
+    ] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema_version"], 1);
+    for stage in ["load_s", "rigid_s", "resample_s", "optimize_s", "integrate_s", "warp_s", "write_s", "total_s"] {
+        assert!(report["timings"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    }
+    assert_eq!(report["inputs"][0]["role"], "fixed");
+
+    let greedy = dir.path().join("greedy.nii.gz");
+    common::run_reference(
+        "greedy-warp",
+        &[&case.join("fixed.nii.gz"), &case.join("moving.nii.gz"), &out.join("warp_fwd.nii.gz"), &greedy],
+    );
+    let theirs = diffeoreg::io::read_volume(&greedy).unwrap();
+    let ours = diffeoreg::io::read_volume(&out.join("moving_warped.nii.gz")).unwrap();
+    let inside: Vec<(f32, f32)> =
+        ours.voxels.iter().zip(&theirs.voxels).map(|(a, b)| (*a, *b)).filter(|(a, _)| *a > -990.0).collect();
+    let mean = inside.iter().map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / inside.len() as f64;
+    assert!(inside.len() > 100_000 && mean < 0.5, "mean |ours − greedy| = {mean} HU over {} voxels", inside.len());
+}
+
+#[test]
+fn a_cancelled_run_writes_nothing() {
+    use diffeoreg::progress::{CancelFlag, Progress};
+    struct CancelAfter(CancelFlag, std::sync::atomic::AtomicUsize);
+    impl Progress for CancelAfter {
+        fn start_stage(&self, _: &str, _: u64) {}
+        fn advance(&self, _: u64) {
+            if self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 5 {
+                self.0.cancel();
+            }
+        }
+        fn is_cancelled(&self) -> bool {
+            self.0.is_set()
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ct = synthetic_head([48, 56, 52], [4.0, 4.0, 4.0]);
+    let phantom = make_phantom(&ct, &PhantomParams::default()).unwrap();
+    let (fixed, moving) = (dir.path().join("fixed.nii.gz"), dir.path().join("moving.nii.gz"));
+    diffeoreg::io::write_volume(&fixed, &phantom.fixed, diffeoreg::io::StoredType::Automatic).unwrap();
+    diffeoreg::io::write_volume(&moving, &phantom.moving, diffeoreg::io::StoredType::Automatic).unwrap();
+    let out = dir.path().join("out");
+    let progress = CancelAfter(CancelFlag::default(), Default::default());
+    let result =
+        diffeoreg::register::pipeline::register_files(&fixed, &moving, &out, &RegisterParams::default(), &progress);
+    assert!(matches!(result, Err(diffeoreg::Error::Cancelled)), "{:?}", result.err());
+    assert!(!out.exists(), "a cancelled run created {}", out.display());
+}
