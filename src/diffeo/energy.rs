@@ -109,7 +109,7 @@ fn energy_and_sobolev_gradient(
     params: &EnergyParams,
 ) -> (EnergyTerms, VectorField) {
     let count = momentum.voxel_count() as f64;
-    let regularisation = params.lambda as f64 * dot(velocity, momentum) / count;
+    let regularisation = params.lambda as f64 * velocity.dot(momentum) / count;
 
     let total = match base {
         Some(base) => {
@@ -170,12 +170,6 @@ fn similarity_and_gradient(
     (total / count, warp_image_backward(source, u, &grad_warped))
 }
 
-fn dot(a: &VectorField, b: &VectorField) -> f64 {
-    (0..3)
-        .map(|c| a.components[c].par_iter().zip(&b.components[c]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>())
-        .sum()
-}
-
 /// Only the energy (for line searches and tests).
 pub fn energy(
     fixed: &[f32],
@@ -215,7 +209,7 @@ mod tests {
         for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
             let params = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
             let (_, grad) = energy_and_gradient(&fixed, &moving, &momentum, &smoother, &params);
-            let analytic = dot(&grad, &direction);
+            let analytic = grad.dot(&direction);
             let h = 2e-3f32;
             let at = |sign: f32| {
                 let mut m = momentum.clone();

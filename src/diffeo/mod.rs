@@ -81,6 +81,24 @@ impl VectorField {
         DisplacementField { geometry: geometry.clone(), components_mm: map_vectors(&self.components, &to_world) }
     }
 
+    /// Σ over voxels and components of self · other.
+    pub fn dot(&self, other: &VectorField) -> f64 {
+        (0..3)
+            .map(|c| {
+                self.components[c].par_iter().zip(&other.components[c]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>()
+            })
+            .sum()
+    }
+
+    /// self + t · other.
+    pub fn plus_scaled(&self, t: f32, other: &VectorField) -> VectorField {
+        let mut out = self.clone();
+        for c in 0..3 {
+            out.components[c].par_iter_mut().zip(&other.components[c]).for_each(|(x, y)| *x += t * y);
+        }
+        out
+    }
+
     pub fn voxel_count(&self) -> usize {
         self.components[0].len()
     }

@@ -13,44 +13,21 @@ pub enum Outside {
     Clamp,
 }
 
-/// Trilinear value of `data` (x-fastest on `shape`) at continuous index `p`; None outside when
-/// `outside` is `Mask`.
-#[inline]
-pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<f32> {
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
-    for d in 0..3 {
-        let last = (shape[d] - 1) as f32;
-        let mut x = p[d];
-        if !(x >= 0.0 && x <= last) {
-            match outside {
-                Outside::Mask => return None,
-                Outside::Clamp => x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) },
-            }
-        }
-        let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
-        base[d] = b;
-        frac[d] = x - b as f32;
-    }
-    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
-    let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
-    let (sx, sy, sz) = (step(0, 1), step(1, nx), step(2, nxy));
-    let o = base[0] + nx * base[1] + nxy * base[2];
-    let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-    let c00 = lerp(data[o], data[o + sx], frac[0]);
-    let c10 = lerp(data[o + sy], data[o + sy + sx], frac[0]);
-    let c01 = lerp(data[o + sz], data[o + sz + sx], frac[0]);
-    let c11 = lerp(data[o + sz + sy], data[o + sz + sy + sx], frac[0]);
-    Some(lerp(lerp(c00, c10, frac[1]), lerp(c01, c11, frac[1]), frac[2]))
+/// The trilinear cell around a continuous index: the flat index of its lower corner, the
+/// strides to its upper neighbours (0 along an axis of size 1), the fractional position, and
+/// per axis whether the point was inside (1) or clamped onto the border (0).
+struct Cell {
+    origin: usize,
+    strides: [usize; 3],
+    frac: [f32; 3],
+    free: [f32; 3],
 }
 
-/// Trilinear value at `p` and its derivative with respect to `p`, with the border handled as
-/// `sample` does (a clamped axis has zero derivative).
 #[inline]
-pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
+fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
     let mut base = [0usize; 3];
     let mut frac = [0f32; 3];
-    let mut moving = [1f32; 3];
+    let mut free = [1f32; 3];
     for d in 0..3 {
         let last = (shape[d] - 1) as f32;
         let mut x = p[d];
@@ -59,64 +36,80 @@ pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outsid
                 Outside::Mask => return None,
                 Outside::Clamp => {
                     x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) };
-                    moving[d] = 0.0;
+                    free[d] = 0.0;
                 }
             }
         }
         let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
         base[d] = b;
         frac[d] = x - b as f32;
+        if shape[d] == 1 {
+            free[d] = 0.0;
+        }
     }
     let (nx, nxy) = (shape[0], shape[0] * shape[1]);
     let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
-    let (sx, sy, sz) = (step(0, 1), step(1, nx), step(2, nxy));
-    let o = base[0] + nx * base[1] + nxy * base[2];
-    let c = |x: usize, y: usize, z: usize| data[o + x * sx + y * sy + z * sz];
-    let [fx, fy, fz] = frac;
+    Some(Cell {
+        origin: base[0] + nx * base[1] + nxy * base[2],
+        strides: [step(0, 1), step(1, nx), step(2, nxy)],
+        frac,
+        free,
+    })
+}
+
+impl Cell {
+    /// The eight corner values, indexed by corner bits (x = bit 0, y = bit 1, z = bit 2).
+    #[inline]
+    fn corners(&self, data: &[f32]) -> [f32; 8] {
+        let [sx, sy, sz] = self.strides;
+        std::array::from_fn(|c| data[self.origin + (c & 1) * sx + (c >> 1 & 1) * sy + (c >> 2 & 1) * sz])
+    }
+}
+
+/// Trilinear value of `data` (x-fastest on `shape`) at continuous index `p`; None outside when
+/// `outside` is `Mask`.
+#[inline]
+pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<f32> {
+    let cell = cell(shape, p, outside)?;
+    let v = cell.corners(data);
+    let [fx, fy, fz] = cell.frac;
+    let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+    let (c00, c10) = (lerp(v[0], v[1], fx), lerp(v[2], v[3], fx));
+    let (c01, c11) = (lerp(v[4], v[5], fx), lerp(v[6], v[7], fx));
+    Some(lerp(lerp(c00, c10, fy), lerp(c01, c11, fy), fz))
+}
+
+/// Trilinear value at `p` and its derivative with respect to `p`, with the border handled as
+/// `sample` does (a clamped axis has zero derivative).
+#[inline]
+pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
+    let cell = cell(shape, p, outside)?;
+    let [c000, c100, c010, c110, c001, c101, c011, c111] = cell.corners(data);
+    let [fx, fy, fz] = cell.frac;
     let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
-    let (c000, c100, c010, c110) = (c(0, 0, 0), c(1, 0, 0), c(0, 1, 0), c(1, 1, 0));
-    let (c001, c101, c011, c111) = (c(0, 0, 1), c(1, 0, 1), c(0, 1, 1), c(1, 1, 1));
     let value = gz * (gy * (gx * c000 + fx * c100) + fy * (gx * c010 + fx * c110))
         + fz * (gy * (gx * c001 + fx * c101) + fy * (gx * c011 + fx * c111));
     let dx = gz * (gy * (c100 - c000) + fy * (c110 - c010)) + fz * (gy * (c101 - c001) + fy * (c111 - c011));
     let dy = gz * (gx * (c010 - c000) + fx * (c110 - c100)) + fz * (gx * (c011 - c001) + fx * (c111 - c101));
     let dz = gy * (gx * (c001 - c000) + fx * (c101 - c100)) + fy * (gx * (c011 - c010) + fx * (c111 - c110));
-    let has = |d: usize| if shape[d] > 1 { moving[d] } else { 0.0 };
-    Some((value, [dx * has(0), dy * has(1), dz * has(2)]))
+    let [a, b, c] = cell.free;
+    Some((value, [dx * a, dy * b, dz * c]))
 }
 
 /// Adds `weight` to the grid nodes that trilinear sampling at `p` reads, each by its weight:
 /// the transpose of `sample` (border handled the same way).
 #[inline]
 pub fn scatter(target: &mut [f32], shape: [usize; 3], p: [f32; 3], weight: f32, outside: Outside) {
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
-    for d in 0..3 {
-        let last = (shape[d] - 1) as f32;
-        let mut x = p[d];
-        if !(x >= 0.0 && x <= last) {
-            match outside {
-                Outside::Mask => return,
-                Outside::Clamp => x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) },
-            }
-        }
-        let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
-        base[d] = b;
-        frac[d] = x - b as f32;
-    }
-    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
-    let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
-    let strides = [step(0, 1), step(1, nx), step(2, nxy)];
-    let o = base[0] + nx * base[1] + nxy * base[2];
+    let Some(cell) = cell(shape, p, outside) else { return };
     for corner in 0..8 {
         let mut w = weight;
-        let mut index = o;
+        let mut index = cell.origin;
         for d in 0..3 {
             if corner >> d & 1 == 1 {
-                w *= frac[d];
-                index += strides[d];
+                w *= cell.frac[d];
+                index += cell.strides[d];
             } else {
-                w *= 1.0 - frac[d];
+                w *= 1.0 - cell.frac[d];
             }
         }
         target[index] += w;

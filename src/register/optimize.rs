@@ -105,11 +105,11 @@ pub fn optimize(
             history.push(IterationRecord { level: factor, iteration, energy });
             progress.advance(1);
             let mut direction = search.direction(&gradient);
-            let mut slope = dot(&gradient, &direction);
+            let mut slope = gradient.dot(&direction);
             if slope.is_nan() || slope >= 0.0 {
                 search.clear();
                 direction = gradient.scaled(-1.0);
-                slope = dot(&gradient, &direction);
+                slope = gradient.dot(&direction);
             }
             // The first step of a level (no curvature known yet) is sized so that the velocity
             // moves by at most `radius` voxels; later L-BFGS steps have their natural length.
@@ -124,7 +124,7 @@ pub fn optimize(
             };
             let mut accepted = None;
             for _ in 0..12 {
-                let trial = axpy(&momentum, step as f32, &direction);
+                let trial = momentum.plus_scaled(step as f32, &direction);
                 let (trial_energy, trial_gradient) = evaluate(&trial)?;
                 // Armijo: enough decrease for the slope.
                 if trial_energy.total() <= energy.total() + 1e-4 * step * slope {
@@ -141,7 +141,7 @@ pub fn optimize(
                 radius *= 0.5;
                 continue;
             };
-            search.remember(axpy(&trial, -1.0, &momentum), axpy(&trial_gradient, -1.0, &gradient));
+            search.remember(trial.plus_scaled(-1.0, &momentum), trial_gradient.plus_scaled(-1.0, &gradient));
             (momentum, energy, gradient) = (trial, trial_energy, trial_gradient);
             radius = (radius * 1.25).min(params.max_step_voxels);
         }
@@ -155,23 +155,6 @@ pub fn optimize(
     }
     let (velocity, factor) = velocity.expect("at least one level ran");
     Ok(Optimized { velocity, factor, history })
-}
-
-/// a + t·b.
-fn axpy(a: &VectorField, t: f32, b: &VectorField) -> VectorField {
-    use rayon::prelude::*;
-    let mut out = a.clone();
-    for c in 0..3 {
-        out.components[c].par_iter_mut().zip(&b.components[c]).for_each(|(x, y)| *x += t * y);
-    }
-    out
-}
-
-fn dot(a: &VectorField, b: &VectorField) -> f64 {
-    use rayon::prelude::*;
-    (0..3)
-        .map(|c| a.components[c].par_iter().zip(&b.components[c]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>())
-        .sum()
 }
 
 /// Limited-memory BFGS (Nocedal & Wright, algorithm 7.4): the search direction from the last
@@ -196,9 +179,9 @@ impl Lbfgs {
     }
 
     fn remember(&mut self, step: VectorField, gradient_change: VectorField) {
-        let curvature = dot(&gradient_change, &step);
+        let curvature = gradient_change.dot(&step);
         // Without positive curvature the pair would break the positive-definite estimate.
-        if curvature <= 1e-12 * dot(&step, &step).sqrt() * dot(&gradient_change, &gradient_change).sqrt() {
+        if curvature <= 1e-12 * step.dot(&step).sqrt() * gradient_change.dot(&gradient_change).sqrt() {
             return;
         }
         if self.pairs.len() == self.capacity {
@@ -212,16 +195,16 @@ impl Lbfgs {
         let mut q = gradient.clone();
         let mut alphas = Vec::with_capacity(self.pairs.len());
         for (s, y, rho) in self.pairs.iter().rev() {
-            let alpha = rho * dot(s, &q);
-            q = axpy(&q, -alpha as f32, y);
+            let alpha = rho * s.dot(&q);
+            q = q.plus_scaled(-alpha as f32, y);
             alphas.push(alpha);
         }
         if let Some((s, y, _)) = self.pairs.back() {
-            q = q.scaled((dot(s, y) / dot(y, y)) as f32);
+            q = q.scaled((s.dot(y) / y.dot(y)) as f32);
         }
         for ((s, y, rho), alpha) in self.pairs.iter().zip(alphas.into_iter().rev()) {
-            let beta = rho * dot(y, &q);
-            q = axpy(&q, (alpha - beta) as f32, s);
+            let beta = rho * y.dot(&q);
+            q = q.plus_scaled((alpha - beta) as f32, s);
         }
         q.scaled(-1.0)
     }
