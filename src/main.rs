@@ -55,6 +55,9 @@ enum Command {
         /// Iterations per level, e.g. 150,60.
         #[arg(long, value_delimiter = ',')]
         iterations: Option<Vec<usize>>,
+        /// Weight λ of the regulariser ⟨v, m⟩ (taken per voxel).
+        #[arg(long)]
+        lambda: Option<f32>,
     },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
@@ -94,7 +97,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
-        Command::Register { fixed, moving, out, method, levels, iterations } => {
+        Command::Register { fixed, moving, out, method, levels, iterations, lambda } => {
             let progress = TerminalProgress::new(cancel.clone(), true);
             let handler_flag = cancel.clone();
             // A second Ctrl-C while stopping ends the process the usual way.
@@ -104,7 +107,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 handler_flag.cancel();
             });
-            register(&fixed, &moving, &out, &method, levels, iterations, &progress)
+            register(&fixed, &moving, &out, &method, (levels, iterations, lambda), &progress)
         }
         Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
             let (Ok(shape), Ok(spacing)) = (<[usize; 3]>::try_from(head_shape), <[f64; 3]>::try_from(head_spacing_mm))
@@ -200,8 +203,7 @@ fn register(
     moving: &Path,
     out: &Path,
     method: &str,
-    levels: Option<Vec<usize>>,
-    iterations: Option<Vec<usize>>,
+    (levels, iterations, lambda): (Option<Vec<usize>>, Option<Vec<usize>>, Option<f32>),
     progress: &TerminalProgress,
 ) -> Result<()> {
     use diffeoreg::register::pipeline::{RegisterParams, register_files};
@@ -218,6 +220,9 @@ fn register(
     }
     if let Some(iterations) = iterations {
         params.optimize.iterations = iterations;
+    }
+    if let Some(lambda) = lambda {
+        params.optimize.energy.lambda = lambda;
     }
     let report = match register_files(fixed, moving, out, &params, progress) {
         Err(diffeoreg::Error::Cancelled) => {
