@@ -274,7 +274,7 @@ fn phantom(
     head: ([usize; 3], [f64; 3]),
     progress: &TerminalProgress,
 ) -> Result<()> {
-    use diffeoreg::phantom::{PhantomParams, head::synthetic_head, invert, make_phantom};
+    use diffeoreg::phantom::{PhantomParams, head::synthetic_head, make_phantom};
     let ct_volume = match ct {
         Some(path) => io::load_volume(path, &SeriesChoice::LargestCt, progress)?.volume,
         None => {
@@ -292,7 +292,7 @@ fn phantom(
     io::write_field(&out.join("truth_fwd.nii.gz"), &phantom.truth_fwd)?;
     io::write_field(&out.join("truth_inv.nii.gz"), &phantom.truth_inv)?;
     // ITK convention: the file maps fixed points to moving points, the inverse of `rigid`.
-    io::write_transform(&out.join("truth_rigid.tfm"), &invert(&phantom.rigid))?;
+    io::write_transform(&out.join("truth_rigid.tfm"), &phantom.rigid.inverse())?;
     let report = serde_json::json!({
         "ct": ct.map_or("built-in synthetic head".to_string(), |p| p.display().to_string()),
         "parameters": params,

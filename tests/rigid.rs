@@ -19,7 +19,7 @@ fn recovers_a_known_rotation_and_translation() {
     // The moving image on its own coarser grid: moving(y) = ct(truth⁻¹(y)), so that
     // fixed(x) = moving(truth(x)).
     let grid = Geometry::axis_aligned([72, 84, 70], [2.8, 2.8, 3.1], [-100.0, -117.0, -107.0]).unwrap();
-    let inverse = diffeoreg::phantom::invert(&truth);
+    let inverse = truth.inverse();
     let moving = resample_mapped_by(&ct, &grid, Interpolation::Linear, -1000.0, |y| inverse.apply(y));
     let calibration = Calibration::default();
     let result = align(&calibration.apply(&ct), &calibration.apply(&moving), &RigidParams::default(), &Silent).unwrap();

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::phantom::appearance::PseudoCtAppearance;
 use crate::phantom::random::SeededRng;
 use crate::volume::affine::AffineTransform;
-use crate::volume::geometry::{Mat3, Vec3, add, inverse3, mat_vec, sub};
+use crate::volume::geometry::{Mat3, Vec3, add, mat_vec, sub};
 use crate::volume::resample::{Interpolation, sample as sample_volume};
 use crate::volume::{DisplacementField, Geometry, Volume};
 
@@ -85,7 +85,7 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     let angles = [angle(&mut rng), angle(&mut rng), angle(&mut rng)];
     let translation = std::array::from_fn(|_| rng.range(-1.0, 1.0) * params.max_translation_mm);
     let rigid = AffineTransform::from_euler(angles, translation, centre);
-    let rigid_inverse = invert(&rigid);
+    let rigid_inverse = rigid.inverse();
 
     let moving_grid = moving_geometry(fixed_grid, params.moving_spacing_factor)?;
     // ψ(y) = φ(R(y)): where moving point y came from in the CT.
@@ -145,17 +145,6 @@ fn field_at(field: &DisplacementField, to_index: &Mat3, x: Vec3) -> Vec3 {
     let grid = &field.geometry;
     let p = mat_vec(to_index, sub(x, grid.origin_mm)).map(|v| v as f32);
     std::array::from_fn(|d| sample(&field.components_mm[d], grid.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
-}
-
-/// The inverse map of an affine transform.
-pub fn invert(t: &AffineTransform) -> AffineTransform {
-    let inverse = inverse3(&t.matrix);
-    // y = M(x − c) + c + t  ⇒  x = M⁻¹(y − c − t) + c
-    AffineTransform {
-        matrix: inverse,
-        translation_mm: sub([0.0; 3], mat_vec(&inverse, t.translation_mm)),
-        center_mm: t.center_mm,
-    }
 }
 
 /// A grid with the fixed grid's direction and centre, coarser by `factor`, covering it.

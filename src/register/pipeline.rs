@@ -12,7 +12,6 @@ use crate::diffeo::jacobian::{compose, determinant, folding_count};
 use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
-use crate::phantom::invert;
 use crate::progress::Progress;
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
 use crate::register::pyramid::refine_field;
@@ -173,7 +172,7 @@ pub fn register_volumes(
         sub(transform.apply(add(x, at_point(&forward_mm, x))), x)
     });
     drop(forward_mm);
-    let back = invert(&transform);
+    let back = transform.inverse();
     let warp_inv = DisplacementField::from_fn(moving.geometry.clone(), |y| {
         let z = back.apply(y);
         sub(add(z, at_point(&inverse_mm, z)), y)

@@ -30,8 +30,32 @@ impl AffineTransform {
         add(add(mat_vec(&self.matrix, sub(point_mm, self.center_mm)), self.center_mm), self.translation_mm)
     }
 
+    /// The inverse map: y = M(x − c) + c + t  ⇔  x = M⁻¹(y − c − t) + c.
+    pub fn inverse(&self) -> AffineTransform {
+        let matrix = crate::volume::geometry::inverse3(&self.matrix);
+        AffineTransform {
+            translation_mm: sub([0.0; 3], mat_vec(&matrix, self.translation_mm)),
+            matrix,
+            center_mm: self.center_mm,
+        }
+    }
+
     /// The displacement field x ↦ T(x) − x on a grid.
     pub fn to_displacement_field(&self, geometry: &Geometry) -> DisplacementField {
         DisplacementField::from_fn(geometry.clone(), |x| sub(self.apply(x), x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::geometry::norm;
+
+    #[test]
+    fn inverse_undoes_the_transform() {
+        let t = AffineTransform::from_euler([0.2, -0.1, 0.3], [5.0, -2.0, 7.0], [10.0, 20.0, -5.0]);
+        for p in [[0.0, 0.0, 0.0], [33.0, -12.0, 8.5]] {
+            assert!(norm(sub(t.inverse().apply(t.apply(p)), p)) < 1e-9);
+        }
     }
 }
