@@ -6,9 +6,11 @@
 // Index loops over the three axes read closer to the maths than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod apply;
 pub mod diffeo;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod phantom;
 pub mod progress;
 pub mod register;

@@ -68,11 +68,23 @@ fn register_on_files_writes_outputs_that_greedy_reads() {
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["schema_version"], 1);
-    for stage in ["load_s", "rigid_s", "resample_s", "optimize_s", "integrate_s", "warp_s", "write_s", "total_s"] {
+    assert_eq!(report["schema_version"], 2);
+    for stage in
+        ["load_s", "rigid_s", "resample_s", "optimize_s", "integrate_s", "warp_s", "metrics_s", "write_s", "total_s"]
+    {
         assert!(report["timings"][stage].as_f64().unwrap() >= 0.0, "{stage}");
     }
     assert_eq!(report["inputs"][0]["role"], "fixed");
+    // Metrics both ways for the rigid start and the result: the deformable stage improves NMI
+    // and MSE in both directions and folds nothing.
+    let metrics = &report["metrics"];
+    for direction in ["forward", "backward"] {
+        let (rigid, result) = (&metrics["rigid"][direction]["image"], &metrics["result"][direction]["image"]);
+        assert!(result["nmi"].as_f64().unwrap() > rigid["nmi"].as_f64().unwrap(), "{direction}: {metrics}");
+        assert!(result["mse"].as_f64().unwrap() < rigid["mse"].as_f64().unwrap(), "{direction}: {metrics}");
+        assert_eq!(metrics["result"][direction]["jacobian"]["folding_voxels"], 0);
+    }
+    assert!(stdout.contains("rigid      mov→fix") && stdout.contains("result     fix→mov"), "{stdout}");
 
     let greedy = dir.path().join("greedy.nii.gz");
     common::run_reference(

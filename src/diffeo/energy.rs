@@ -110,38 +110,60 @@ fn energy_and_sobolev_gradient(
 ) -> (EnergyTerms, VectorField) {
     let count = momentum.voxel_count() as f64;
     let regularisation = params.lambda as f64 * velocity.dot(momentum) / count;
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, velocity, params);
+    // ∂⟨K⁻¹m, m⟩/∂m = 2v.
+    let gradient = smoother.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, velocity);
+    (EnergyTerms { regularisation, forward, backward }, gradient)
+}
 
+/// The energy in whitened coordinates z, with v = L⁻¹ z (`half` smooths by L⁻¹, the square
+/// root of K⁻¹) on top of `base`, and its gradient with respect to z. With m = K v = L z the
+/// regulariser ⟨v, m⟩ = ⟨L⁻¹z, L z⟩ = |z|² (exactly so for a cyclic convolution; with zero
+/// padding it is the padded domain's value), so in z it is perfectly conditioned and a step
+/// along −∂E/∂z moves v along the Sobolev gradient −K⁻¹ ∂E/∂v rather than −K⁻² ∂E/∂v as a step
+/// in m does: the optimiser reaches the fine detail of v hundreds of times sooner.
+pub fn energy_and_gradient_whitened(
+    fixed: &[f32],
+    moving: &[f32],
+    base: Option<&VectorField>,
+    z: &VectorField,
+    half: &Smoother,
+    params: &EnergyParams,
+) -> (EnergyTerms, VectorField) {
+    let count = z.voxel_count() as f64;
+    let regularisation = params.lambda as f64 * z.dot(z) / count;
+    let velocity = half.apply(z);
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, &velocity, params);
+    drop(velocity);
+    let gradient = half.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, z);
+    (EnergyTerms { regularisation, forward, backward }, gradient)
+}
+
+/// The two image terms at velocity `base + velocity` and the gradient of their half-sum
+/// ½ε_f + ½ε_b with respect to that velocity.
+fn image_terms(
+    fixed: &[f32],
+    moving: &[f32],
+    base: Option<&VectorField>,
+    velocity: &VectorField,
+    params: &EnergyParams,
+) -> (f64, f64, VectorField) {
     let total = match base {
-        Some(base) => {
-            let mut total = base.clone();
-            for c in 0..3 {
-                total.components[c].par_iter_mut().zip(&velocity.components[c]).for_each(|(t, v)| *t += v);
-            }
-            total
-        }
+        Some(base) => base.plus_scaled(1.0, velocity),
         None => velocity.clone(),
     };
     let (forward_u, forward_trace) = exp_with_trace(&total, params.steps);
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
+    drop(total);
     let (forward, grad_forward_u) = similarity_and_gradient(moving, fixed, &forward_u, params.similarity);
     let (backward, grad_backward_u) = similarity_and_gradient(fixed, moving, &backward_u, params.similarity);
-
-    // The images' part: ½ ∂ε_f/∂v − ½ ∂ε_b/∂(−v), taken to m by K⁻¹ (self-adjoint). The
-    // regulariser's: ∂⟨K⁻¹m, m⟩/∂m = 2v.
+    // ½ ∂ε_f/∂v − ½ ∂ε_b/∂(−v).
     let mut grad_v = exp_backward(&forward_trace, grad_forward_u);
     let grad_v_backward = exp_backward(&backward_trace, grad_backward_u);
     for c in 0..3 {
         grad_v.components[c].par_iter_mut().zip(&grad_v_backward.components[c]).for_each(|(f, b)| *f = 0.5 * (*f - b));
     }
-    let mut gradient = smoother.apply(&grad_v);
-    let regularisation_scale = (2.0 * params.lambda as f64 / count) as f32;
-    for c in 0..3 {
-        gradient.components[c]
-            .par_iter_mut()
-            .zip(&velocity.components[c])
-            .for_each(|(g, v)| *g += regularisation_scale * v);
-    }
-    (EnergyTerms { regularisation, forward, backward }, gradient)
+    (forward, backward, grad_v)
 }
 
 /// ε(source ∘ (x + u), target) and its gradient with respect to u.

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::diffeo::VectorField;
-use crate::diffeo::warp::{Outside, sample_with_gradient, scatter, warp_field};
+use crate::diffeo::warp::{sample_vector_backward, warp_field};
 
 /// Default number of squarings (SPEC §3).
 pub const DEFAULT_STEPS: u32 = 7;
@@ -62,15 +62,7 @@ fn squaring_step_backward(u: &VectorField, grad_next: &VectorField) -> VectorFie
                 let (i, j, k) = (index % shape[0], (index / shape[0]) % shape[1], index / (shape[0] * shape[1]));
                 let d = u.at(index);
                 let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
-                let mut through_position = [0f32; 3];
-                for c in 0..3 {
-                    if let Some((_, slope)) = sample_with_gradient(&u.components[c], shape, p, Outside::Clamp) {
-                        for a in 0..3 {
-                            through_position[a] += g[c] * slope[a];
-                        }
-                    }
-                    scatter(&mut local.components[c], shape, p, g[c], Outside::Clamp);
-                }
+                let through_position = sample_vector_backward(u, p, g, &mut local.components);
                 for a in 0..3 {
                     local.components[a][index] += g[a] + through_position[a];
                 }

@@ -46,6 +46,12 @@ impl Smoother {
         Self::with_exponent(shape, params, -2)
     }
 
+    /// L⁻¹, the square root of K⁻¹ (same padding and grid): takes whitened coordinates to
+    /// velocity in the optimiser.
+    pub fn half(shape: [usize; 3], params: &SmoothParams) -> Self {
+        Self::with_exponent(shape, params, -1)
+    }
+
     /// K = L² itself, which takes velocity to momentum (same padding and grid).
     pub fn operator_k(shape: [usize; 3], params: &SmoothParams) -> Self {
         Self::with_exponent(shape, params, 2)

@@ -40,7 +40,8 @@ fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
                 }
             }
         }
-        let b = (x.floor() as usize).min(shape[d].saturating_sub(2));
+        // x ≥ 0 here, so truncation is the floor (and much cheaper than a floorf call).
+        let b = (x as usize).min(shape[d].saturating_sub(2));
         base[d] = b;
         frac[d] = x - b as f32;
         if shape[d] == 1 {
@@ -66,6 +67,49 @@ impl Cell {
     }
 }
 
+impl Cell {
+    /// The trilinear weights of the eight corners, in the order of `corners`.
+    #[inline]
+    fn weights(&self) -> [f32; 8] {
+        let [fx, fy, fz] = self.frac;
+        let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
+        [gx * gy * gz, fx * gy * gz, gx * fy * gz, fx * fy * gz, gx * gy * fz, fx * gy * fz, gx * fy * fz, fx * fy * fz]
+    }
+
+    #[inline]
+    fn offsets(&self) -> [usize; 8] {
+        let [sx, sy, sz] = self.strides;
+        std::array::from_fn(|c| self.origin + (c & 1) * sx + (c >> 1 & 1) * sy + (c >> 2 & 1) * sz)
+    }
+
+    /// Value and derivative with respect to the position, one component.
+    #[inline]
+    fn value_and_slope(&self, data: &[f32]) -> (f32, [f32; 3]) {
+        let [c000, c100, c010, c110, c001, c101, c011, c111] = self.corners(data);
+        let [fx, fy, fz] = self.frac;
+        let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
+        let value = gz * (gy * (gx * c000 + fx * c100) + fy * (gx * c010 + fx * c110))
+            + fz * (gy * (gx * c001 + fx * c101) + fy * (gx * c011 + fx * c111));
+        let dx = gz * (gy * (c100 - c000) + fy * (c110 - c010)) + fz * (gy * (c101 - c001) + fy * (c111 - c011));
+        let dy = gz * (gx * (c010 - c000) + fx * (c110 - c100)) + fz * (gx * (c011 - c001) + fx * (c111 - c101));
+        let dz = gy * (gx * (c001 - c000) + fx * (c101 - c100)) + fy * (gx * (c011 - c010) + fx * (c111 - c110));
+        let [a, b, c] = self.free;
+        (value, [dx * a, dy * b, dz * c])
+    }
+}
+
+/// The three components of `field` sampled trilinearly at `p`, clamped at the border: one
+/// cell lookup for all three.
+#[inline]
+pub fn sample_vector(field: &VectorField, p: [f32; 3]) -> [f32; 3] {
+    let cell = cell(field.shape, p, Outside::Clamp).expect("clamping always finds a cell");
+    let (w, o) = (cell.weights(), cell.offsets());
+    std::array::from_fn(|c| {
+        let data = &field.components[c];
+        (0..8).map(|k| w[k] * data[o[k]]).sum()
+    })
+}
+
 /// Trilinear value of `data` (x-fastest on `shape`) at continuous index `p`; None outside when
 /// `outside` is `Mask`.
 #[inline]
@@ -83,37 +127,28 @@ pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) ->
 /// `sample` does (a clamped axis has zero derivative).
 #[inline]
 pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
-    let cell = cell(shape, p, outside)?;
-    let [c000, c100, c010, c110, c001, c101, c011, c111] = cell.corners(data);
-    let [fx, fy, fz] = cell.frac;
-    let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
-    let value = gz * (gy * (gx * c000 + fx * c100) + fy * (gx * c010 + fx * c110))
-        + fz * (gy * (gx * c001 + fx * c101) + fy * (gx * c011 + fx * c111));
-    let dx = gz * (gy * (c100 - c000) + fy * (c110 - c010)) + fz * (gy * (c101 - c001) + fy * (c111 - c011));
-    let dy = gz * (gx * (c010 - c000) + fx * (c110 - c100)) + fz * (gx * (c011 - c001) + fx * (c111 - c101));
-    let dz = gy * (gx * (c001 - c000) + fx * (c101 - c100)) + fy * (gx * (c011 - c010) + fx * (c111 - c110));
-    let [a, b, c] = cell.free;
-    Some((value, [dx * a, dy * b, dz * c]))
+    Some(cell(shape, p, outside)?.value_and_slope(data))
 }
 
-/// Adds `weight` to the grid nodes that trilinear sampling at `p` reads, each by its weight:
-/// the transpose of `sample` (border handled the same way).
+/// For one point p = x + u(x) of a squaring step u ↦ u + u(p): the gradient `g` (per component)
+/// flowing into the sampled value goes to the grid nodes read (scattered into `target`) and to
+/// the position p; returns the latter, Σ_c g_c ∂u_c/∂p.
 #[inline]
-pub fn scatter(target: &mut [f32], shape: [usize; 3], p: [f32; 3], weight: f32, outside: Outside) {
-    let Some(cell) = cell(shape, p, outside) else { return };
-    for corner in 0..8 {
-        let mut w = weight;
-        let mut index = cell.origin;
-        for d in 0..3 {
-            if corner >> d & 1 == 1 {
-                w *= cell.frac[d];
-                index += cell.strides[d];
-            } else {
-                w *= 1.0 - cell.frac[d];
-            }
+pub fn sample_vector_backward(field: &VectorField, p: [f32; 3], g: [f32; 3], target: &mut [Vec<f32>; 3]) -> [f32; 3] {
+    let cell = cell(field.shape, p, Outside::Clamp).expect("clamping always finds a cell");
+    let (w, o) = (cell.weights(), cell.offsets());
+    let mut through_position = [0f32; 3];
+    for c in 0..3 {
+        let (_, slope) = cell.value_and_slope(&field.components[c]);
+        for a in 0..3 {
+            through_position[a] += g[c] * slope[a];
         }
-        target[index] += w;
+        let t = &mut target[c];
+        for k in 0..8 {
+            t[o[k]] += w[k] * g[c];
+        }
     }
+    through_position
 }
 
 /// Whether a continuous index lies within the grid's voxels (each voxel reaching half a voxel
@@ -196,9 +231,7 @@ pub fn warp_field(field: &VectorField, u: &VectorField) -> VectorField {
                     let d = u.at(n);
                     let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
                     let m = i + nx * j;
-                    pa[m] = sample(&field.components[0], shape, p, Outside::Clamp).unwrap_or(0.0);
-                    pb[m] = sample(&field.components[1], shape, p, Outside::Clamp).unwrap_or(0.0);
-                    pc[m] = sample(&field.components[2], shape, p, Outside::Clamp).unwrap_or(0.0);
+                    [pa[m], pb[m], pc[m]] = sample_vector(field, p);
                 }
             }
         },

@@ -1,7 +1,9 @@
-//! A synthetic CT-like head in HU: air, skin and fat, skull, brain with grey/white contrast
-//! and ventricles, with a smooth random texture in each tissue (as real anatomy has, and
+//! A synthetic CT-like head in HU: air, skin and fat, skull and skull base, orbits, sinuses and
+//! ear canals, brain with grey/white contrast, a folded cortex and ventricles, with a smooth random texture in each tissue (as real anatomy has, and
 //! without which a deformation inside uniform tissue could not be seen). The built-in demo
 //! case and many tests start from it.
+
+use rayon::prelude::*;
 
 use crate::diffeo::warp::{Outside, sample};
 use crate::phantom::random::SeededRng;
@@ -9,6 +11,101 @@ use crate::volume::{Geometry, Volume};
 
 /// Spacing of the random texture's control grid, mm.
 const TEXTURE_SPACING_MM: f64 = 8.0;
+/// Spacing of the random field whose zero crossings are the sulci, mm.
+const FOLD_SPACING_MM: f64 = 14.0;
+
+/// (x/a)² + (y/b)² + (z/c)² of `p` relative to `centre` for semi-axes `axes`: below 1 inside.
+fn ellipsoid(p: [f64; 3], centre: [f64; 3], axes: [f64; 3]) -> f64 {
+    (0..3).map(|d| ((p[d] - centre[d]) / axes[d]).powi(2)).sum()
+}
+
+/// The structures of the head that break its symmetry, in mm from its centre (LPS: +x left,
+/// +y posterior, +z superior), scaled by `fit`. Real heads are full of such landmarks (orbits,
+/// sinuses, ear canals, skull base, ventricles, sulci); without them a sliding motion along the
+/// skull would leave no trace in the images.
+struct Anatomy {
+    fit: f64,
+}
+
+impl Anatomy {
+    fn new(fit: f64) -> Self {
+        Anatomy { fit }
+    }
+
+    fn at(&self, p: [f64; 3], centre: [f64; 3], axes: [f64; 3]) -> bool {
+        let f = self.fit;
+        ellipsoid(p, centre.map(|c| c * f), axes.map(|a| a * f)) < 1.0
+    }
+
+    /// HU at world point `p`; `radii` are the head's semi-axes (mm), `fold` the sulcus field.
+    fn hu(&self, p: [f64; 3], radii: [f64; 3], fold: f32) -> f64 {
+        let outer = ellipsoid(p, [0.0; 3], radii);
+        // Air spaces within the head: nasal cavity, maxillary sinuses, ear canals and mastoids.
+        let air = self.at(p, [0.0, -78.0, -52.0], [9.0, 14.0, 16.0])
+            || self.at(p, [-24.0, -62.0, -55.0], [13.0, 14.0, 12.0])
+            || self.at(p, [24.0, -62.0, -55.0], [13.0, 14.0, 12.0])
+            || self.at(p, [-70.0, 8.0, -42.0], [10.0, 6.0, 6.0])
+            || self.at(p, [70.0, 8.0, -42.0], [10.0, 6.0, 6.0])
+            || self.at(p, [0.0, -86.0, 18.0], [14.0, 5.0, 8.0]);
+        if outer > 1.0 || air {
+            return -1000.0;
+        }
+        // The orbits: an eyeball (with a dense lens) in orbital fat.
+        for side in [-1.0, 1.0] {
+            if self.at(p, [31.0 * side, -80.0, -22.0], [11.5, 11.5, 11.5]) {
+                return if self.at(p, [31.0 * side, -91.0, -22.0], [4.0, 1.5, 4.0]) { 90.0 } else { 12.0 };
+            }
+            if self.at(p, [31.0 * side, -72.0, -22.0], [18.0, 20.0, 16.0]) {
+                return -95.0;
+            }
+        }
+        // The skull base: a bony floor above the face, pierced by the foramen magnum.
+        let base = (p[2] + 38.0 * self.fit).abs() < 5.0 * self.fit && outer < 0.80;
+        if base && !self.at(p, [0.0, 25.0, -38.0], [14.0, 17.0, 10.0]) {
+            return 700.0;
+        }
+        // Skull thicker at the back (occiput) than at the temples.
+        let thickness = 0.12 + 0.06 * (p[1] / radii[1]).max(0.0);
+        if outer > 0.92 {
+            return -90.0; // skin and subcutaneous fat
+        }
+        if outer > 0.92 - thickness {
+            let depth = (0.92 - outer) / thickness;
+            // Dense inner and outer tables around the lighter diploë.
+            return 1200.0 - 500.0 * (1.0 - (2.0 * depth - 1.0).abs());
+        }
+        if outer > 0.89 - thickness {
+            return 8.0; // cerebrospinal fluid around the brain
+        }
+        if p[2] < -38.0 * self.fit {
+            // Below the skull base: the brainstem and cerebellum in the posterior fossa, muscle in front.
+            return if self.at(p, [0.0, 25.0, -60.0], [16.0, 14.0, 30.0]) { 32.0 } else { 50.0 };
+        }
+        // Midline: the falx, a thin dense membrane between the hemispheres.
+        if p[0].abs() < 1.2 * self.fit && p[2] > -10.0 * self.fit {
+            return 60.0;
+        }
+        // Ventricles: two curved lateral horns, the third ventricle, calcified choroid plexus.
+        for side in [-1.0, 1.0] {
+            if self.at(p, [10.0 * side, -5.0, 14.0], [5.0, 30.0, 7.0])
+                || self.at(p, [16.0 * side, 22.0, 2.0], [5.0, 10.0, 12.0])
+            {
+                return if self.at(p, [16.0 * side, 22.0, 2.0], [2.5, 3.0, 2.5]) { 250.0 } else { 5.0 };
+            }
+        }
+        if self.at(p, [0.0, 0.0, -2.0], [2.0, 14.0, 7.0]) {
+            return 5.0;
+        }
+        // Deep grey matter (basal ganglia), white matter, and a cortex folded into sulci.
+        if self.at(p, [-18.0, -4.0, -2.0], [7.0, 12.0, 8.0]) || self.at(p, [18.0, -4.0, -2.0], [7.0, 12.0, 8.0]) {
+            return 42.0;
+        }
+        if outer < 0.45 {
+            return 26.0;
+        }
+        if fold.abs() < 0.12 { 8.0 } else { 38.0 }
+    }
+}
 
 /// A head of about 180 × 220 × 200 mm (L-R × A-P × S-I) centred in a grid of `shape` voxels
 /// of `spacing_mm`.
@@ -19,52 +116,35 @@ pub fn synthetic_head(shape: [usize; 3], spacing_mm: [f64; 3]) -> Volume {
     // Semi-axes in mm, scaled down when the grid is smaller than a real head.
     let fit = (0..3).map(|d| extent[d] / [200.0, 240.0, 220.0][d]).fold(1.0f64, f64::min);
     let radii = [90.0 * fit, 110.0 * fit, 100.0 * fit];
-    let inside = |p: [f64; 3], scale: f64, centre: [f64; 3]| -> f64 {
-        (0..3).map(|d| ((p[d] - centre[d]) / (radii[d] * scale)).powi(2)).sum::<f64>()
-    };
     let texture_shape: [usize; 3] = std::array::from_fn(|d| (extent[d] / TEXTURE_SPACING_MM).ceil() as usize + 2);
     let mut rng = SeededRng::new(2024);
     let texture: Vec<f32> = (0..texture_shape.iter().product()).map(|_| rng.normal() as f32).collect();
-    let mut voxels = Vec::with_capacity(geometry.voxel_count());
-    for k in 0..shape[2] {
-        for j in 0..shape[1] {
-            for i in 0..shape[0] {
-                let p = geometry.index_to_world([i as f64, j as f64, k as f64]);
-                let t = [i, j, k].map(|x| x as f64);
-                let q: [f32; 3] = std::array::from_fn(|d| (t[d] * spacing_mm[d] / TEXTURE_SPACING_MM) as f32);
-                let grain = sample(&texture, texture_shape, q, Outside::Clamp).unwrap_or(0.0);
-                let outer = inside(p, 1.0, [0.0; 3]);
-                let hu = if outer > 1.0 {
-                    -1000.0
-                } else if outer > 0.92 {
-                    -90.0 // skin and subcutaneous fat
-                } else if outer > 0.80 {
-                    1100.0 - 300.0 * ((outer - 0.80) / 0.12 - 0.5).abs() // skull, densest in the middle
-                } else if outer > 0.77 {
-                    8.0 // cerebrospinal fluid
-                } else {
-                    let ventricle_left = inside(p, 0.18, [-12.0 * fit, -8.0 * fit, 12.0 * fit]);
-                    let ventricle_right = inside(p, 0.18, [12.0 * fit, -8.0 * fit, 12.0 * fit]);
-                    if ventricle_left < 1.0 || ventricle_right < 1.0 {
-                        5.0
-                    } else if inside(p, 0.55, [0.0, 0.0, 8.0 * fit]) < 1.0 {
-                        28.0 // white matter
-                    } else {
-                        38.0 // grey matter
-                    }
-                };
-                // Texture amplitude by tissue: none in air, more in bone than in soft tissue.
-                let amplitude = if hu <= -999.0 {
-                    0.0
-                } else if hu > 300.0 {
-                    120.0
-                } else {
-                    12.0
-                };
-                voxels.push(hu as f32 + amplitude * grain);
-            }
-        }
-    }
+    // A second, finer random field whose zero crossings draw the sulci of the cortex.
+    let folds_shape: [usize; 3] = std::array::from_fn(|d| (extent[d] / FOLD_SPACING_MM).ceil() as usize + 2);
+    let folds: Vec<f32> = (0..folds_shape.iter().product()).map(|_| rng.normal() as f32).collect();
+    let anatomy = Anatomy::new(fit);
+    let mut voxels = vec![0.0f32; geometry.voxel_count()];
+    let [nx, ny, _] = shape;
+    voxels.par_iter_mut().enumerate().for_each(|(n, value)| {
+        let t = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
+        let p = geometry.index_to_world(t);
+        let at = |field: &[f32], field_shape: [usize; 3], spacing: f64| {
+            let q: [f32; 3] = std::array::from_fn(|d| (t[d] * spacing_mm[d] / spacing) as f32);
+            sample(field, field_shape, q, Outside::Clamp).unwrap_or(0.0)
+        };
+        let grain = at(&texture, texture_shape, TEXTURE_SPACING_MM);
+        let fold = at(&folds, folds_shape, FOLD_SPACING_MM);
+        let hu = anatomy.hu(p, radii, fold);
+        // Texture amplitude by tissue: none in air, more in bone than in soft tissue.
+        let amplitude = if hu <= -999.0 {
+            0.0
+        } else if hu > 300.0 {
+            120.0
+        } else {
+            12.0
+        };
+        *value = hu as f32 + amplitude * grain;
+    });
     let mut head = Volume { geometry, voxels };
     // A scanner's point-spread function: edges spread over about a millimetre.
     let sigma_voxels = (1.0 / spacing_mm.iter().copied().fold(f64::INFINITY, f64::min)) as f32;

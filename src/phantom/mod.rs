@@ -118,7 +118,8 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
 }
 
 /// A smooth random velocity in mm on `grid`: white noise on a coarse control grid, smoothed by
-/// K⁻¹ there, interpolated trilinearly, scaled so its largest vector is `max_mm` long.
+/// K⁻¹ there, interpolated by cubic B-splines (so the field has no kinks at the control points,
+/// as a trilinear one would), scaled so its largest vector is `max_mm` long.
 fn random_velocity_mm(grid: &Geometry, params: &PhantomParams, rng: &mut SeededRng) -> DisplacementField {
     let extent = grid.extent_mm();
     let coarse: [usize; 3] = std::array::from_fn(|d| (extent[d] / params.control_spacing_mm).ceil() as usize + 2);
@@ -132,12 +133,39 @@ fn random_velocity_mm(grid: &Geometry, params: &PhantomParams, rng: &mut SeededR
         let index = grid.world_to_index(x);
         let p: [f32; 3] =
             std::array::from_fn(|d| (index[d] / (grid.shape[d].max(2) - 1) as f64 * (coarse[d] - 1) as f64) as f32);
-        std::array::from_fn(|d| sample(&smooth.components[d], coarse, p, Outside::Clamp).unwrap_or(0.0) as f64)
+        std::array::from_fn(|d| cubic_bspline(&smooth.components[d], coarse, p))
     });
     let peak = velocity.max_norm_mm();
     let scale = if peak > 0.0 { (params.max_mm / peak) as f32 } else { 0.0 };
     let components = velocity.components_mm.map(|c| c.into_iter().map(|v| v * scale).collect());
     DisplacementField { geometry: velocity.geometry, components_mm: components }
+}
+
+/// Cubic B-spline interpolation of control values `data` on `shape` at continuous index `p`
+/// (indices clamped at the border): C² smooth everywhere.
+fn cubic_bspline(data: &[f32], shape: [usize; 3], p: [f32; 3]) -> f64 {
+    let weights = |t: f64| {
+        let s = 1.0 - t;
+        [
+            s * s * s / 6.0,
+            (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0,
+            (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0,
+            t * t * t / 6.0,
+        ]
+    };
+    let base: [i64; 3] = std::array::from_fn(|d| (p[d] as f64).floor() as i64);
+    let w: [[f64; 4]; 3] = std::array::from_fn(|d| weights(p[d] as f64 - base[d] as f64));
+    let index = |d: usize, o: i64| (base[d] + o - 1).clamp(0, shape[d] as i64 - 1) as usize;
+    let mut total = 0.0;
+    for c in 0..4 {
+        for b in 0..4 {
+            for a in 0..4 {
+                let n = index(0, a as i64) + shape[0] * (index(1, b as i64) + shape[1] * index(2, c as i64));
+                total += w[0][a] * w[1][b] * w[2][c] * data[n] as f64;
+            }
+        }
+    }
+    total
 }
 
 /// The mm displacement of `field` (on `grid`) at world point `x`, clamped at the border.

@@ -12,6 +12,7 @@ use crate::diffeo::jacobian::{compose, determinant, folding_count};
 use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
+use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
 use crate::progress::Progress;
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
 use crate::register::pyramid::refine_field;
@@ -21,7 +22,7 @@ use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_fi
 use crate::volume::{Calibration, DisplacementField, Volume};
 
 /// Version of the report.json layout; bumped whenever a field changes meaning or goes away.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Method {
@@ -58,6 +59,7 @@ pub struct Timings {
     pub optimize_s: f64,
     pub integrate_s: f64,
     pub warp_s: f64,
+    pub metrics_s: f64,
     pub write_s: f64,
     pub total_s: f64,
 }
@@ -84,6 +86,13 @@ pub struct InputFile {
     pub spacing_mm: [f64; 3],
 }
 
+/// The metrics of SPEC §7 for the rigid start (the thesis' "Rigid" row) and for the result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegistrationMetrics {
+    pub rigid: Evaluation,
+    pub result: Evaluation,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema_version: u32,
@@ -94,6 +103,7 @@ pub struct Report {
     pub timings: Timings,
     pub rigid: RigidResult,
     pub deformable_quality: FieldQuality,
+    pub metrics: RegistrationMetrics,
     pub energy_first: Option<IterationRecord>,
     pub energy_last: Option<IterationRecord>,
     pub iterations: usize,
@@ -112,6 +122,8 @@ pub struct Registration {
     pub fixed_warped: Volume,
     pub rigid: RigidResult,
     pub quality: FieldQuality,
+    /// SPEC §7 metrics of the rigid-only start and of the result, both ways.
+    pub metrics: RegistrationMetrics,
     pub history: Vec<IterationRecord>,
     pub timings: Timings,
 }
@@ -185,6 +197,17 @@ pub fn register_volumes(
     let moving_warped = warp_through_field(moving, &warp_fwd, Interpolation::Linear, fill(moving))?;
     let fixed_warped = warp_through_field(fixed, &warp_inv, Interpolation::Linear, fill(fixed))?;
     lap(&mut timings.warp_s);
+
+    progress.start_stage("measuring", 0);
+    let rigid_fwd = DisplacementField::from_fn(fixed.geometry.clone(), |x| sub(transform.apply(x), x));
+    let rigid_inv = DisplacementField::from_fn(moving.geometry.clone(), |y| sub(back.apply(y), y));
+    let fields =
+        |forward, inverse| Fields { forward, inverse: Some(inverse), truth_forward: None, truth_inverse: None };
+    let metrics = RegistrationMetrics {
+        rigid: evaluate(fixed, moving, &fields(&rigid_fwd, &rigid_inv), &params.calibration)?,
+        result: evaluate(fixed, moving, &fields(&warp_fwd, &warp_inv), &params.calibration)?,
+    };
+    lap(&mut timings.metrics_s);
     Ok(Registration {
         warp_fwd,
         warp_inv,
@@ -192,6 +215,7 @@ pub fn register_volumes(
         fixed_warped,
         rigid,
         quality,
+        metrics,
         history: optimized.history,
         timings,
     })
@@ -268,6 +292,7 @@ pub fn register_files(
         timings: registration.timings.clone(),
         rigid: registration.rigid.clone(),
         deformable_quality: registration.quality.clone(),
+        metrics: registration.metrics.clone(),
         energy_first: registration.history.first().cloned(),
         energy_last: registration.history.last().cloned(),
         iterations: registration.history.len(),
