@@ -13,6 +13,7 @@ pub mod io;
 pub mod metrics;
 pub mod phantom;
 pub mod progress;
+pub mod qa;
 pub mod register;
 pub mod rigid;
 pub mod volume;

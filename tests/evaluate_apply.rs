@@ -250,3 +250,52 @@ fn wrong_fields_are_refused_naming_the_file() {
     assert!(!out.join("evaluation.json").exists());
     assert!(!dir.path().join("applied.nii.gz").exists());
 }
+
+#[test]
+fn qa_figures_show_folding_and_agreement() {
+    use diffeoreg::diffeo::VectorField;
+    use diffeoreg::diffeo::jacobian::determinant;
+    use diffeoreg::metrics::Dice;
+    use diffeoreg::qa::{QaInputs, write_figures};
+    let dir = tempfile::tempdir().unwrap();
+    let head = synthetic_head([40, 44, 36], [5.0, 5.0, 5.0]);
+    let grid = head.geometry.clone();
+    // Mirror a slab of x across its middle: det ∂φ/∂x = −1 there, on every cut through it.
+    let field = DisplacementField::from_fn(grid.clone(), |p| {
+        let i = (p[0] - grid.origin_mm[0]) / 5.0;
+        if (18.0..23.0).contains(&i.round()) {
+            [-2.0 * (p[0] - (grid.origin_mm[0] + 20.0 * 5.0)), 0.0, 0.0]
+        } else {
+            [0.0; 3]
+        }
+    });
+    let dice = vec![Dice { tissue: "bone".into(), dice: 1.0 }];
+    let inputs =
+        QaInputs { fixed: &head, moving_warped: &head, warp: &field, calibration: &Default::default(), dice: &dice };
+    let written = write_figures(dir.path(), &inputs).unwrap();
+    for name in ["slices.png", "checkerboard.png", "jacobian.png", "tissues.png", "grid.png"] {
+        assert!(written.contains(&dir.path().join(name)), "{name} missing");
+    }
+    let png = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgb8();
+    // Folding voxels are drawn green: as many (× zoom²) as det ≤ 0 on the three mid cuts.
+    let det = determinant(&VectorField::from_displacement_mm(&field));
+    let [nx, ny, nz] = grid.shape;
+    let folding = |i: usize, j: usize, k: usize| (det[i + nx * (j + ny * k)] <= 0.0) as usize;
+    let expected: usize =
+        (0..nx).flat_map(|i| (0..ny).map(move |j| (i, j))).map(|(i, j)| folding(i, j, nz / 2)).sum::<usize>()
+            + (0..nx).flat_map(|i| (0..nz).map(move |k| (i, k))).map(|(i, k)| folding(i, ny / 2, k)).sum::<usize>()
+            + (0..ny).flat_map(|j| (0..nz).map(move |k| (j, k))).map(|(j, k)| folding(nx / 2, j, k)).sum::<usize>();
+    assert!(expected > 100);
+    let zoom = (256 / 44usize).clamp(1, 4);
+    let green = png("jacobian.png").pixels().filter(|p| p.0 == [0, 255, 0]).count();
+    assert_eq!(green, expected * zoom * zoom);
+    // Identical images: the difference panels are white throughout.
+    let slices = png("slices.png");
+    let panel = slices.width() as usize / 3;
+    let (left, top) = (2 * panel + 4, 0);
+    for y in top..(44 * zoom) {
+        for x in left..(left + 40 * zoom).min(slices.width() as usize) {
+            assert_eq!(slices.get_pixel(x as u32, y as u32).0, [255, 255, 255], "difference at {x},{y}");
+        }
+    }
+}

@@ -63,6 +63,11 @@ fn register_on_files_writes_outputs_that_greedy_reads() {
         "fixed_warped.nii.gz",
         "rigid.tfm",
         "report.json",
+        "qa/slices.png",
+        "qa/checkerboard.png",
+        "qa/jacobian.png",
+        "qa/tissues.png",
+        "qa/grid.png",
     ] {
         assert!(out.join(name).is_file(), "{name} missing");
     }

@@ -247,4 +247,49 @@ mod tests {
             );
         }
     }
+
+    /// The whitened energy: its gradient against central finite differences (with a base
+    /// velocity underneath), and its value equal to the momentum form when m = L z: the
+    /// regulariser |z|² is ⟨v, m⟩ up to the zero padding.
+    #[test]
+    fn whitened_gradient_matches_finite_differences() {
+        let shape = [20, 18, 16];
+        let blob = |p: [f64; 3], c: [f64; 3]| {
+            (-((p[0] - c[0]).powi(2) + 0.7 * (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)) / 12.0).exp()
+        };
+        let image = |c: [f64; 3]| VectorField::from_fn(shape, |p| [blob(p, c), 0.0, 0.0]).components[0].clone();
+        let (fixed, moving) = (image([9.5, 8.5, 7.5]), image([10.6, 7.9, 8.2]));
+        let bump = |p: [f64; 3]| {
+            (0..3).map(|d| (std::f64::consts::PI * p[d] / (shape[d] - 1) as f64).sin().powi(4)).product::<f64>()
+        };
+        let wave = |p: [f64; 3], s: f64| bump(p) * ((0.6 * p[0] + s).sin() * (0.5 * p[1] - s).cos() + 0.3);
+        let z = VectorField::from_fn(shape, |p| [0.4 * wave(p, 0.3), -0.3 * wave(p, 1.1), 0.2 * wave(p, 2.0)]);
+        let base = VectorField::from_fn(shape, |p| [0.5 * bump(p), 0.2 * bump(p), -0.3 * bump(p)]);
+        let direction = VectorField::from_fn(shape, |p| [wave(p, 2.5), -wave(p, 0.2), wave(p, 1.4)]);
+        let params = SmoothParams { alpha: 2.0, gamma: 1.0, pad: 4, spacing_mm: None };
+        let half = Smoother::half(shape, &params);
+        for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
+            let energy = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
+            let at = |z: &VectorField| energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, &energy);
+            let analytic = at(&z).1.dot(&direction);
+            let h = 2e-3f32;
+            let numeric = (at(&z.plus_scaled(h, &direction)).0.total() - at(&z.plus_scaled(-h, &direction)).0.total())
+                / (2.0 * h as f64);
+            assert!(
+                (analytic - numeric).abs() < 1e-2 * numeric.abs(),
+                "{similarity:?}: analytic {analytic} vs finite differences {numeric}"
+            );
+        }
+        // Without padding the convolutions are cyclic and L⁻¹ L⁻¹ = K⁻¹ exactly: the same
+        // velocity and the same ⟨v, m⟩ as the momentum form with m = L z.
+        let cyclic = SmoothParams { pad: 0, ..params };
+        let (half, full, l) =
+            (Smoother::half(shape, &cyclic), Smoother::new(shape, &cyclic), Smoother::with_exponent(shape, &cyclic, 1));
+        let m = l.apply(&z);
+        let (v_half, v_full) = (half.apply(&z), full.apply(&m));
+        let difference = v_half.plus_scaled(-1.0, &v_full).max_norm();
+        assert!(difference < 1e-4 * v_half.max_norm(), "velocity differs by {difference}");
+        let (zz, vm) = (z.dot(&z), v_full.dot(&m));
+        assert!((zz - vm).abs() < 1e-4 * zz, "|z|² = {zz}, ⟨v, m⟩ = {vm}");
+    }
 }

@@ -58,7 +58,7 @@ impl Smoother {
     }
 
     /// The operator whose symbol is l^exponent, l the symbol of L.
-    fn with_exponent(shape: [usize; 3], params: &SmoothParams, exponent: i32) -> Self {
+    pub(crate) fn with_exponent(shape: [usize; 3], params: &SmoothParams, exponent: i32) -> Self {
         let padded = shape.map(|n| n + 2 * params.pad);
         let spacing = params.spacing_mm.unwrap_or([1.0; 3]);
         let axis_terms: [Vec<f64>; 3] = std::array::from_fn(|d| {

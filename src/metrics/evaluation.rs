@@ -194,6 +194,21 @@ pub fn evaluate_files(
         }
     }
     let evaluation = evaluate(&fixed, &moving, &fields, calibration)?;
+    let fill = moving.value_range().map_or(0.0, |(low, _)| low);
+    let moving_warped = crate::volume::resample::warp_through_field(
+        &moving,
+        &forward,
+        crate::volume::resample::Interpolation::Linear,
+        fill,
+    )?;
+    let qa = crate::qa::QaInputs {
+        fixed: &fixed,
+        moving_warped: &moving_warped,
+        warp: &forward,
+        calibration,
+        dice: &evaluation.forward.image.dice,
+    };
+    crate::qa::write_figures(&out.join("qa"), &qa)?;
     let report = EvaluationReport {
         schema_version: 1,
         program: "diffeoreg".into(),

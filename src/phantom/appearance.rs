@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::phantom::random::SeededRng;
 use crate::volume::Volume;
+use crate::volume::filter::gaussian_blur;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PseudoCtAppearance {
@@ -46,7 +47,8 @@ impl PseudoCtAppearance {
 
     pub fn apply(&self, image: &mut Volume, rng: &mut SeededRng) {
         if self.blur_sigma_voxels > 0.0 {
-            gaussian_blur(image, self.blur_sigma_voxels);
+            let shape = image.geometry.shape;
+            gaussian_blur(&mut image.voxels, shape, self.blur_sigma_voxels);
         }
         image.voxels.par_iter_mut().for_each(|v| {
             if *v > self.bone_threshold_hu {
@@ -60,31 +62,5 @@ impl PseudoCtAppearance {
                 *v += self.noise_hu * rng.normal() as f32;
             }
         }
-    }
-}
-
-/// Separable Gaussian blur with a kernel truncated at 3σ; borders replicate.
-pub(crate) fn gaussian_blur(image: &mut Volume, sigma: f32) {
-    let radius = (3.0 * sigma).ceil() as isize;
-    let weights: Vec<f32> = (-radius..=radius).map(|x| (-(x * x) as f32 / (2.0 * sigma * sigma)).exp()).collect();
-    let total: f32 = weights.iter().sum();
-    let weights: Vec<f32> = weights.iter().map(|w| w / total).collect();
-    let shape = image.geometry.shape;
-    let strides = [1, shape[0], shape[0] * shape[1]];
-    for axis in 0..3 {
-        let source = image.voxels.clone();
-        let n_axis = shape[axis] as isize;
-        image.voxels.par_iter_mut().enumerate().for_each(|(n, out)| {
-            let position = ((n / strides[axis]) % shape[axis]) as isize;
-            let base = n as isize - position * strides[axis] as isize;
-            *out = weights
-                .iter()
-                .enumerate()
-                .map(|(t, w)| {
-                    let q = (position + t as isize - radius).clamp(0, n_axis - 1);
-                    w * source[(base + q * strides[axis] as isize) as usize]
-                })
-                .sum();
-        });
     }
 }

@@ -148,7 +148,7 @@ pub fn synthetic_head(shape: [usize; 3], spacing_mm: [f64; 3]) -> Volume {
     let mut head = Volume { geometry, voxels };
     // A scanner's point-spread function: edges spread over about a millimetre.
     let sigma_voxels = (1.0 / spacing_mm.iter().copied().fold(f64::INFINITY, f64::min)) as f32;
-    crate::phantom::appearance::gaussian_blur(&mut head, sigma_voxels.clamp(0.3, 1.0));
+    crate::volume::filter::gaussian_blur(&mut head.voxels, shape, sigma_voxels.clamp(0.3, 1.0));
     head
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
 use crate::progress::Progress;
+use crate::qa::{QaInputs, write_figures};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
 use crate::register::pyramid::refine_field;
 use crate::rigid::{RigidParams, RigidResult, align};
@@ -273,6 +274,14 @@ pub fn register_files(
     io::write_volume(&out.join("moving_warped.nii.gz"), &registration.moving_warped, StoredType::Float32)?;
     io::write_volume(&out.join("fixed_warped.nii.gz"), &registration.fixed_warped, StoredType::Float32)?;
     io::write_transform(&out.join("rigid.tfm"), &registration.rigid.transform)?;
+    let qa_inputs = QaInputs {
+        fixed: &fixed.volume,
+        moving_warped: &registration.moving_warped,
+        warp: &registration.warp_fwd,
+        calibration: &params.calibration,
+        dice: &registration.metrics.result.forward.image.dice,
+    };
+    write_figures(&out.join("qa"), &qa_inputs)?;
     registration.timings.write_s = writing.elapsed().as_secs_f64();
     registration.timings.total_s = start.elapsed().as_secs_f64();
 

@@ -3,6 +3,7 @@
 pub mod affine;
 pub mod calibration;
 pub mod field;
+pub mod filter;
 pub mod geometry;
 pub mod resample;
 
