@@ -6,12 +6,12 @@
 
 use diffeoreg::diffeo::integrate::exp;
 use diffeoreg::diffeo::jacobian::{determinant, folding_count};
+use diffeoreg::diffeo::pyramid::refine_field;
 use diffeoreg::phantom::appearance::PseudoCtAppearance;
 use diffeoreg::phantom::head::synthetic_head;
 use diffeoreg::phantom::{PhantomParams, make_phantom};
 use diffeoreg::progress::Silent;
 use diffeoreg::register::optimize::{OptimizeParams, optimize};
-use diffeoreg::register::pyramid::refine_field;
 use diffeoreg::volume::Calibration;
 use diffeoreg::volume::geometry::{norm, sub};
 use diffeoreg::volume::resample::{Interpolation, warp_through_field};
@@ -55,7 +55,7 @@ fn moves_towards_a_known_deformation_without_folding() {
     println!(
         "EPE {ours:.3} mm (identity {identity:.3} mm); nMSE ours {after_ours:.4}, truth {after_truth:.4}; folding {folding}"
     );
-    assert!(ours < 0.85 * identity, "mean endpoint error {ours} mm, doing nothing gives {identity} mm");
+    assert!(ours < 0.65 * identity, "mean endpoint error {ours} mm, doing nothing gives {identity} mm");
     assert!(after_ours < 1.3 * after_truth, "nMSE after ours {after_ours}, after the truth {after_truth}");
     assert_eq!(folding, 0);
 }

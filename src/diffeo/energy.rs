@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::{exp_backward, exp_with_trace};
+use crate::diffeo::pyramid::{refine_field, refine_field_adjoint};
 use crate::diffeo::smooth::Smoother;
 use crate::diffeo::warp::{warp_image, warp_image_backward};
 
@@ -110,10 +111,21 @@ fn energy_and_sobolev_gradient(
 ) -> (EnergyTerms, VectorField) {
     let count = momentum.voxel_count() as f64;
     let regularisation = params.lambda as f64 * velocity.dot(momentum) / count;
-    let (forward, backward, grad_v) = image_terms(fixed, moving, base, velocity, params);
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, velocity, None, params);
     // ∂⟨K⁻¹m, m⟩/∂m = 2v.
     let gradient = smoother.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, velocity);
     (EnergyTerms { regularisation, forward, backward }, gradient)
+}
+
+/// Where the velocity lives when it is coarser than the images: on level `velocity_factor` of
+/// a full grid of `full_shape`, the images on level `image_factor`. The displacements exp(±v)
+/// are computed there and refined (trilinearly) onto the images' level before warping, so the
+/// costly scaling and squaring and its backward pass run on the coarse grid only.
+#[derive(Clone, Copy, Debug)]
+pub struct Refinement {
+    pub full_shape: [usize; 3],
+    pub velocity_factor: usize,
+    pub image_factor: usize,
 }
 
 /// The energy in whitened coordinates z, with v = L⁻¹ z (`half` smooths by L⁻¹, the square
@@ -128,12 +140,13 @@ pub fn energy_and_gradient_whitened(
     base: Option<&VectorField>,
     z: &VectorField,
     half: &Smoother,
+    refinement: Option<Refinement>,
     params: &EnergyParams,
 ) -> (EnergyTerms, VectorField) {
     let count = z.voxel_count() as f64;
     let regularisation = params.lambda as f64 * z.dot(z) / count;
     let velocity = half.apply(z);
-    let (forward, backward, grad_v) = image_terms(fixed, moving, base, &velocity, params);
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, &velocity, refinement, params);
     drop(velocity);
     let gradient = half.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, z);
     (EnergyTerms { regularisation, forward, backward }, gradient)
@@ -146,6 +159,7 @@ fn image_terms(
     moving: &[f32],
     base: Option<&VectorField>,
     velocity: &VectorField,
+    refinement: Option<Refinement>,
     params: &EnergyParams,
 ) -> (f64, f64, VectorField) {
     let total = match base {
@@ -155,8 +169,17 @@ fn image_terms(
     let (forward_u, forward_trace) = exp_with_trace(&total, params.steps);
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     drop(total);
-    let (forward, grad_forward_u) = similarity_and_gradient(moving, fixed, &forward_u, params.similarity);
-    let (backward, grad_backward_u) = similarity_and_gradient(fixed, moving, &backward_u, params.similarity);
+    let refine = |u: VectorField| match refinement {
+        Some(r) => refine_field(&u, r.full_shape, r.velocity_factor, r.image_factor),
+        None => u,
+    };
+    let coarsen = |g: VectorField| match refinement {
+        Some(r) => refine_field_adjoint(&g, r.full_shape, r.velocity_factor, r.image_factor),
+        None => g,
+    };
+    let (forward, grad_forward_u) = similarity_and_gradient(moving, fixed, &refine(forward_u), params.similarity);
+    let (backward, grad_backward_u) = similarity_and_gradient(fixed, moving, &refine(backward_u), params.similarity);
+    let (grad_forward_u, grad_backward_u) = (coarsen(grad_forward_u), coarsen(grad_backward_u));
     // ½ ∂ε_f/∂v − ½ ∂ε_b/∂(−v).
     let mut grad_v = exp_backward(&forward_trace, grad_forward_u);
     let grad_v_backward = exp_backward(&backward_trace, grad_backward_u);
@@ -270,7 +293,8 @@ mod tests {
         let half = Smoother::half(shape, &params);
         for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
             let energy = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
-            let at = |z: &VectorField| energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, &energy);
+            let at =
+                |z: &VectorField| energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, None, &energy);
             let analytic = at(&z).1.dot(&direction);
             let h = 2e-3f32;
             let numeric = (at(&z.plus_scaled(h, &direction)).0.total() - at(&z.plus_scaled(-h, &direction)).0.total())

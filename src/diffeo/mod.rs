@@ -8,6 +8,7 @@
 pub mod energy;
 pub mod integrate;
 pub mod jacobian;
+pub mod pyramid;
 pub mod smooth;
 pub mod warp;
 

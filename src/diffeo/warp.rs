@@ -130,6 +130,20 @@ pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outsid
     Some(cell(shape, p, outside)?.value_and_slope(data))
 }
 
+/// Adds `g` (one value per component) to the nodes of `target` (on `shape`) that trilinear
+/// sampling at `p` reads, each by its weight: the transpose of `sample_vector`, clamped.
+#[inline]
+pub fn scatter_vector(target: &mut [Vec<f32>; 3], shape: [usize; 3], p: [f32; 3], g: [f32; 3]) {
+    let cell = cell(shape, p, Outside::Clamp).expect("clamping always finds a cell");
+    let (w, o) = (cell.weights(), cell.offsets());
+    for c in 0..3 {
+        let t = &mut target[c];
+        for k in 0..8 {
+            t[o[k]] += w[k] * g[c];
+        }
+    }
+}
+
 /// For one point p = x + u(x) of a squaring step u ↦ u + u(p): the gradient `g` (per component)
 /// flowing into the sampled value goes to the grid nodes read (scattered into `target`) and to
 /// the position p; returns the latter, Σ_c g_c ∂u_c/∂p.

@@ -1,6 +1,4 @@
-//! The registration pipeline of SPEC §2: direct optimisation (`optimize`), resolution levels
-//! (`pyramid`), and the whole run from files to outputs (`pipeline`).
+//! The registration pipeline of SPEC §2: direct optimisation (`optimize`) and the whole run from files to outputs (`pipeline`).
 
 pub mod optimize;
 pub mod pipeline;
-pub mod pyramid;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::exp;
 use crate::diffeo::jacobian::{compose, determinant, folding_count};
+use crate::diffeo::pyramid::refine_field;
 use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
@@ -16,7 +17,6 @@ use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
-use crate::register::pyramid::refine_field;
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
@@ -170,11 +170,11 @@ pub fn register_volumes(
     lap(&mut timings.optimize_s);
 
     progress.start_stage("integrating", 0);
-    let velocity = refine_field(&optimized.velocity, shape, optimized.factor, 1);
+    // exp(±v) on the velocity's own grid, then refined onto the full grid: exactly what the
+    // optimiser's energy saw (and cheap: the squarings run on the coarse grid).
     let steps = params.optimize.energy.steps;
-    let forward = exp(&velocity, steps);
-    let inverse = exp(&velocity.scaled(-1.0), steps);
-    drop(velocity);
+    let forward = refine_field(&exp(&optimized.velocity, steps), shape, optimized.factor, 1);
+    let inverse = refine_field(&exp(&optimized.velocity.scaled(-1.0), steps), shape, optimized.factor, 1);
     let quality = field_quality(&forward, &inverse, &fixed.geometry);
     let forward_mm = forward.to_displacement_mm(&fixed.geometry);
     drop(forward);

@@ -22,6 +22,10 @@ pub struct RigidParams {
     /// The search stops when its steps fall below these.
     pub final_rotation_deg: f64,
     pub final_translation_mm: f64,
+    /// Levels finer than the coarsest whose fixed grid would exceed this many voxels are
+    /// skipped: a sub-voxel rigid fit at ~2 M voxels is as good as at full size, and the
+    /// deformable stage follows anyway.
+    pub max_level_voxels: usize,
     /// Smallest share of the fixed image's samples that must land inside the moving image.
     pub min_overlap: f64,
 }
@@ -34,6 +38,7 @@ impl Default for RigidParams {
             initial_translation_mm: 8.0,
             final_rotation_deg: 0.05,
             final_translation_mm: 0.1,
+            max_level_voxels: 2_500_000,
             min_overlap: 0.2,
         }
     }
@@ -65,6 +70,10 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
     let mut evaluations = 0;
     let mut mse_before = f64::NAN;
     for (n, &factor) in params.levels.iter().enumerate() {
+        let level_voxels: usize = fixed.geometry.shape.iter().map(|s| s.div_ceil(factor)).product();
+        if n > 0 && level_voxels > params.max_level_voxels {
+            continue;
+        }
         progress.start_stage(&format!("rigid at 1/{factor} resolution"), 0);
         let (fixed_level, moving_level) = (downsample_volume(fixed, factor), downsample_volume(moving, factor));
         let cost = |p: &[f64; 6]| mean_squared_difference(&fixed_level, &moving_level, &transform_of(p));
@@ -171,8 +180,8 @@ pub fn downsample_volume(volume: &Volume, factor: usize) -> Volume {
         return volume.clone();
     }
     let g = &volume.geometry;
-    let voxels = crate::register::pyramid::downsample(&volume.voxels, g.shape, factor);
-    let shape = crate::register::pyramid::level_shape(g.shape, factor);
+    let voxels = crate::diffeo::pyramid::downsample(&volume.voxels, g.shape, factor);
+    let shape = crate::diffeo::pyramid::level_shape(g.shape, factor);
     let half = (factor as f64 - 1.0) / 2.0;
     let geometry = Geometry {
         shape,

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::diffeo::VectorField;
-use crate::diffeo::warp::{Outside, sample};
+use crate::diffeo::warp::{sample_vector, scatter_vector};
 
 /// Shape of level `factor` of a grid of `shape`.
 pub fn level_shape(shape: [usize; 3], factor: usize) -> [usize; 3] {
@@ -53,19 +53,59 @@ pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to
     let offset = |f: usize| (f as f32 - 1.0) / 2.0;
     let (tx, ty) = (target[0], target[1]);
     let mut out = VectorField::zeros(target);
-    for c in 0..3 {
-        out.components[c].par_chunks_mut(tx * ty).enumerate().for_each(|(k, plane)| {
+    let [a, b, c] = &mut out.components;
+    a.par_chunks_mut(tx * ty).zip(b.par_chunks_mut(tx * ty)).zip(c.par_chunks_mut(tx * ty)).enumerate().for_each(
+        |(k, ((pa, pb), pc))| {
             for j in 0..ty {
                 for i in 0..tx {
                     // full-grid index of this voxel's centre, then the coarse index there
                     let p = [i, j, k].map(|x| ((x as f32 * to as f32 + offset(to)) - offset(from)) / from as f32);
-                    plane[i + tx * j] =
-                        ratio * sample(&field.components[c], field.shape, p, Outside::Clamp).unwrap_or(0.0);
+                    let v = sample_vector(field, p);
+                    let m = i + tx * j;
+                    (pa[m], pb[m], pc[m]) = (ratio * v[0], ratio * v[1], ratio * v[2]);
                 }
             }
-        });
-    }
+        },
+    );
     out
+}
+
+/// The adjoint (transpose) of `refine_field(·, full_shape, from, to)`: takes a gradient with
+/// respect to the refined field back to the coarse one, on `level_shape(full_shape, from)`.
+pub fn refine_field_adjoint(gradient: &VectorField, full_shape: [usize; 3], from: usize, to: usize) -> VectorField {
+    let coarse = level_shape(full_shape, from);
+    if from == to {
+        return gradient.clone();
+    }
+    let ratio = from as f32 / to as f32;
+    let offset = |f: usize| (f as f32 - 1.0) / 2.0;
+    let shape = gradient.shape;
+    let (tx, ty) = (shape[0], shape[1]);
+    let threads = rayon::current_num_threads().max(1);
+    let planes = shape[2].div_ceil(threads);
+    // Each task scatters its planes into its own field; the fields are summed afterwards.
+    let partials: Vec<VectorField> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let mut local = VectorField::zeros(coarse);
+            for k in t * planes..((t + 1) * planes).min(shape[2]) {
+                for j in 0..ty {
+                    for i in 0..tx {
+                        let p = [i, j, k].map(|x| ((x as f32 * to as f32 + offset(to)) - offset(from)) / from as f32);
+                        let n = i + tx * (j + ty * k);
+                        let g = gradient.at(n).map(|v| ratio * v);
+                        scatter_vector(&mut local.components, coarse, p, g);
+                    }
+                }
+            }
+            local
+        })
+        .collect();
+    let mut total = VectorField::zeros(coarse);
+    for part in partials {
+        total = total.plus_scaled(1.0, &part);
+    }
+    total
 }
 
 #[cfg(test)]
@@ -98,5 +138,17 @@ mod tests {
             let got = fine.components[0][i + 32 * (10 + 24 * 10)];
             assert!((got - expected).abs() < 1e-4, "{i}: {got} vs {expected}");
         }
+    }
+
+    /// ⟨refine(a), b⟩ = ⟨a, adjoint(b)⟩ for random fields.
+    #[test]
+    fn the_adjoint_of_refining_is_its_transpose() {
+        let full = [37, 30, 26];
+        let wave = |p: [f64; 3], s: f64| (0.7 * p[0] + s).sin() * (0.5 * p[1] - s).cos() + 0.3 * (0.4 * p[2] * s).sin();
+        let a = VectorField::from_fn(level_shape(full, 4), |p| [wave(p, 0.3), wave(p, 1.2), -wave(p, 2.1)]);
+        let b = VectorField::from_fn(level_shape(full, 2), |p| [wave(p, 0.9), -wave(p, 0.4), wave(p, 1.7)]);
+        let left = refine_field(&a, full, 4, 2).dot(&b);
+        let right = a.dot(&refine_field_adjoint(&b, full, 4, 2));
+        assert!((left - right).abs() < 1e-4 * left.abs(), "{left} vs {right}");
     }
 }
