@@ -27,6 +27,21 @@ def endpoint_error(path, truth, head):
     return {"mean_mm": float(error.mean()), "p95_mm": float(np.percentile(error, 95)), "max_mm": float(error.max())}
 
 
+class quiet_stdout:
+    """Greedy's C++ code prints its progress to file descriptor 1; keep it off our JSON."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        self.null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.null, 1)
+
+    def __exit__(self, *args):
+        os.dup2(self.saved, 1)
+        os.close(self.null)
+        os.close(self.saved)
+
+
 def main():
     binary, phantom, work = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
@@ -44,10 +59,13 @@ def main():
     from picsl_greedy import Greedy3D
     start = time.perf_counter()
     greedy = Greedy3D()
-    greedy.execute(f"-d 3 -a -dof 6 -ia-image-centers -m NCC 2x2x2 -n 100x50x10 -i {fixed} {moving} -o {work}/rigid.mat")
-    greedy.execute(f"-d 3 -sv -m NCC 2x2x2 -n 100x50x20 -s 1.7vox 0.7vox -it {work}/rigid.mat "
-                   f"-i {fixed} {moving} -o {work}/greedy_warp.nii.gz")
-    greedy.execute(f"-d 3 -rf {fixed} -rc {work}/greedy_composed.nii.gz -r {work}/greedy_warp.nii.gz {work}/rigid.mat")
+    with quiet_stdout():
+        greedy.execute(f"-d 3 -a -dof 6 -ia-image-centers -m NCC 2x2x2 -n 100x50x10 -i {fixed} {moving} "
+                       f"-o {work}/rigid.mat")
+        greedy.execute(f"-d 3 -sv -m NCC 2x2x2 -n 100x50x20 -s 1.7vox 0.7vox -it {work}/rigid.mat "
+                       f"-i {fixed} {moving} -o {work}/greedy_warp.nii.gz")
+        greedy.execute(f"-d 3 -rf {fixed} -rc {work}/greedy_composed.nii.gz -r {work}/greedy_warp.nii.gz "
+                       f"{work}/rigid.mat")
     results["greedy"] = {"wall_s": time.perf_counter() - start,
                          "epe": endpoint_error(f"{work}/greedy_composed.nii.gz", truth, head)}
     print(json.dumps(results, indent=1))

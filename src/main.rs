@@ -168,9 +168,12 @@ fn run(cli: Cli) -> Result<()> {
             let report = evaluate_files(&inputs, &out, &Default::default(), &progress)?;
             progress.finish();
             println!(
-                "evaluated {} in {:.1} s → {}",
+                "evaluated {} in {:.1} s (reading {:.1}, metrics {:.1}, figures {:.1}) → {}",
                 warp.display(),
                 report.seconds,
+                report.load_s,
+                report.metrics_s,
+                report.figures_s,
                 out.join("evaluation.json").display()
             );
             print!("{}", summary_table(&[("field", &report.evaluation)]));

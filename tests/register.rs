@@ -132,3 +132,14 @@ fn a_cancelled_run_writes_nothing() {
     assert!(matches!(result, Err(diffeoreg::Error::Cancelled)), "{:?}", result.err());
     assert!(!out.exists(), "a cancelled run created {}", out.display());
 }
+
+#[test]
+fn a_constant_image_is_refused() {
+    let ct = synthetic_head([40, 44, 40], [5.0, 5.0, 5.0]);
+    let flat = diffeoreg::volume::Volume::filled(ct.geometry.clone(), 40.0);
+    for (fixed, moving, role) in [(&ct, &flat, "moving"), (&flat, &ct, "fixed")] {
+        let error = register_volumes(fixed, moving, &RegisterParams::default(), &Silent).err().expect("an error");
+        let message = error.to_string();
+        assert!(message.contains(role) && message.contains("constant"), "{message}");
+    }
+}

@@ -142,6 +142,10 @@ pub struct EvaluationReport {
     pub inverse_field: Option<std::path::PathBuf>,
     pub truth_forward: Option<std::path::PathBuf>,
     pub truth_inverse: Option<std::path::PathBuf>,
+    /// Wall time: reading the inputs, the metrics, the QA figures, all.
+    pub load_s: f64,
+    pub metrics_s: f64,
+    pub figures_s: f64,
     pub seconds: f64,
     pub evaluation: Evaluation,
 }
@@ -171,6 +175,7 @@ pub fn evaluate_files(
     let (forward, inverse) = (io::read_field(inputs.forward)?, field(inputs.inverse)?);
     let (truth_forward, truth_inverse) = (field(inputs.truth_forward)?, field(inputs.truth_inverse)?);
     progress.check_cancelled()?;
+    let load_s = start.elapsed().as_secs_f64();
     progress.start_stage("measuring", 0);
     let named = |e: Error, path: &std::path::Path| match e {
         Error::Invalid(problem) => Error::BadInput { path: path.to_path_buf(), problem },
@@ -194,6 +199,7 @@ pub fn evaluate_files(
         }
     }
     let evaluation = evaluate(&fixed, &moving, &fields, calibration)?;
+    let metrics_s = start.elapsed().as_secs_f64() - load_s;
     let fill = moving.value_range().map_or(0.0, |(low, _)| low);
     let moving_warped = crate::volume::resample::warp_through_field(
         &moving,
@@ -209,6 +215,7 @@ pub fn evaluate_files(
         dice: &evaluation.forward.image.dice,
     };
     crate::qa::write_figures(&out.join("qa"), &qa)?;
+    let figures_s = start.elapsed().as_secs_f64() - load_s - metrics_s;
     let report = EvaluationReport {
         schema_version: 1,
         program: "diffeoreg".into(),
@@ -219,6 +226,9 @@ pub fn evaluate_files(
         inverse_field: inputs.inverse.map(|p| p.to_path_buf()),
         truth_forward: inputs.truth_forward.map(|p| p.to_path_buf()),
         truth_inverse: inputs.truth_inverse.map(|p| p.to_path_buf()),
+        load_s,
+        metrics_s,
+        figures_s,
         seconds: start.elapsed().as_secs_f64(),
         evaluation,
     };
