@@ -63,13 +63,17 @@ enum Command {
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
     /// OUT/evaluation.json and prints a table.
     Evaluate {
-        #[arg(long)]
-        fixed: PathBuf,
-        #[arg(long)]
-        moving: PathBuf,
+        #[arg(long, required_unless_present = "batch")]
+        fixed: Option<PathBuf>,
+        #[arg(long, required_unless_present = "batch")]
+        moving: Option<PathBuf>,
         /// Forward field on the fixed grid (ITK convention: fixed point x ↦ moving point x + u(x)).
-        #[arg(long)]
-        warp: PathBuf,
+        #[arg(long, required_unless_present = "batch")]
+        warp: Option<PathBuf>,
+        /// A CSV of cases (columns case, method, fixed, moving, warp, and optionally inverse,
+        /// truth, truth_inverse, rigid): writes metrics.csv, summary.csv and boxplots.png.
+        #[arg(long, conflicts_with_all = ["fixed", "moving", "warp"])]
+        batch: Option<PathBuf>,
         /// Inverse field on the moving grid, for the fixed → moving direction.
         #[arg(long)]
         inverse: Option<PathBuf>,
@@ -154,9 +158,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             phantom(ct.as_deref(), &out, max_mm, seed, (shape, spacing), &TerminalProgress::new(cancel, true))
         }
-        Command::Evaluate { fixed, moving, warp, inverse, truth, truth_inverse, out } => {
+        Command::Evaluate { fixed, moving, warp, batch, inverse, truth, truth_inverse, out } => {
             use diffeoreg::metrics::evaluation::{EvaluationInputs, evaluate_files, summary_table};
             let progress = TerminalProgress::new(cancel, true);
+            if let Some(cases) = batch {
+                let rows = diffeoreg::metrics::batch::evaluate_batch(&cases, &out, &Default::default(), &progress)?;
+                progress.finish();
+                println!("evaluated {} rows of {} → {}", rows.len(), cases.display(), out.display());
+                let named: Vec<(String, &diffeoreg::metrics::evaluation::Evaluation)> =
+                    rows.iter().map(|r| (format!("{} {}", r.case, r.method), &r.evaluation)).collect();
+                let table: Vec<(&str, &diffeoreg::metrics::evaluation::Evaluation)> =
+                    named.iter().map(|(n, e)| (n.as_str(), *e)).collect();
+                print!("{}", summary_table(&table));
+                return Ok(());
+            }
+            let (Some(fixed), Some(moving), Some(warp)) = (fixed, moving, warp) else {
+                anyhow::bail!("give --fixed, --moving and --warp, or --batch");
+            };
             let inputs = EvaluationInputs {
                 fixed: &fixed,
                 moving: &moving,

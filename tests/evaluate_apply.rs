@@ -299,3 +299,76 @@ fn qa_figures_show_folding_and_agreement() {
         }
     }
 }
+
+#[test]
+fn batch_evaluation_writes_tables_and_box_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("case,method,fixed,moving,warp,inverse,truth,truth_inverse,rigid\n");
+    for seed in [1u64, 2] {
+        let ct = synthetic_head([40, 44, 40], [5.0, 5.0, 5.0]);
+        let phantom = make_phantom(&ct, &PhantomParams { seed, ..PhantomParams::default() }).unwrap();
+        let name = |file: &str| format!("case{seed}_{file}");
+        let save_field =
+            |file: &str, field: &DisplacementField| write_field(&dir.path().join(name(file)), field).unwrap();
+        write_volume(&dir.path().join(name("fixed.nii.gz")), &phantom.fixed, StoredType::Float32).unwrap();
+        write_volume(&dir.path().join(name("moving.nii.gz")), &phantom.moving, StoredType::Float32).unwrap();
+        save_field("truth_fwd.nii.gz", &phantom.truth_fwd);
+        save_field("truth_inv.nii.gz", &phantom.truth_inv);
+        save_field("zero_fwd.nii.gz", &DisplacementField::zero(phantom.fixed.geometry.clone()));
+        save_field("zero_inv.nii.gz", &DisplacementField::zero(phantom.moving.geometry.clone()));
+        // `phantom.rigid` maps moving to fixed points; a .tfm maps fixed to moving.
+        diffeoreg::io::write_transform(&dir.path().join(name("rigid.tfm")), &phantom.rigid.inverse()).unwrap();
+        for (method, warp, inverse) in [("truth", "truth_fwd", "truth_inv"), ("identity", "zero_fwd", "zero_inv")] {
+            csv += &format!(
+                "case{seed},{method},{},{},{},{},{},{},{}\n",
+                name("fixed.nii.gz"),
+                name("moving.nii.gz"),
+                name(&format!("{warp}.nii.gz")),
+                name(&format!("{inverse}.nii.gz")),
+                name("truth_fwd.nii.gz"),
+                name("truth_inv.nii.gz"),
+                name("rigid.tfm"),
+            );
+        }
+    }
+    let cases = dir.path().join("cases.csv");
+    std::fs::write(&cases, csv).unwrap();
+    let out = dir.path().join("batch");
+    let output = run(&["evaluate", "--batch", path(&cases), "--out", path(&out)]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = metrics.lines().map(|l| l.split(',').collect()).collect();
+    let header = &lines[0];
+    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    // 2 cases × (truth, identity, Rigid) × 2 directions.
+    assert_eq!(lines.len(), 1 + 12, "{metrics}");
+    let value = |line: &Vec<&str>, name: &str| line[column(name)].parse::<f64>().unwrap();
+    for line in &lines[1..] {
+        let epe = value(line, "epe_mean_mm");
+        match line[1] {
+            "truth" => assert!(epe < 1e-6, "{line:?}"),
+            "identity" => assert!(epe > 2.0, "{line:?}"),
+            "Rigid" => assert!(epe > 0.1 && epe < 6.0, "{line:?}"),
+            other => panic!("unexpected method {other}"),
+        }
+    }
+    // The rigid start sits between doing nothing and the truth in endpoint error, case by case.
+    for case in ["case1", "case2"] {
+        let epe_of = |method: &str| {
+            lines[1..]
+                .iter()
+                .find(|l| l[0] == case && l[1] == method && l[2] == "moving_to_fixed")
+                .map(|l| value(l, "epe_mean_mm"))
+                .unwrap()
+        };
+        assert!(epe_of("Rigid") < epe_of("identity"), "{case}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 1 + 6, "{summary}");
+    assert!(summary.lines().skip(1).all(|l| l.split(',').nth(2) == Some("2")), "{summary}");
+    let plot = image::open(out.join("boxplots.png")).unwrap().to_rgb8();
+    let coloured =
+        plot.pixels().filter(|p| p.0 == [70, 130, 220] || p.0 == [230, 120, 40] || p.0 == [60, 170, 90]).count();
+    assert!(coloured > 500, "{coloured} box pixels");
+}

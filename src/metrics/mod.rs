@@ -15,6 +15,7 @@ use crate::volume::geometry::{add, mat_vec, norm, sub};
 use crate::volume::resample::{Interpolation, sample};
 use crate::volume::{DisplacementField, Volume};
 
+pub mod batch;
 pub mod evaluation;
 
 /// Bins per image in the joint histogram of NMI.

@@ -4,7 +4,7 @@
 //! grid deformed by the field. Each figure has three rows: axial, coronal and sagittal mid
 //! slices (index axes k, j and i held at their middle).
 
-mod draw;
+pub mod draw;
 
 use std::path::{Path, PathBuf};
 
