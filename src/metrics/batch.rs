@@ -84,7 +84,7 @@ pub struct BatchRow {
 }
 
 /// The metrics of a direction as named numbers, in the column order of the CSVs.
-fn named_values(d: &DirectionMetrics, inverse_consistency: Option<f64>) -> Vec<(&'static str, f64)> {
+fn named_values(d: &DirectionMetrics, inverse_consistency: Option<f64>) -> NamedValues {
     let dice = |name: &str| d.image.dice.iter().find(|x| x.tissue == name).map_or(f64::NAN, |x| x.dice);
     let epe = d.endpoint_error.as_ref();
     vec![
@@ -187,9 +187,15 @@ pub fn metrics_csv(rows: &[BatchRow]) -> String {
     out
 }
 
+/// A case's metrics as (name, value) pairs.
+type NamedValues = Vec<(&'static str, f64)>;
+
+/// Per (method, direction): the named metric values of each case.
+type Groups = BTreeMap<(String, &'static str), Vec<NamedValues>>;
+
 /// Per method and direction: the values of each metric over the cases.
-fn grouped(rows: &[BatchRow]) -> BTreeMap<(String, &'static str), Vec<Vec<(&'static str, f64)>>> {
-    let mut groups: BTreeMap<(String, &'static str), Vec<Vec<(&'static str, f64)>>> = BTreeMap::new();
+fn grouped(rows: &[BatchRow]) -> Groups {
+    let mut groups = Groups::new();
     for row in rows {
         let ic = row.evaluation.inverse_consistency.as_ref().map(|d| d.mean_mm);
         for (direction, metrics) in directions(row) {
@@ -245,7 +251,7 @@ pub fn box_plots(rows: &[BatchRow]) -> Canvas {
         let series: Vec<Vec<f64>> = methods
             .iter()
             .map(|m| {
-                let column = |c: &Vec<(&str, f64)>| c.iter().find(|(n, _)| n == metric).map_or(f64::NAN, |x| x.1);
+                let column = |c: &NamedValues| c.iter().find(|(n, _)| n == metric).map_or(f64::NAN, |x| x.1);
                 let mut v: Vec<f64> =
                     groups[&((*m).clone(), "moving_to_fixed")].iter().map(column).filter(|v| v.is_finite()).collect();
                 v.sort_by(f64::total_cmp);
