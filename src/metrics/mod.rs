@@ -263,20 +263,19 @@ mod tests {
     }
 
     #[test]
-    fn a_field_that_folds_a_slab_is_counted_voxel_by_voxel() {
-        // u_x = −2 x inside the slab 10 ≤ i < 14 (mirroring it), 0 elsewhere: det = −1 there, and
-        // the two voxels next to the slab see a one-sided jump.
-        let g = grid([30, 8, 6]);
+    fn a_field_that_folds_two_planes_is_counted_exactly() {
+        // u_x is 0 for i ≤ 10 and −3 voxels for i ≥ 11: central differences give
+        // ∂u_x/∂i = −1.5 at i = 10 and i = 11 (det −0.5, folding) and 0 elsewhere (det 1).
+        let g = grid([24, 9, 7]);
         let field = DisplacementField::from_fn(g.clone(), |p| {
             let i = ((p[0] + 10.0) / 1.5).round();
-            if (10.0..14.0).contains(&i) { [-2.0 * (p[0] - (12.0 * 1.5 - 10.0)), 0.0, 0.0] } else { [0.0; 3] }
+            if i >= 11.0 { [-3.0 * 1.5, 0.0, 0.0] } else { [0.0; 3] }
         });
         let stats = jacobian_stats(&field);
-        let det = determinant(&VectorField::from_displacement_mm(&field));
-        let expected = det.iter().filter(|&&d| d <= 0.0).count();
-        assert_eq!(stats.folding_voxels, expected);
-        // The slab's inner voxels (i = 11, 12) fold for sure: 2 × 8 × 6 at least.
-        assert!(stats.folding_voxels >= 96 && stats.folding_voxels <= 6 * 8 * 6, "{}", stats.folding_voxels);
+        assert_eq!(stats.folding_voxels, 2 * 9 * 7);
+        assert!((stats.folding_share - 2.0 / 24.0).abs() < 1e-12);
+        assert!((stats.min + 0.5).abs() < 1e-6 && (stats.max - 1.0).abs() < 1e-6, "{stats:?}");
+        assert!((stats.mean - (22.0 - 1.0) / 24.0).abs() < 1e-6, "{stats:?}");
     }
 
     #[test]
