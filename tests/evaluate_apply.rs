@@ -22,6 +22,17 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `evaluate` on fixed, moving and a forward field plus `extra` arguments, writing into
+/// `out`; returns the forward direction of evaluation.json.
+fn evaluate_forward(fixed: &Path, moving: &Path, warp: &Path, extra: &[&str], out: &Path) -> serde_json::Value {
+    let mut args = vec!["evaluate", "--fixed", path(fixed), "--moving", path(moving), "--warp", path(warp)];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--out", path(out)]);
+    let output = run(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    read_json(&out.join("evaluation.json"))["evaluation"]["forward"].clone()
+}
+
 /// A small phantom's fixed image and its moving image brought onto the fixed grid by the
 /// true field (so the two differ only by the pseudo-CT appearance and interpolation).
 fn pair_on_one_grid(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Geometry) {
@@ -40,20 +51,8 @@ fn image_metrics_agree_with_numpy() {
     let (fixed, moving, grid) = pair_on_one_grid(dir.path());
     let zero = dir.path().join("zero.nii.gz");
     write_field(&zero, &DisplacementField::zero(grid)).unwrap();
-    let out = dir.path().join("eval");
-    let output = run(&[
-        "evaluate",
-        "--fixed",
-        path(&fixed),
-        "--moving",
-        path(&moving),
-        "--warp",
-        path(&zero),
-        "--out",
-        path(&out),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let ours = &read_json(&out.join("evaluation.json"))["evaluation"]["forward"]["image"];
+    let forward = evaluate_forward(&fixed, &moving, &zero, &[], &dir.path().join("eval"));
+    let ours = &forward["image"];
     let reference = dir.path().join("numpy.json");
     run_reference("metrics", &[&moving, &fixed, &reference]);
     let numpy = read_json(&reference);
@@ -104,22 +103,7 @@ fn a_field_written_by_greedy_is_judged_like_the_same_field_written_by_us() {
     write_field(&ours, &read_field(&greedy).unwrap()).unwrap();
 
     let evaluate = |field: &Path, name: &str| {
-        let out = dir.path().join(name);
-        let output = run(&[
-            "evaluate",
-            "--fixed",
-            path(&fixed),
-            "--moving",
-            path(&moving),
-            "--warp",
-            path(field),
-            "--truth",
-            path(&truth_path),
-            "--out",
-            path(&out),
-        ]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        read_json(&out.join("evaluation.json"))["evaluation"]["forward"].clone()
+        evaluate_forward(&fixed, &moving, field, &["--truth", path(&truth_path)], &dir.path().join(name))
     };
     let (theirs, rewritten) = (evaluate(&greedy, "greedy"), evaluate(&ours, "ours"));
     // The same numbers, up to the order of parallel sums.
@@ -144,22 +128,8 @@ fn endpoint_error_of_a_known_translation() {
     let (zero, truth) = (dir.path().join("zero.nii.gz"), dir.path().join("truth.nii.gz"));
     write_field(&zero, &DisplacementField::zero(grid.clone())).unwrap();
     write_field(&truth, &DisplacementField::from_fn(grid, |_| [3.0, -4.0, 0.0])).unwrap();
-    let out = dir.path().join("eval");
-    let output = run(&[
-        "evaluate",
-        "--fixed",
-        path(&fixed),
-        "--moving",
-        path(&moving),
-        "--warp",
-        path(&zero),
-        "--truth",
-        path(&truth),
-        "--out",
-        path(&out),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let epe = &read_json(&out.join("evaluation.json"))["evaluation"]["forward"]["endpoint_error"];
+    let forward = evaluate_forward(&fixed, &moving, &zero, &["--truth", path(&truth)], &dir.path().join("eval"));
+    let epe = &forward["endpoint_error"];
     for key in ["mean_mm", "p95_mm", "max_mm"] {
         assert!((epe[key].as_f64().unwrap() - 5.0).abs() < 1e-5, "{key}: {epe}");
     }
