@@ -20,7 +20,7 @@ pub struct OptimizeParams {
     /// Resolution levels, coarse to fine, as downsampling factors of the fixed grid. The
     /// velocity lives on the last (finest) one.
     pub levels: Vec<usize>,
-    /// Adam iterations per level.
+    /// Largest number of L-BFGS iterations per level.
     pub iterations: Vec<usize>,
     /// A level stops when the energy fell by less than this share over the last
     /// `CONVERGENCE_WINDOW` iterations (0: run all iterations).

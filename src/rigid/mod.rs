@@ -158,13 +158,26 @@ fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTr
     let g = &fixed.geometry;
     let to_moving_index = moving.geometry.world_to_index_matrix();
     let [nx, ny, _] = g.shape;
+    // Fixed index → moving index is affine: its value at the origin and its three columns,
+    // so each voxel costs one multiply-add per axis.
+    let map = |index: [f64; 3]| {
+        mat_vec(&to_moving_index, sub(transform.apply(g.index_to_world(index)), moving.geometry.origin_mm))
+    };
+    let origin = map([0.0; 3]);
+    let columns: [[f64; 3]; 3] = std::array::from_fn(|d| {
+        let mut unit = [0.0; 3];
+        unit[d] = 1.0;
+        sub(map(unit), origin)
+    });
     let (sum, count) = fixed
         .voxels
         .par_iter()
         .enumerate()
         .map(|(n, &f)| {
-            let x = g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
-            let p = mat_vec(&to_moving_index, sub(transform.apply(x), moving.geometry.origin_mm));
+            let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
+            let p: [f64; 3] = std::array::from_fn(|r| {
+                origin[r] + columns[0][r] * index[0] + columns[1][r] * index[1] + columns[2][r] * index[2]
+            });
             let m = sample(moving, p, Interpolation::Linear, f32::NAN);
             if m.is_finite() { (((f - m) as f64).powi(2), 1usize) } else { (0.0, 0) }
         })
