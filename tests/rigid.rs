@@ -2,11 +2,11 @@
 
 use diffeoreg::phantom::head::synthetic_head;
 use diffeoreg::progress::Silent;
-use diffeoreg::rigid::{RigidParams, align};
-use diffeoreg::volume::Calibration;
+use diffeoreg::rigid::{RigidMetric, RigidParams, RigidResult, align};
 use diffeoreg::volume::affine::AffineTransform;
 use diffeoreg::volume::geometry::{Geometry, mat_mul, norm, sub, transpose};
 use diffeoreg::volume::resample::{Interpolation, resample_mapped_by};
+use diffeoreg::volume::{Calibration, Volume};
 
 #[test]
 fn recovers_a_known_rotation_and_translation() {
@@ -22,8 +22,21 @@ fn recovers_a_known_rotation_and_translation() {
     let inverse = truth.inverse();
     let moving = resample_mapped_by(&ct, &grid, Interpolation::Linear, -1000.0, |y| inverse.apply(y));
     let calibration = Calibration::default();
-    let result = align(&calibration.apply(&ct), &calibration.apply(&moving), &RigidParams::default(), &Silent).unwrap();
+    // Both metrics; NMI also with the moving image's grey values remapped (as a pseudo-CT's
+    // differ from a CT's), which MSE could not follow.
+    let remapped = Volume { voxels: moving.voxels.iter().map(|v| 0.6 * v + 150.0).collect(), ..moving.clone() };
+    // NMI's hard-binned 64 × 64 histogram makes its cost a staircase for the pattern search:
+    // on the remapped image it stops 0.76° and 0.80 mm off (measured), hence the wider bound.
+    for (metric, moving, bound) in
+        [(RigidMetric::Mse, &moving, 0.5), (RigidMetric::Nmi, &moving, 0.5), (RigidMetric::Nmi, &remapped, 1.0)]
+    {
+        let params = RigidParams { metric, ..RigidParams::default() };
+        let result = align(&calibration.apply(&ct), &calibration.apply(moving), &params, &Silent).unwrap();
+        check(&ct, &truth, &result, metric, bound);
+    }
+}
 
+fn check(ct: &Volume, truth: &AffineTransform, result: &RigidResult, metric: RigidMetric, bound: f64) {
     let relative = mat_mul(&result.transform.matrix, &transpose(&truth.matrix));
     let angle_deg =
         ((relative[0][0] + relative[1][1] + relative[2][2] - 1.0) / 2.0).clamp(-1.0, 1.0).acos().to_degrees();
@@ -35,10 +48,13 @@ fn recovers_a_known_rotation_and_translation() {
     let point_error =
         head.iter().map(|&x| norm(sub(result.transform.apply(x), truth.apply(x)))).sum::<f64>() / head.len() as f64;
     println!(
-        "rotation error {angle_deg:.3}°, mean point error {point_error:.3} mm, {} evaluations, overlap {:.2}",
+        "{metric:?}: rotation error {angle_deg:.3}°, mean point error {point_error:.3} mm, {} evaluations, overlap {:.2}",
         result.evaluations, result.overlap
     );
-    assert!(angle_deg < 0.5 && point_error < 0.5, "rotation error {angle_deg}°, point error {point_error} mm");
+    assert!(
+        angle_deg < bound && point_error < bound,
+        "{metric:?}: rotation error {angle_deg}°, point error {point_error} mm"
+    );
 }
 
 #[test]

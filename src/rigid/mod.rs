@@ -12,8 +12,19 @@ use crate::volume::geometry::{Vec3, mat_vec, sub};
 use crate::volume::resample::{Interpolation, sample};
 use crate::volume::{Geometry, Volume};
 
+/// What the rigid search minimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RigidMetric {
+    /// Mean squared density difference.
+    Mse,
+    /// −NMI (64 × 64 joint histogram of density): indifferent to how the pseudo-CT's grey
+    /// values differ from the CT's.
+    Nmi,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RigidParams {
+    pub metric: RigidMetric,
     /// Resolution levels, coarse to fine, as downsampling factors.
     pub levels: Vec<usize>,
     /// First search steps: rotation (degrees) and translation (mm).
@@ -33,6 +44,7 @@ pub struct RigidParams {
 impl Default for RigidParams {
     fn default() -> Self {
         RigidParams {
+            metric: RigidMetric::Mse,
             levels: vec![4, 2, 1],
             initial_rotation_deg: 4.0,
             initial_translation_mm: 8.0,
@@ -76,7 +88,10 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
         }
         progress.start_stage(&format!("rigid at 1/{factor} resolution"), 0);
         let (fixed_level, moving_level) = (downsample_volume(fixed, factor), downsample_volume(moving, factor));
-        let cost = |p: &[f64; 6]| mean_squared_difference(&fixed_level, &moving_level, &transform_of(p));
+        let cost = |p: &[f64; 6]| match params.metric {
+            RigidMetric::Mse => mean_squared_difference(&fixed_level, &moving_level, &transform_of(p)),
+            RigidMetric::Nmi => negative_nmi(&fixed_level, &moving_level, &transform_of(p)),
+        };
         let mut best = cost(&parameters);
         evaluations += 1;
         if n == 0 {
@@ -154,6 +169,31 @@ pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
 /// Mean of (fixed(x) − moving(T(x)))² over fixed voxels whose sample lands inside the moving
 /// grid, and the share of fixed voxels that do.
 fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
+    let samples = moving_samples(fixed, moving, transform);
+    let (sum, count) = samples
+        .iter()
+        .zip(&fixed.voxels)
+        .filter(|(m, _)| m.is_finite())
+        .fold((0.0f64, 0usize), |(sum, count), (m, f)| (sum + ((f - m) as f64).powi(2), count + 1));
+    let overlap = count as f64 / fixed.voxels.len() as f64;
+    (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
+}
+
+/// −NMI of the fixed image and the moving one through `transform` over their overlap (lower
+/// is better, like the MSE), and the overlap.
+fn negative_nmi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
+    let samples = moving_samples(fixed, moving, transform);
+    let mask: Vec<bool> = samples.iter().map(|m| m.is_finite()).collect();
+    let count = mask.iter().filter(|&&m| m).count();
+    let overlap = count as f64 / fixed.voxels.len() as f64;
+    if count == 0 {
+        return (f64::INFINITY, 0.0);
+    }
+    (-crate::metrics::nmi(&fixed.voxels, &samples, &mask), overlap)
+}
+
+/// The moving image sampled (trilinearly) at T(x) for every fixed voxel x; NaN outside.
+fn moving_samples(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> Vec<f32> {
     use rayon::prelude::*;
     let g = &fixed.geometry;
     let to_moving_index = moving.geometry.world_to_index_matrix();
@@ -169,21 +209,16 @@ fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTr
         unit[d] = 1.0;
         sub(map(unit), origin)
     });
-    let (sum, count) = fixed
-        .voxels
-        .par_iter()
-        .enumerate()
-        .map(|(n, &f)| {
+    (0..fixed.voxels.len())
+        .into_par_iter()
+        .map(|n| {
             let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
             let p: [f64; 3] = std::array::from_fn(|r| {
                 origin[r] + columns[0][r] * index[0] + columns[1][r] * index[1] + columns[2][r] * index[2]
             });
-            let m = sample(moving, p, Interpolation::Linear, f32::NAN);
-            if m.is_finite() { (((f - m) as f64).powi(2), 1usize) } else { (0.0, 0) }
+            sample(moving, p, Interpolation::Linear, f32::NAN)
         })
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let overlap = count as f64 / fixed.voxels.len() as f64;
-    (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
+        .collect()
 }
 
 /// Box average by `factor` with the geometry that goes with it: each new voxel sits at the
