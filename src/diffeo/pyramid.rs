@@ -42,6 +42,14 @@ pub fn downsample(image: &[f32], shape: [usize; 3], factor: usize) -> Vec<f32> {
     out
 }
 
+/// Where the centre of voxel `index` of level `to` lies in the continuous index of level `from`
+/// (level f's voxel c is centred at full-grid index c·f + (f − 1)/2).
+#[inline]
+fn coarse_position(index: [usize; 3], from: usize, to: usize) -> [f32; 3] {
+    let centre = |f: usize| (f as f32 - 1.0) / 2.0;
+    index.map(|x| (x as f32 * to as f32 + centre(to) - centre(from)) / from as f32)
+}
+
 /// A voxel-unit field on level `from` resampled onto level `to` (finer or equal) of a grid of
 /// `full_shape`: positions by trilinear interpolation, vectors rescaled by from/to.
 pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to: usize) -> VectorField {
@@ -50,7 +58,6 @@ pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to
         return field.clone();
     }
     let ratio = from as f32 / to as f32;
-    let offset = |f: usize| (f as f32 - 1.0) / 2.0;
     let (tx, ty) = (target[0], target[1]);
     let mut out = VectorField::zeros(target);
     let [a, b, c] = &mut out.components;
@@ -59,7 +66,7 @@ pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to
             for j in 0..ty {
                 for i in 0..tx {
                     // full-grid index of this voxel's centre, then the coarse index there
-                    let p = [i, j, k].map(|x| ((x as f32 * to as f32 + offset(to)) - offset(from)) / from as f32);
+                    let p = coarse_position([i, j, k], from, to);
                     let v = sample_vector(field, p);
                     let m = i + tx * j;
                     (pa[m], pb[m], pc[m]) = (ratio * v[0], ratio * v[1], ratio * v[2]);
@@ -78,7 +85,6 @@ pub fn refine_field_adjoint(gradient: &VectorField, full_shape: [usize; 3], from
         return gradient.clone();
     }
     let ratio = from as f32 / to as f32;
-    let offset = |f: usize| (f as f32 - 1.0) / 2.0;
     let shape = gradient.shape;
     let (tx, ty) = (shape[0], shape[1]);
     let threads = rayon::current_num_threads().max(1);
@@ -91,7 +97,7 @@ pub fn refine_field_adjoint(gradient: &VectorField, full_shape: [usize; 3], from
             for k in t * planes..((t + 1) * planes).min(shape[2]) {
                 for j in 0..ty {
                     for i in 0..tx {
-                        let p = [i, j, k].map(|x| ((x as f32 * to as f32 + offset(to)) - offset(from)) / from as f32);
+                        let p = coarse_position([i, j, k], from, to);
                         let n = i + tx * (j + ty * k);
                         let g = gradient.at(n).map(|v| ratio * v);
                         scatter_vector(&mut local.components, coarse, p, g);

@@ -169,12 +169,17 @@ pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
 /// Mean of (fixed(x) − moving(T(x)))² over fixed voxels whose sample lands inside the moving
 /// grid, and the share of fixed voxels that do.
 fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
-    let samples = moving_samples(fixed, moving, transform);
-    let (sum, count) = samples
-        .iter()
-        .zip(&fixed.voxels)
-        .filter(|(m, _)| m.is_finite())
-        .fold((0.0f64, 0usize), |(sum, count), (m, f)| (sum + ((f - m) as f64).powi(2), count + 1));
+    use rayon::prelude::*;
+    let position = moving_index_map(fixed, moving, transform);
+    let (sum, count) = fixed
+        .voxels
+        .par_iter()
+        .enumerate()
+        .map(|(n, &f)| {
+            let m = sample(moving, position(n), Interpolation::Linear, f32::NAN);
+            if m.is_finite() { (((f - m) as f64).powi(2), 1usize) } else { (0.0, 0) }
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let overlap = count as f64 / fixed.voxels.len() as f64;
     (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
 }
@@ -182,7 +187,12 @@ fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTr
 /// −NMI of the fixed image and the moving one through `transform` over their overlap (lower
 /// is better, like the MSE), and the overlap.
 fn negative_nmi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
-    let samples = moving_samples(fixed, moving, transform);
+    use rayon::prelude::*;
+    let position = moving_index_map(fixed, moving, transform);
+    let samples: Vec<f32> = (0..fixed.voxels.len())
+        .into_par_iter()
+        .map(|n| sample(moving, position(n), Interpolation::Linear, f32::NAN))
+        .collect();
     let mask: Vec<bool> = samples.iter().map(|m| m.is_finite()).collect();
     let count = mask.iter().filter(|&&m| m).count();
     let overlap = count as f64 / fixed.voxels.len() as f64;
@@ -192,33 +202,27 @@ fn negative_nmi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) ->
     (-crate::metrics::nmi(&fixed.voxels, &samples, &mask), overlap)
 }
 
-/// The moving image sampled (trilinearly) at T(x) for every fixed voxel x; NaN outside.
-fn moving_samples(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> Vec<f32> {
-    use rayon::prelude::*;
-    let g = &fixed.geometry;
+/// The moving-image index that fixed voxel n (linear index) maps to through `transform`.
+/// Fixed index → moving index is affine: its value at the origin and its three columns are
+/// computed once, so each voxel costs one multiply-add per axis.
+fn moving_index_map(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> impl Fn(usize) -> [f64; 3] + Sync {
+    let g = fixed.geometry.clone();
     let to_moving_index = moving.geometry.world_to_index_matrix();
-    let [nx, ny, _] = g.shape;
-    // Fixed index → moving index is affine: its value at the origin and its three columns,
-    // so each voxel costs one multiply-add per axis.
-    let map = |index: [f64; 3]| {
-        mat_vec(&to_moving_index, sub(transform.apply(g.index_to_world(index)), moving.geometry.origin_mm))
-    };
+    let moving_origin = moving.geometry.origin_mm;
+    let map = |index: [f64; 3]| mat_vec(&to_moving_index, sub(transform.apply(g.index_to_world(index)), moving_origin));
     let origin = map([0.0; 3]);
     let columns: [[f64; 3]; 3] = std::array::from_fn(|d| {
         let mut unit = [0.0; 3];
         unit[d] = 1.0;
         sub(map(unit), origin)
     });
-    (0..fixed.voxels.len())
-        .into_par_iter()
-        .map(|n| {
-            let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
-            let p: [f64; 3] = std::array::from_fn(|r| {
-                origin[r] + columns[0][r] * index[0] + columns[1][r] * index[1] + columns[2][r] * index[2]
-            });
-            sample(moving, p, Interpolation::Linear, f32::NAN)
+    let [nx, ny, _] = g.shape;
+    move |n| {
+        let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
+        std::array::from_fn(|r| {
+            origin[r] + columns[0][r] * index[0] + columns[1][r] * index[1] + columns[2][r] * index[2]
         })
-        .collect()
+    }
 }
 
 /// Box average by `factor` with the geometry that goes with it: each new voxel sits at the
