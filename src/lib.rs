@@ -6,6 +6,7 @@
 // Index loops over the three axes read closer to the maths than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod app;
 pub mod apply;
 pub mod diffeo;
 pub mod error;

@@ -12,8 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(name = "diffeoreg", version, about = "Diffeomorphic deformable registration of CT and pseudo-CT")]
 struct Cli {
+    /// Without a command, the desktop app opens on the built-in demo case.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -40,10 +41,13 @@ enum Command {
     /// directions. Writes warp_fwd/warp_inv (ITK displacement fields), both warped images,
     /// rigid.tfm and report.json into OUT.
     Register {
-        #[arg(long)]
-        fixed: PathBuf,
-        #[arg(long)]
-        moving: PathBuf,
+        /// The fixed image (CT): NIfTI file or DICOM folder. Leave out --fixed and --moving to
+        /// register the built-in demo case (a synthetic head and its pseudo-CT, known answer).
+        #[arg(long, requires = "moving")]
+        fixed: Option<PathBuf>,
+        /// The moving image (pseudo-CT).
+        #[arg(long, requires = "fixed")]
+        moving: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// network | optimize | hybrid (only optimize exists so far).
@@ -135,7 +139,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let cancel = Arc::new(CancelFlag::default());
-    match cli.command {
+    let Some(command) = cli.command else {
+        return diffeoreg::app::run_app().context(
+            "the desktop app needs a display; without one, `diffeoreg register --out DIR` registers the demo case",
+        );
+    };
+    match command {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
@@ -149,7 +158,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 handler_flag.cancel();
             });
-            register(&fixed, &moving, &out, &method, (levels, iterations, lambda), &progress)
+            let inputs = fixed.zip(moving);
+            register(inputs.as_ref(), &out, &method, (levels, iterations, lambda), &progress)
         }
         Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
             let (Ok(shape), Ok(spacing)) = (<[usize; 3]>::try_from(head_shape), <[f64; 3]>::try_from(head_spacing_mm))
@@ -287,14 +297,13 @@ fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &Termin
 }
 
 fn register(
-    fixed: &Path,
-    moving: &Path,
+    inputs: Option<&(PathBuf, PathBuf)>,
     out: &Path,
     method: &str,
     (levels, iterations, lambda): (Option<Vec<usize>>, Option<Vec<usize>>, Option<f32>),
     progress: &TerminalProgress,
 ) -> Result<()> {
-    use diffeoreg::register::pipeline::{RegisterParams, register_files};
+    use diffeoreg::register::pipeline::{RegisterParams, register_demo, register_files};
     match method {
         "optimize" => {}
         "network" | "hybrid" => anyhow::bail!(
@@ -312,7 +321,11 @@ fn register(
     if let Some(lambda) = lambda {
         params.optimize.energy.lambda = lambda;
     }
-    let report = match register_files(fixed, moving, out, &params, progress) {
+    let outcome = match inputs {
+        Some((fixed, moving)) => register_files(fixed, moving, out, &params, progress).map(|report| (report, None)),
+        None => register_demo(out, &params, progress).map(|(report, error)| (report, Some(error))),
+    };
+    let (report, demo_error) = match outcome {
         Err(diffeoreg::Error::Cancelled) => {
             progress.finish();
             anyhow::bail!("cancelled; nothing was written to {}", out.display())
@@ -322,7 +335,18 @@ fn register(
     progress.finish();
     let t = &report.timings;
     let q = &report.deformable_quality;
-    println!("registered {} to {} in {:.1} s → {}", moving.display(), fixed.display(), t.total_s, out.display());
+    match inputs {
+        Some((fixed, moving)) => {
+            println!("registered {} to {} in {:.1} s → {}", moving.display(), fixed.display(), t.total_s, out.display())
+        }
+        None => println!("registered the built-in demo case in {:.1} s → {}", t.total_s, out.display()),
+    }
+    if let Some(error) = demo_error {
+        println!(
+            "  endpoint error vs the known answer, inside the body: mean {:.2} mm  p95 {:.2} mm  max {:.2} mm",
+            error.mean_mm, error.p95_mm, error.max_mm
+        );
+    }
     println!(
         "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
         t.load_s, t.rigid_s, t.resample_s, t.optimize_s, t.integrate_s, t.warp_s, t.metrics_s, t.write_s

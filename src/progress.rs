@@ -40,6 +40,10 @@ impl CancelFlag {
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
+    /// Lowers the flag again, for a worker that runs the next job.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }

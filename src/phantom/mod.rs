@@ -65,6 +65,15 @@ pub struct Phantom {
     pub max_deformation_mm: f64,
 }
 
+/// The built-in demo's grid (the `phantom` command's default head).
+pub const DEMO_SHAPE: [usize; 3] = [128, 128, 128];
+pub const DEMO_SPACING_MM: [f64; 3] = [1.6, 1.9, 1.8];
+
+/// The built-in demo case: the synthetic head and its default pseudo-CT phantom.
+pub fn demo_phantom(shape: [usize; 3], spacing_mm: [f64; 3]) -> Result<Phantom> {
+    make_phantom(&head::synthetic_head(shape, spacing_mm), &PhantomParams::default())
+}
+
 /// Builds a phantom from a CT in HU.
 pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     if !(params.max_mm.is_finite() && params.max_mm >= 0.0) {

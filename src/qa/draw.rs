@@ -79,16 +79,15 @@ impl Canvas {
 
     /// Writes the canvas as an 8-bit RGB PNG, atomically.
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let mut bytes = Vec::new();
-        let encoder = image::codecs::png::PngEncoder::new(&mut bytes);
-        image::ImageEncoder::write_image(
-            encoder,
-            &self.pixels,
-            self.width as u32,
-            self.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| Error::Invalid(format!("cannot encode {}: {e}", path.display())))?;
-        crate::io::atomic::write_atomically(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
+        write_png(path, &self.pixels, self.width as u32, self.height as u32, image::ExtendedColorType::Rgb8)
     }
+}
+
+/// Encodes pixels as a PNG and writes it atomically.
+pub fn write_png(path: &Path, pixels: &[u8], width: u32, height: u32, colour: image::ExtendedColorType) -> Result<()> {
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+    image::ImageEncoder::write_image(encoder, pixels, width, height, colour)
+        .map_err(|e| Error::Invalid(format!("cannot encode {}: {e}", path.display())))?;
+    crate::io::atomic::write_atomically(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
 }

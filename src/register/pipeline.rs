@@ -14,6 +14,8 @@ use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
+use crate::metrics::{BODY_DENSITY, Distances, endpoint_error};
+use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
@@ -266,6 +268,49 @@ pub fn register_files(
     registration.timings.load_s = load_s;
     progress.check_cancelled()?;
 
+    registration.timings.total_s = start.elapsed().as_secs_f64();
+    let inputs =
+        vec![input_file("fixed", fixed_path, &fixed.volume)?, input_file("moving", moving_path, &moving.volume)?];
+    let warnings: Vec<String> = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
+    write_outputs(out, &fixed.volume, &registration, params, inputs, warnings, progress)
+}
+
+/// Registers the built-in demo case (the synthetic head and its pseudo-CT phantom, made in
+/// memory), writes every output into `out`, and returns the report with the mean endpoint error
+/// against the phantom's known answer, inside the body.
+pub fn register_demo(out: &Path, params: &RegisterParams, progress: &dyn Progress) -> Result<(Report, Distances)> {
+    let start = Instant::now();
+    progress.start_stage("building the demo case", 0);
+    let phantom = demo_phantom(DEMO_SHAPE, DEMO_SPACING_MM)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let mut registration = register_volumes(&phantom.fixed, &phantom.moving, params, progress)?;
+    registration.timings.load_s = load_s;
+    progress.check_cancelled()?;
+    let body: Vec<bool> =
+        phantom.fixed.voxels.iter().map(|&hu| params.calibration.density(hu as f64) as f32 >= BODY_DENSITY).collect();
+    let error = endpoint_error(&registration.warp_fwd, &phantom.truth_fwd, &body)?;
+    registration.timings.total_s = start.elapsed().as_secs_f64();
+    let description = "(built-in demo, in memory)";
+    let inputs = vec![
+        input_in_memory("fixed", description, &phantom.fixed),
+        input_in_memory("moving", description, &phantom.moving),
+    ];
+    let report = write_outputs(out, &phantom.fixed, &registration, params, inputs, Vec::new(), progress)?;
+    Ok((report, error))
+}
+
+/// Writes every output of SPEC §6 for a finished registration into `out` (created) and returns
+/// the report; `registration.timings.total_s` should hold the time so far, the writing is added.
+/// Each file is written atomically.
+pub fn write_outputs(
+    out: &Path,
+    fixed: &Volume,
+    registration: &Registration,
+    params: &RegisterParams,
+    inputs: Vec<InputFile>,
+    mut warnings: Vec<String>,
+    progress: &dyn Progress,
+) -> Result<Report> {
     let writing = Instant::now();
     progress.start_stage("writing outputs", 0);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -275,17 +320,17 @@ pub fn register_files(
     io::write_volume(&out.join("fixed_warped.nii.gz"), &registration.fixed_warped, StoredType::Float32)?;
     io::write_transform(&out.join("rigid.tfm"), &registration.rigid.transform)?;
     let qa_inputs = QaInputs {
-        fixed: &fixed.volume,
+        fixed,
         moving_warped: &registration.moving_warped,
         warp: &registration.warp_fwd,
         calibration: &params.calibration,
         dice: &registration.metrics.result.forward.image.dice,
     };
     write_figures(&out.join("qa"), &qa_inputs)?;
-    registration.timings.write_s = writing.elapsed().as_secs_f64();
-    registration.timings.total_s = start.elapsed().as_secs_f64();
+    let mut timings = registration.timings.clone();
+    timings.write_s = writing.elapsed().as_secs_f64();
+    timings.total_s += timings.write_s;
 
-    let mut warnings: Vec<String> = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
     if registration.quality.folding_voxels > 0 {
         warnings.push(format!("{} voxels fold (det J ≤ 0)", registration.quality.folding_voxels));
     }
@@ -293,12 +338,9 @@ pub fn register_files(
         schema_version: REPORT_SCHEMA_VERSION,
         program: "diffeoreg".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        inputs: vec![
-            input_file("fixed", fixed_path, &fixed.volume)?,
-            input_file("moving", moving_path, &moving.volume)?,
-        ],
+        inputs,
         parameters: params.clone(),
-        timings: registration.timings.clone(),
+        timings,
         rigid: registration.rigid.clone(),
         deformable_quality: registration.quality.clone(),
         metrics: registration.metrics.clone(),
@@ -315,7 +357,22 @@ pub fn register_files(
     Ok(report)
 }
 
-fn input_file(role: &str, path: &Path, volume: &Volume) -> Result<InputFile> {
+/// An input that came from memory rather than a file (the app's built-in demo): its CRC-32 is
+/// that of its voxels' bytes.
+pub fn input_in_memory(role: &str, description: &str, volume: &Volume) -> InputFile {
+    let bytes: &[u8] = bytemuck::cast_slice(&volume.voxels);
+    InputFile {
+        role: role.into(),
+        path: PathBuf::from(description),
+        bytes: bytes.len() as u64,
+        crc32: format!("{:08x}", crc32fast::hash(bytes)),
+        shape: volume.geometry.shape,
+        spacing_mm: volume.geometry.spacing_mm,
+    }
+}
+
+/// The record of an input file: size, CRC-32 (of every file, in name order, for a folder) and grid.
+pub fn input_file(role: &str, path: &Path, volume: &Volume) -> Result<InputFile> {
     let mut files = Vec::new();
     if path.is_dir() {
         let mut stack = vec![path.to_path_buf()];

@@ -1,0 +1,266 @@
+//! What the app shows and the background jobs that make it: a loaded pair (the built-in demo or
+//! two files), everything resampled onto the fixed grid for display, and a registration result
+//! with its derived maps (Jacobian determinant, tissue labels). The jobs run on the worker; the
+//! UI only uploads the finished texture data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::app::render::slice::{Slot, TextureData};
+use crate::diffeo::VectorField;
+use crate::diffeo::jacobian::determinant;
+use crate::error::{Error, Result};
+use crate::io::{self, SeriesChoice};
+use crate::metrics::{BODY_DENSITY, Distances, TISSUES, endpoint_error};
+use crate::phantom::demo_phantom;
+use crate::progress::Progress;
+use crate::register::pipeline::{RegisterParams, Registration, register_volumes};
+use crate::volume::resample::{Interpolation, resample};
+use crate::volume::{Calibration, DisplacementField, Volume};
+
+/// Field textures keep at most this many texels; larger fields are shown subsampled.
+const MAX_FIELD_TEXELS: usize = 1 << 25;
+
+/// The known answer of a phantom, fixed grid first.
+pub struct Truth {
+    pub forward: DisplacementField,
+    pub inverse: DisplacementField,
+}
+
+/// A loaded pair.
+pub struct Case {
+    pub name: String,
+    pub fixed_path: Option<PathBuf>,
+    pub moving_path: Option<PathBuf>,
+    /// Both in HU, each on its own grid.
+    pub fixed: Arc<Volume>,
+    pub moving: Arc<Volume>,
+    /// The moving image on the fixed grid as it lies in the world (no registration applied).
+    pub moving_on_fixed: Volume,
+    pub truth: Option<Arc<Truth>>,
+    pub warnings: Vec<String>,
+}
+
+/// A finished registration of the current case.
+pub struct CaseResult {
+    /// Shared with the export job.
+    pub registration: Arc<Registration>,
+    pub params: RegisterParams,
+    /// det ∂φ/∂x of `warp_fwd` on the fixed grid.
+    pub jacobian: Vec<f32>,
+    /// Against the phantom's known answer, inside the body.
+    pub endpoint_error: Option<Distances>,
+    pub rigid_endpoint_error: Option<Distances>,
+}
+
+/// What a job hands back to the UI.
+pub enum JobOutput {
+    Loaded(Box<Case>, Vec<TextureData>),
+    Registered(Box<CaseResult>, Vec<TextureData>),
+    Saved(String),
+}
+
+/// The built-in demo: the synthetic head and a pseudo-CT phantom of it with a known answer.
+pub fn load_demo(shape: [usize; 3], spacing_mm: [f64; 3], progress: &dyn Progress) -> Result<JobOutput> {
+    progress.start_stage("building the demo head and its pseudo-CT", 0);
+    let phantom = demo_phantom(shape, spacing_mm)?;
+    let truth = Truth { forward: phantom.truth_fwd, inverse: phantom.truth_inv };
+    let name = format!("demo head {}×{}×{} with a known deformation", shape[0], shape[1], shape[2]);
+    build_case(name, None, None, phantom.fixed, phantom.moving, Some(truth), Vec::new(), progress)
+}
+
+/// A pair already in memory.
+pub fn load_volumes(name: String, fixed: Volume, moving: Volume, progress: &dyn Progress) -> Result<JobOutput> {
+    build_case(name, None, None, fixed, moving, None, Vec::new(), progress)
+}
+
+/// A pair from files or DICOM folders.
+pub fn load_files(fixed_path: &Path, moving_path: &Path, progress: &dyn Progress) -> Result<JobOutput> {
+    let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
+    let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
+    let warnings = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
+    let name = format!("{} (fixed), {} (moving)", file_name(fixed_path), file_name(moving_path));
+    build_case(
+        name,
+        Some(fixed_path.to_path_buf()),
+        Some(moving_path.to_path_buf()),
+        fixed.volume,
+        moving.volume,
+        None,
+        warnings,
+        progress,
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_case(
+    name: String,
+    fixed_path: Option<PathBuf>,
+    moving_path: Option<PathBuf>,
+    fixed: Volume,
+    moving: Volume,
+    truth: Option<Truth>,
+    warnings: Vec<String>,
+    progress: &dyn Progress,
+) -> Result<JobOutput> {
+    for (volume, role) in [(&fixed, "fixed"), (&moving, "moving")] {
+        let bad = volume.non_finite_count();
+        if bad > 0 {
+            return Err(Error::Invalid(format!("the {role} image has {bad} voxels that are not numbers")));
+        }
+    }
+    progress.start_stage("preparing the views", 0);
+    let fill = moving.value_range().map_or(-1000.0, |(low, _)| low);
+    let moving_on_fixed = resample(&moving, &fixed.geometry, Interpolation::Linear, fill);
+    progress.check_cancelled()?;
+    let calibration = Calibration::default();
+    let shape = fixed.geometry.shape;
+    let textures = vec![
+        TextureData::half_floats(Slot::Fixed, shape, &fixed.voxels),
+        TextureData::half_floats(Slot::Moving, shape, &moving_on_fixed.voxels),
+        TextureData::half_floats(Slot::Compared, shape, &moving_on_fixed.voxels),
+        TextureData { slot: Slot::TissueLabels, shape, bytes: tissue_labels(&fixed, &moving_on_fixed, &calibration) },
+        TextureData::half_floats(Slot::Jacobian, [1, 1, 1], &[1.0]),
+        TextureData::half_floats(Slot::Displacement, [1, 1, 1], &[0.0; 4]),
+    ];
+    let case = Case {
+        name,
+        fixed_path,
+        moving_path,
+        fixed: Arc::new(fixed),
+        moving: Arc::new(moving),
+        moving_on_fixed,
+        truth: truth.map(Arc::new),
+        warnings,
+    };
+    Ok(JobOutput::Loaded(Box::new(case), textures))
+}
+
+/// The tissue code of a density: 0 outside the body, 1 body, 2 fat, 3 water, 4 bone
+/// (the classes of `metrics::TISSUES`; fat, water and bone do not overlap).
+pub fn tissue_code(density: f32) -> u8 {
+    if density < BODY_DENSITY {
+        return 0;
+    }
+    TISSUES[..3].iter().position(|t| density >= t.low && density < t.high).map_or(1, |i| i as u8 + 2)
+}
+
+/// Per voxel: the fixed image's tissue code in the low four bits, the compared image's in the high.
+pub fn tissue_labels(fixed: &Volume, compared: &Volume, calibration: &Calibration) -> Vec<u8> {
+    fixed
+        .voxels
+        .par_iter()
+        .zip(compared.voxels.par_iter())
+        .map(|(&f, &c)| {
+            let code = |hu: f32| tissue_code(calibration.density(hu as f64) as f32);
+            code(f) | (code(c) << 4)
+        })
+        .collect()
+}
+
+/// Registers the case's pair and prepares the result's textures.
+pub fn register_case(
+    fixed: &Volume,
+    moving: &Volume,
+    truth: Option<&Truth>,
+    params: &RegisterParams,
+    progress: &dyn Progress,
+) -> Result<JobOutput> {
+    let start = std::time::Instant::now();
+    let mut registration = register_volumes(fixed, moving, params, progress)?;
+    registration.timings.total_s = start.elapsed().as_secs_f64();
+    progress.start_stage("preparing the result's views", 0);
+    let warp = VectorField::from_displacement_mm(&registration.warp_fwd);
+    let jacobian = determinant(&warp);
+    let body: Vec<bool> =
+        fixed.voxels.iter().map(|&hu| params.calibration.density(hu as f64) as f32 >= BODY_DENSITY).collect();
+    let (endpoint_error, rigid_endpoint_error) = match truth {
+        Some(truth) => {
+            let transform = &registration.rigid.transform;
+            let rigid = DisplacementField::from_fn(fixed.geometry.clone(), |x| {
+                let y = transform.apply(x);
+                [y[0] - x[0], y[1] - x[1], y[2] - x[2]]
+            });
+            (
+                Some(endpoint_error(&registration.warp_fwd, &truth.forward, &body)?),
+                Some(endpoint_error(&rigid, &truth.forward, &body)?),
+            )
+        }
+        None => (None, None),
+    };
+    let shape = fixed.geometry.shape;
+    let textures = vec![
+        TextureData::half_floats(Slot::Compared, shape, &registration.moving_warped.voxels),
+        TextureData::half_floats(Slot::Jacobian, shape, &jacobian),
+        displacement_texture(&warp),
+        TextureData {
+            slot: Slot::TissueLabels,
+            shape,
+            bytes: tissue_labels(fixed, &registration.moving_warped, &params.calibration),
+        },
+    ];
+    let result = CaseResult {
+        registration: Arc::new(registration),
+        params: params.clone(),
+        jacobian,
+        endpoint_error,
+        rigid_endpoint_error,
+    };
+    Ok(JobOutput::Registered(Box::new(result), textures))
+}
+
+/// How many grid voxels one texel of the displacement texture spans for a grid of `shape`.
+pub fn field_subsampling(shape: [usize; 3]) -> usize {
+    let mut factor = 1;
+    while shape.iter().map(|&n| n.div_ceil(factor)).product::<usize>() > MAX_FIELD_TEXELS {
+        factor += 1;
+    }
+    factor
+}
+
+/// The displacement in voxels of the fixed grid (x, y, z, 0), every `factor`-th voxel.
+fn displacement_texture(warp: &VectorField) -> TextureData {
+    let factor = field_subsampling(warp.shape);
+    let shape = warp.shape.map(|n| n.div_ceil(factor));
+    let mut values = vec![0.0f32; shape.iter().product::<usize>() * 4];
+    values.par_chunks_mut(shape[0] * shape[1] * 4).enumerate().for_each(|(k, plane)| {
+        for j in 0..shape[1] {
+            for i in 0..shape[0] {
+                let source = i * factor + warp.shape[0] * (j * factor + warp.shape[1] * (k * factor));
+                let texel = 4 * (i + shape[0] * j);
+                for d in 0..3 {
+                    plane[texel + d] = warp.components[d][source];
+                }
+            }
+        }
+    });
+    TextureData::half_floats(Slot::Displacement, shape, &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tissue_codes_follow_the_metric_classes() {
+        assert_eq!(tissue_code(0.0), 0);
+        assert_eq!(tissue_code(0.6), 1);
+        assert_eq!(tissue_code(0.9), 2);
+        assert_eq!(tissue_code(1.0), 3);
+        assert_eq!(tissue_code(1.5), 4);
+    }
+
+    #[test]
+    fn large_fields_are_subsampled_to_fit() {
+        assert_eq!(field_subsampling([128, 128, 128]), 1);
+        let factor = field_subsampling([512, 512, 300]);
+        assert_eq!(factor, 2);
+        assert!([512usize, 512, 300].iter().map(|n| n.div_ceil(factor)).product::<usize>() <= MAX_FIELD_TEXELS);
+    }
+}

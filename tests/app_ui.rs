@@ -1,0 +1,192 @@
+//! The desktop app driven through egui_kittest, rendered by wgpu (Mesa's lavapipe on machines
+//! without a GPU): the demo loads and is drawn, a registration runs to completion from the work
+//! panel, every overlay draws something of its own, a view exports as a PNG, a running job
+//! cancels, and a failing job leaves the app usable.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use diffeoreg::app::view::Orientation;
+use diffeoreg::app::{AppOptions, DiffeoregApp, Overlay, Row};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use image::RgbaImage;
+
+fn harness(options: AppOptions) -> Harness<'static, DiffeoregApp> {
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .with_pixels_per_point(1.0)
+        .wgpu()
+        .build_eframe(move |cc| DiffeoregApp::new(cc, options))
+}
+
+fn wait_until_idle(harness: &mut Harness<'_, DiffeoregApp>, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        harness.step();
+        if !harness.state().is_busy() {
+            harness.step();
+            return;
+        }
+        assert!(start.elapsed() < limit, "the job did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pixels of one view from a rendered frame.
+fn crop(frame: &RgbaImage, app: &DiffeoregApp, row: Row, orientation: Orientation) -> RgbaImage {
+    let rect = app.view_rect(row, orientation).expect("the view was drawn");
+    let (x, y) = (rect.left().ceil() as u32, rect.top().ceil() as u32);
+    let (w, h) = (rect.width().floor() as u32 - 1, rect.height().floor() as u32 - 1);
+    image::imageops::crop_imm(frame, x, y, w, h).to_image()
+}
+
+fn grey_std(image: &RgbaImage) -> f64 {
+    let values: Vec<f64> = image.pixels().map(|p| (p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0).collect();
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
+}
+
+fn mean_abs_difference(a: &RgbaImage, b: &RgbaImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: f64 =
+        a.pixels().zip(b.pixels()).map(|(p, q)| (0..3).map(|c| (p[c] as f64 - q[c] as f64).abs()).sum::<f64>()).sum();
+    sum / (3.0 * a.pixels().len() as f64)
+}
+
+/// How far a difference map is from white (no difference), averaged.
+fn mean_colour_deviation(image: &RgbaImage) -> f64 {
+    image.pixels().map(|p| 255.0 - p[0].min(p[1]).min(p[2]) as f64).sum::<f64>() / image.pixels().len() as f64
+}
+
+fn render(harness: &mut Harness<'_, DiffeoregApp>) -> RgbaImage {
+    harness.step();
+    harness.render().expect("wgpu renders the frame")
+}
+
+#[test]
+fn demo_registers_and_every_overlay_draws() {
+    // The demo exactly as the app opens on it, registered with the default parameters.
+    let mut harness = harness(AppOptions::default());
+    assert!(harness.state().is_busy(), "the demo starts loading at once");
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    assert!(harness.state().case().is_some(), "demo loaded: {:?}", harness.state().message());
+
+    // Every view shows an image, not a flat colour.
+    let frame = render(&mut harness);
+    for row in Row::ALL {
+        for orientation in Orientation::ALL {
+            let view = crop(&frame, harness.state(), row, orientation);
+            assert!(grey_std(&view) > 20.0, "{row:?} {orientation:?} is nearly flat ({:.1})", grey_std(&view));
+        }
+    }
+    // Fixed and moving differ (a deformation and a pseudo-CT appearance lie between them).
+    let fixed = crop(&frame, harness.state(), Row::Fixed, Orientation::Axial);
+    let moving = crop(&frame, harness.state(), Row::Moving, Orientation::Axial);
+    assert!(mean_abs_difference(&fixed, &moving) > 3.0);
+
+    harness.state_mut().display.overlay = Overlay::Difference;
+    let before = crop(&render(&mut harness), harness.state(), Row::Compared, Orientation::Axial);
+
+    // Register from the work panel's button; the UI keeps stepping while the worker runs.
+    harness.get_by_label("Register").click();
+    harness.step();
+    assert!(harness.state().is_busy(), "registration started");
+    harness.get_by_label("Cancel"); // the Cancel button exists while a job runs
+    wait_until_idle(&mut harness, Duration::from_secs(300));
+    let app = harness.state();
+    let result = app.result().unwrap_or_else(|| panic!("registration finished: {:?}", app.message()));
+    assert_eq!(result.registration.quality.folding_voxels, 0);
+    let (rigid, ours) = (result.rigid_endpoint_error.clone().unwrap(), result.endpoint_error.clone().unwrap());
+    assert!(ours.mean_mm < rigid.mean_mm, "deformable {:.2} mm vs rigid {:.2} mm", ours.mean_mm, rigid.mean_mm);
+    assert!(harness.get_all_by_label("NMI").count() >= 1, "the metrics table is shown");
+
+    // The difference map is closer to white after registration than before it.
+    let after = crop(&render(&mut harness), harness.state(), Row::Compared, Orientation::Axial);
+    let (deviation_before, deviation_after) = (mean_colour_deviation(&before), mean_colour_deviation(&after));
+    assert!(deviation_after < 0.8 * deviation_before, "difference {deviation_before:.1} → {deviation_after:.1}");
+
+    // Each overlay changes the comparison row, and shows what it should.
+    harness.state_mut().display.overlay = Overlay::None;
+    let frame = render(&mut harness);
+    let plain = crop(&frame, harness.state(), Row::Compared, Orientation::Axial);
+    let fixed = crop(&frame, harness.state(), Row::Fixed, Orientation::Axial);
+    for overlay in Overlay::ALL.into_iter().skip(1) {
+        harness.state_mut().display.overlay = overlay;
+        let frame = render(&mut harness);
+        let snapshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("app-{overlay:?}.png").to_lowercase());
+        frame.save(&snapshot).unwrap();
+        let view = crop(&frame, harness.state(), Row::Compared, Orientation::Axial);
+        let change = mean_abs_difference(&plain, &view);
+        assert!(change > 0.5, "{overlay:?} changed the view by only {change:.2}");
+        // The fixed row never carries the overlay.
+        let fixed_now = crop(&frame, harness.state(), Row::Fixed, Orientation::Axial);
+        assert!(mean_abs_difference(&fixed_now, &fixed) < 0.01, "{overlay:?} leaked into the fixed row");
+        let count = |test: &dyn Fn(&image::Rgba<u8>) -> bool| view.pixels().filter(|p| test(p)).count();
+        match overlay {
+            Overlay::Jacobian => {
+                // A registration both expands and compresses: red and blue both appear, no folding green.
+                assert!(count(&|p| p[0] as i32 - p[2] as i32 > 20) > 10, "no expansion drawn");
+                assert!(count(&|p| p[2] as i32 - p[0] as i32 > 20) > 10, "no compression drawn");
+                assert_eq!(count(&|p| p[1] as i32 - p[0].max(p[2]) as i32 > 80), 0, "folding drawn");
+            }
+            Overlay::Tissues => {
+                assert!(count(&|p| (p[0] as i32 + p[1] as i32) / 2 - p[2] as i32 > 40) > 20, "no shared bone drawn");
+            }
+            Overlay::Grid => {
+                assert!(
+                    count(&|p| p[0] as i32 - p[2] as i32 > 40 && p[1] as i32 - p[2] as i32 > 30) > 50,
+                    "no grid lines"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    // A view exports as a PNG through the GPU, written by the worker.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("view.png");
+    harness.state_mut().export_view_png(Row::Compared, Orientation::Coronal, 320, 240, png.clone());
+    wait_until_idle(&mut harness, Duration::from_secs(30));
+    let exported = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display())).to_rgba8();
+    assert_eq!(exported.dimensions(), (320, 240));
+    assert!(grey_std(&exported) > 20.0, "the exported view has content");
+
+    // Results export from the app into a folder (the same files as `register`).
+    let out = dir.path().join("results");
+    harness.state_mut().export_results(out.clone());
+    wait_until_idle(&mut harness, Duration::from_secs(60));
+    for name in ["warp_fwd.nii.gz", "warp_inv.nii.gz", "moving_warped.nii.gz", "rigid.tfm", "report.json", "qa"] {
+        assert!(out.join(name).exists(), "{name} missing: {:?}", harness.state().message());
+    }
+}
+
+#[test]
+fn jobs_cancel_and_failures_leave_the_app_usable() {
+    let options = AppOptions { demo_shape: [48, 48, 48], demo_spacing_mm: [4.3, 5.1, 4.8], ..AppOptions::default() };
+    let mut harness = harness(options);
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    assert!(harness.state().case().is_some());
+
+    // A registration with the default (slow) parameters, cancelled once it is under way.
+    harness.get_by_label("Register").click();
+    harness.step();
+    assert!(harness.state().is_busy());
+    std::thread::sleep(Duration::from_millis(300));
+    harness.step();
+    harness.get_by_label("Cancel").click();
+    wait_until_idle(&mut harness, Duration::from_secs(60));
+    let (is_error, line) = harness.state().message().cloned().expect("an outcome line");
+    assert!(!is_error && line.contains("cancelled"), "{line}");
+    assert!(harness.state().result().is_none(), "a cancelled registration leaves no result");
+
+    // Loading files that do not exist fails with the path named; the demo stays loaded.
+    let missing = Path::new("/nonexistent/fixed.nii.gz");
+    harness.state_mut().load_files(missing.to_path_buf(), missing.with_file_name("moving.nii.gz"));
+    wait_until_idle(&mut harness, Duration::from_secs(30));
+    let (is_error, line) = harness.state().message().cloned().expect("an outcome line");
+    assert!(is_error && line.contains("/nonexistent/fixed.nii.gz"), "{line}");
+    assert!(harness.state().case().is_some(), "the loaded case survives a failed load");
+    let frame = render(&mut harness);
+    assert!(grey_std(&crop(&frame, harness.state(), Row::Fixed, Orientation::Sagittal)) > 20.0);
+}
