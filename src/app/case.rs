@@ -62,6 +62,15 @@ pub enum JobOutput {
     Saved(String),
 }
 
+impl JobOutput {
+    pub fn textures_mut(&mut self) -> &mut [TextureData] {
+        match self {
+            JobOutput::Loaded(_, textures) | JobOutput::Registered(_, textures) => textures,
+            JobOutput::Saved(_) => &mut [],
+        }
+    }
+}
+
 /// The built-in demo: the synthetic head and a pseudo-CT phantom of it with a known answer.
 pub fn load_demo(shape: [usize; 3], spacing_mm: [f64; 3], progress: &dyn Progress) -> Result<JobOutput> {
     progress.start_stage("building the demo head and its pseudo-CT", 0);
@@ -125,7 +134,7 @@ fn build_case(
         TextureData::half_floats(Slot::Fixed, shape, &fixed.voxels),
         TextureData::half_floats(Slot::Moving, shape, &moving_on_fixed.voxels),
         TextureData::half_floats(Slot::Compared, shape, &moving_on_fixed.voxels),
-        TextureData { slot: Slot::TissueLabels, shape, bytes: tissue_labels(&fixed, &moving_on_fixed, &calibration) },
+        TextureData::bytes(Slot::TissueLabels, shape, tissue_labels(&fixed, &moving_on_fixed, &calibration)),
         TextureData::half_floats(Slot::Jacobian, [1, 1, 1], &[1.0]),
         TextureData::half_floats(Slot::Displacement, [1, 1, 1], &[0.0; 4]),
     ];
@@ -199,11 +208,11 @@ pub fn register_case(
         TextureData::half_floats(Slot::Compared, shape, &registration.moving_warped.voxels),
         TextureData::half_floats(Slot::Jacobian, shape, &jacobian),
         displacement_texture(&warp),
-        TextureData {
-            slot: Slot::TissueLabels,
+        TextureData::bytes(
+            Slot::TissueLabels,
             shape,
-            bytes: tissue_labels(fixed, &registration.moving_warped, &params.calibration),
-        },
+            tissue_labels(fixed, &registration.moving_warped, &params.calibration),
+        ),
     ];
     let result = CaseResult {
         registration: Arc::new(registration),

@@ -22,6 +22,7 @@ use crate::app::case::{Case, CaseResult, JobOutput};
 use crate::app::render::slice::{SliceRenderer, TextureData, ViewUniform};
 use crate::app::view::{Camera, Orientation, WindowLevel};
 use crate::app::worker::{Outcome, Worker};
+use crate::progress::Progress;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM};
 use crate::qa::draw::write_png;
 use crate::register::pipeline::{RegisterParams, input_file, input_in_memory, write_outputs};
@@ -354,6 +355,19 @@ impl DiffeoregApp {
     }
 
     fn start_job(&mut self, name: &str, job: worker::Job<JobOutput>) {
+        // Textures go up to the GPU on the worker too (wgpu's device and queue are thread-safe),
+        // so the UI thread only swaps them in.
+        let gpu = self.render_state.as_ref().map(|rs| (rs.device.clone(), rs.queue.clone()));
+        let job: worker::Job<JobOutput> = Box::new(move |board| {
+            let mut output = job(board)?;
+            if let Some((device, queue)) = &gpu {
+                board.start_stage("uploading to the GPU", 0);
+                for texture in output.textures_mut() {
+                    texture.upload(device, queue);
+                }
+            }
+            Ok(output)
+        });
         if self.worker.start(name, job) {
             self.message = None;
         } else {
@@ -425,7 +439,7 @@ impl DiffeoregApp {
         if let Some(render_state) = &self.render_state {
             let mut renderer = render_state.renderer.write();
             if let Some(slices) = renderer.callback_resources.get_mut::<SliceRenderer>() {
-                slices.upload(&render_state.device, &render_state.queue, &textures);
+                slices.set_textures(&render_state.device, &render_state.queue, textures);
             }
         }
     }

@@ -220,20 +220,19 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
     });
     let params = &mut app.params;
     egui::Grid::new("parameters").num_columns(2).show(ui, |ui| {
-        ui.label("λ (regularisation)");
-        ui.add(egui::DragValue::new(&mut params.optimize.energy.lambda).speed(1e-4).range(0.0..=10.0));
+        parameter(
+            ui,
+            "λ (regularisation)",
+            egui::DragValue::new(&mut params.optimize.energy.lambda).speed(1e-4).range(0.0..=10.0),
+        );
         ui.end_row();
-        ui.label("α");
-        ui.add(egui::DragValue::new(&mut params.optimize.smooth.alpha).speed(0.5).range(0.0..=1000.0));
+        parameter(ui, "α", egui::DragValue::new(&mut params.optimize.smooth.alpha).speed(0.5).range(0.0..=1000.0));
         ui.end_row();
-        ui.label("γ");
-        ui.add(egui::DragValue::new(&mut params.optimize.smooth.gamma).speed(0.05).range(0.01..=100.0));
+        parameter(ui, "γ", egui::DragValue::new(&mut params.optimize.smooth.gamma).speed(0.05).range(0.01..=100.0));
         ui.end_row();
-        ui.label("padding p, voxels");
-        ui.add(egui::DragValue::new(&mut params.optimize.smooth.pad).range(0..=64));
+        parameter(ui, "padding p, voxels", egui::DragValue::new(&mut params.optimize.smooth.pad).range(0..=64));
         ui.end_row();
-        ui.label("scaling and squaring N");
-        ui.add(egui::DragValue::new(&mut params.optimize.energy.steps).range(1..=12));
+        parameter(ui, "scaling and squaring N", egui::DragValue::new(&mut params.optimize.energy.steps).range(1..=12));
         ui.end_row();
         ui.label("similarity");
         let similarity = &mut params.optimize.energy.similarity;
@@ -250,8 +249,7 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
         });
         ui.end_row();
         if let Similarity::NormalizedMse { a } = similarity {
-            ui.label("a");
-            ui.add(egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
+            parameter(ui, "a", egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
             ui.end_row();
         }
         ui.label("rigid metric");
@@ -276,6 +274,12 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             app.params = app.options.params.clone();
         }
     });
+}
+
+/// A labelled number in the parameter grid (the label names the field for screen readers).
+fn parameter(ui: &mut egui::Ui, label: &str, value: egui::DragValue<'_>) {
+    let label = ui.label(label);
+    ui.add(value).labelled_by(label.id);
 }
 
 fn progress_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {

@@ -69,11 +69,17 @@ impl Slot {
     }
 }
 
-/// Texels for one texture, laid out x fastest, in the slot's format.
+/// A texture's content: texels in the slot's format, x fastest, or a texture already on the GPU.
+pub enum Texels {
+    Cpu(Vec<u8>),
+    Gpu(wgpu::Texture),
+}
+
+/// The content of one of the renderer's textures.
 pub struct TextureData {
     pub slot: Slot,
     pub shape: [usize; 3],
-    pub bytes: Vec<u8>,
+    pub texels: Texels,
 }
 
 impl TextureData {
@@ -81,7 +87,47 @@ impl TextureData {
     pub fn half_floats(slot: Slot, shape: [usize; 3], values: &[f32]) -> TextureData {
         use rayon::prelude::*;
         let halves: Vec<u16> = values.par_iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-        TextureData { slot, shape, bytes: bytemuck::cast_slice(&halves).to_vec() }
+        TextureData { slot, shape, texels: Texels::Cpu(bytemuck::cast_slice(&halves).to_vec()) }
+    }
+
+    pub fn bytes(slot: Slot, shape: [usize; 3], bytes: Vec<u8>) -> TextureData {
+        TextureData { slot, shape, texels: Texels::Cpu(bytes) }
+    }
+
+    /// Moves the texels to the GPU. wgpu's device and queue are thread-safe, so the worker does
+    /// this and the UI thread only swaps the finished texture in.
+    pub fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue) {
+        if let Texels::Cpu(bytes) = &self.texels {
+            let texture = create_texture(device, self.slot, self.shape);
+            let row_bytes = self.shape[0] * self.slot.bytes_per_texel();
+            let slice_bytes = row_bytes * self.shape[1];
+            let slices_per_chunk = (UPLOAD_CHUNK_BYTES / slice_bytes.max(1)).max(1);
+            let mut z = 0;
+            while z < self.shape[2] {
+                let depth = slices_per_chunk.min(self.shape[2] - z);
+                queue.write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &texture,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d { x: 0, y: 0, z: z as u32 },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    &bytes[z * slice_bytes..(z + depth) * slice_bytes],
+                    wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: Some(self.shape[1] as u32),
+                    },
+                    wgpu::Extent3d {
+                        width: self.shape[0] as u32,
+                        height: self.shape[1] as u32,
+                        depth_or_array_layers: depth as u32,
+                    },
+                );
+                z += depth;
+            }
+            self.texels = Texels::Gpu(texture);
+        }
     }
 }
 
@@ -203,38 +249,13 @@ impl SliceRenderer {
         SliceRenderer { target_format, pipeline, export_pipeline, layout, sampler, uniforms, textures, bind_group }
     }
 
-    /// Replaces the textures of the given slots with new data.
-    pub fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, data: &[TextureData]) {
-        for item in data {
-            let texture = create_texture(device, item.slot, item.shape);
-            let row_bytes = item.shape[0] * item.slot.bytes_per_texel();
-            let slice_bytes = row_bytes * item.shape[1];
-            let slices_per_chunk = (UPLOAD_CHUNK_BYTES / slice_bytes.max(1)).max(1);
-            let mut z = 0;
-            while z < item.shape[2] {
-                let depth = slices_per_chunk.min(item.shape[2] - z);
-                queue.write_texture(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &texture,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d { x: 0, y: 0, z: z as u32 },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    &item.bytes[z * slice_bytes..(z + depth) * slice_bytes],
-                    wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(row_bytes as u32),
-                        rows_per_image: Some(item.shape[1] as u32),
-                    },
-                    wgpu::Extent3d {
-                        width: item.shape[0] as u32,
-                        height: item.shape[1] as u32,
-                        depth_or_array_layers: depth as u32,
-                    },
-                );
-                z += depth;
-            }
-            if let Some(entry) = self.textures.iter_mut().find(|(slot, _)| *slot == item.slot) {
+    /// Replaces the textures of the given slots (uploading any still on the CPU).
+    pub fn set_textures(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, data: Vec<TextureData>) {
+        for mut item in data {
+            item.upload(device, queue);
+            if let (Texels::Gpu(texture), Some(entry)) =
+                (item.texels, self.textures.iter_mut().find(|(slot, _)| *slot == item.slot))
+            {
                 entry.1 = texture;
             }
         }
