@@ -22,8 +22,8 @@ use crate::app::case::{Case, CaseResult, JobOutput};
 use crate::app::render::slice::{SliceRenderer, TextureData, ViewUniform};
 use crate::app::view::{Camera, Orientation, WindowLevel};
 use crate::app::worker::{Outcome, Worker};
-use crate::progress::Progress;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM};
+use crate::progress::Progress;
 use crate::qa::draw::write_png;
 use crate::register::pipeline::{RegisterParams, input_file, input_in_memory, write_outputs};
 
