@@ -10,6 +10,7 @@ pub mod integrate;
 pub mod jacobian;
 pub mod pyramid;
 pub mod smooth;
+pub mod tensor;
 pub mod warp;
 
 use rayon::prelude::*;

@@ -30,6 +30,35 @@ impl Default for SmoothParams {
     }
 }
 
+/// The smallest power-of-two grid holding a field of `shape` with `pad` zeros on every side.
+pub fn padded_power_of_two(shape: [usize; 3], pad: usize) -> [usize; 3] {
+    shape.map(|n| (n + 2 * pad).next_power_of_two())
+}
+
+/// The symbol l^exponent of L = −α∇² + γ (l its symbol) on a periodic grid of `padded` voxels,
+/// x fastest, over frequencies `0..columns` along x (all of them, or the rfft half).
+pub fn symbol(params: &SmoothParams, padded: [usize; 3], exponent: i32, columns: usize) -> Vec<f32> {
+    let spacing = params.spacing_mm.unwrap_or([1.0; 3]);
+    let axis_terms: [Vec<f64>; 3] = std::array::from_fn(|d| {
+        (0..padded[d])
+            .map(|j| {
+                2.0 * params.alpha * (1.0 - (2.0 * std::f64::consts::PI * j as f64 / padded[d] as f64).cos())
+                    / (spacing[d] * spacing[d])
+            })
+            .collect()
+    });
+    let mut symbol = Vec::with_capacity(columns * padded[1] * padded[2]);
+    for k in 0..padded[2] {
+        for j in 0..padded[1] {
+            for i in 0..columns {
+                let l = axis_terms[0][i] + axis_terms[1][j] + axis_terms[2][k] + params.gamma;
+                symbol.push(l.powi(exponent) as f32);
+            }
+        }
+    }
+    symbol
+}
+
 /// K⁻¹ (or K) for one grid shape, with its FFT plans and symbol computed once.
 pub struct Smoother {
     shape: [usize; 3],
@@ -59,25 +88,15 @@ impl Smoother {
 
     /// The operator whose symbol is l^exponent, l the symbol of L.
     pub(crate) fn with_exponent(shape: [usize; 3], params: &SmoothParams, exponent: i32) -> Self {
-        let padded = shape.map(|n| n + 2 * params.pad);
-        let spacing = params.spacing_mm.unwrap_or([1.0; 3]);
-        let axis_terms: [Vec<f64>; 3] = std::array::from_fn(|d| {
-            (0..padded[d])
-                .map(|j| {
-                    2.0 * params.alpha * (1.0 - (2.0 * std::f64::consts::PI * j as f64 / padded[d] as f64).cos())
-                        / (spacing[d] * spacing[d])
-                })
-                .collect()
-        });
-        let mut symbol = Vec::with_capacity(padded.iter().product());
-        for k in 0..padded[2] {
-            for j in 0..padded[1] {
-                for i in 0..padded[0] {
-                    let l = axis_terms[0][i] + axis_terms[1][j] + axis_terms[2][k] + params.gamma;
-                    symbol.push(l.powi(exponent) as f32);
-                }
-            }
-        }
+        Self::with_padded_shape(shape, params, exponent, shape.map(|n| n + 2 * params.pad))
+    }
+
+    /// The same operator on a periodic grid of `padded` voxels (at least the shape plus `pad` on
+    /// every side; the field sits `pad` voxels in, zeros fill the rest): what the Burn version
+    /// computes with its power-of-two FFTs (`padded_power_of_two`).
+    pub fn with_padded_shape(shape: [usize; 3], params: &SmoothParams, exponent: i32, padded: [usize; 3]) -> Self {
+        assert!((0..3).all(|d| padded[d] >= shape[d] + 2 * params.pad), "padding smaller than the field plus 2p");
+        let symbol = symbol(params, padded, exponent, padded[0]);
         let mut planner = FftPlanner::<f32>::new();
         let forward = padded.map(|n| planner.plan_fft_forward(n));
         let inverse = padded.map(|n| planner.plan_fft_inverse(n));
