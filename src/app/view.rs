@@ -7,6 +7,7 @@
 //! sagittal views, superior (or anterior, axially) up.
 
 use crate::volume::Geometry;
+use crate::volume::geometry::direction_letter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Orientation {
@@ -83,20 +84,6 @@ impl Plane {
             flip_horizontal: geometry.direction[world_h][horizontal] * sign_h < 0.0,
             flip_vertical: geometry.direction[world_v][vertical] * sign_v < 0.0,
         }
-    }
-}
-
-/// The letter of the patient direction a world (LPS) vector points to most.
-pub fn direction_letter(world: [f64; 3]) -> char {
-    let axis = (0..3).max_by(|&a, &b| world[a].abs().total_cmp(&world[b].abs())).unwrap_or(0);
-    let positive = world[axis] >= 0.0;
-    match (axis, positive) {
-        (0, true) => 'L',
-        (0, false) => 'R',
-        (1, true) => 'P',
-        (1, false) => 'A',
-        (2, true) => 'S',
-        _ => 'I',
     }
 }
 

@@ -168,21 +168,20 @@ impl Geometry {
     /// Three-letter orientation code (ITK/DICOM style, e.g. "LPS" or "RAI"): for each index axis,
     /// the patient direction it points towards.
     pub fn orientation_code(&self) -> String {
-        (0..3)
-            .map(|c| {
-                let column = [self.direction[0][c], self.direction[1][c], self.direction[2][c]];
-                let d = (0..3).max_by(|&a, &b| column[a].abs().total_cmp(&column[b].abs())).unwrap_or(0);
-                let positive = column[d] >= 0.0;
-                match (d, positive) {
-                    (0, true) => 'L',
-                    (0, false) => 'R',
-                    (1, true) => 'P',
-                    (1, false) => 'A',
-                    (2, true) => 'S',
-                    _ => 'I',
-                }
-            })
-            .collect()
+        (0..3).map(|c| direction_letter([self.direction[0][c], self.direction[1][c], self.direction[2][c]])).collect()
+    }
+}
+
+/// The letter of the patient direction a world (LPS) vector points to most.
+pub fn direction_letter(world: Vec3) -> char {
+    let axis = (0..3).max_by(|&a, &b| world[a].abs().total_cmp(&world[b].abs())).unwrap_or(0);
+    match (axis, world[axis] >= 0.0) {
+        (0, true) => 'L',
+        (0, false) => 'R',
+        (1, true) => 'P',
+        (1, false) => 'A',
+        (2, true) => 'S',
+        _ => 'I',
     }
 }
 

@@ -86,8 +86,8 @@ impl TextureData {
     /// Half floats from f32 values (one channel; four for the displacement slot).
     pub fn half_floats(slot: Slot, shape: [usize; 3], values: &[f32]) -> TextureData {
         use rayon::prelude::*;
-        let halves: Vec<u16> = values.par_iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-        TextureData { slot, shape, texels: Texels::Cpu(bytemuck::cast_slice(&halves).to_vec()) }
+        let bytes = values.par_iter().flat_map_iter(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
+        TextureData { slot, shape, texels: Texels::Cpu(bytes) }
     }
 
     pub fn bytes(slot: Slot, shape: [usize; 3], bytes: Vec<u8>) -> TextureData {
