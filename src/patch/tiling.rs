@@ -138,15 +138,16 @@ pub fn coverage(shape: [usize; 3], tiling: Tiling) -> Vec<u32> {
     let mut count = vec![0u32; shape.iter().product()];
     for tile in tiles(shape, tiling) {
         for z in tile.keep_from[2]..tile.keep_to[2] {
-            count[shape[0] * shape[1] * z..shape[0] * shape[1] * (z + 1)].par_chunks_mut(shape[0]).enumerate().for_each(
-                |(y, row)| {
+            count[shape[0] * shape[1] * z..shape[0] * shape[1] * (z + 1)]
+                .par_chunks_mut(shape[0])
+                .enumerate()
+                .for_each(|(y, row)| {
                     if (tile.keep_from[1]..tile.keep_to[1]).contains(&y) {
                         for value in &mut row[tile.keep_from[0]..tile.keep_to[0]] {
                             *value += 1;
                         }
                     }
-                },
-            );
+                });
         }
     }
     count
