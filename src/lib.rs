@@ -12,6 +12,7 @@ pub mod diffeo;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod net;
 pub mod patch;
 pub mod phantom;
 pub mod progress;

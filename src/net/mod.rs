@@ -1,0 +1,159 @@
+//! The network (SPEC §3, thesis §3.3): a 3D U-Net with dilated convolutions — a large receptive
+//! field from few parameters — taking the two density patches (2 channels) to momentum
+//! (3 channels, voxels). Two down-sampling steps (strided 2×2×2 convolutions), dilated 3×3×3
+//! convolutions at every level, transposed convolutions back up with skip concatenations, and
+//! dropout after each down-sampling step and after the first concatenation. Patch sides must be
+//! multiples of 4.
+//!
+//! A model lives in a folder: `config.json` (this `UNetConfig`, with the file format version)
+//! and `weights.bpk` (Burn's burnpack), so any model can be rebuilt from its folder.
+
+use std::path::Path;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig3d};
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Bumped whenever the architecture or the weights' layout changes meaning.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+#[derive(Config, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
+    #[config(default = 1)]
+    pub format_version: u32,
+    #[config(default = 2)]
+    pub in_channels: usize,
+    #[config(default = 3)]
+    pub out_channels: usize,
+    /// Channels at full resolution; twice as many at the two coarser levels.
+    #[config(default = 16)]
+    pub base_channels: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    #[config(default = 0.1)]
+    pub negative_slope: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct UNet {
+    encode_full: [Conv3d; 2],
+    down_half: Conv3d,
+    encode_half: [Conv3d; 2],
+    down_quarter: Conv3d,
+    bottom: [Conv3d; 2],
+    up_half: ConvTranspose3d,
+    decode_half: Conv3d,
+    up_full: ConvTranspose3d,
+    decode_full: Conv3d,
+    head: Conv3d,
+    dropout: Dropout,
+    #[module(skip)]
+    negative_slope: f64,
+}
+
+/// A 3×3×3 convolution keeping the size, dilated by `dilation`.
+fn dilated(channels: [usize; 2], dilation: usize, device: &Device) -> Conv3d {
+    Conv3dConfig::new(channels, [3, 3, 3])
+        .with_dilation([dilation; 3])
+        .with_padding(PaddingConfig3d::Explicit(dilation, dilation, dilation))
+        .init(device)
+}
+
+impl UNetConfig {
+    pub fn init(&self, device: &Device) -> UNet {
+        let (c, c2) = (self.base_channels, 2 * self.base_channels);
+        let down = |channels| Conv3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
+        let up = |channels| ConvTranspose3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
+        UNet {
+            encode_full: [dilated([self.in_channels, c], 1, device), dilated([c, c], 2, device)],
+            down_half: down([c, c2]),
+            encode_half: [dilated([c2, c2], 2, device), dilated([c2, c2], 4, device)],
+            down_quarter: down([c2, c2]),
+            bottom: [dilated([c2, c2], 2, device), dilated([c2, c2], 4, device)],
+            up_half: up([c2, c2]),
+            decode_half: dilated([2 * c2, c2], 1, device),
+            up_full: up([c2, c]),
+            decode_full: dilated([2 * c, c], 1, device),
+            // Zero weights: an untrained network predicts no motion, and training starts at the identity.
+            head: Conv3dConfig::new([c, self.out_channels], [1, 1, 1])
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            negative_slope: self.negative_slope,
+        }
+    }
+}
+
+impl UNet {
+    /// Momentum [B, 3, D, H, W] from density patches [B, 2, D, H, W] (D, H, W multiples of 4).
+    pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
+        let act = |x: Tensor<5>| leaky_relu(x, self.negative_slope);
+        let pair = |layers: &[Conv3d; 2], x: Tensor<5>| act(layers[1].forward(act(layers[0].forward(x))));
+        let full = pair(&self.encode_full, input);
+        let half = self.dropout.forward(act(self.down_half.forward(full.clone())));
+        let half = pair(&self.encode_half, half);
+        let quarter = self.dropout.forward(act(self.down_quarter.forward(half.clone())));
+        let quarter = pair(&self.bottom, quarter);
+        let up = act(self.up_half.forward(quarter));
+        let joined = self.dropout.forward(Tensor::cat(vec![up, half], 1));
+        let half = act(self.decode_half.forward(joined));
+        let up = act(self.up_full.forward(half));
+        let full = act(self.decode_full.forward(Tensor::cat(vec![up, full], 1)));
+        self.head.forward(full)
+    }
+}
+
+/// Writes a model's folder: `config.json` and `weights.bpk`.
+pub fn save_model(folder: &Path, config: &UNetConfig, model: &UNet) -> Result<()> {
+    std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+    let config_path = folder.join("config.json");
+    let json = serde_json::to_string_pretty(config).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::io::atomic::write_atomically(&config_path, |w| {
+        w.write_all(json.as_bytes()).map_err(|e| Error::io(&config_path, e))
+    })?;
+    let weights = folder.join("weights.bpk");
+    let mut store = BurnpackStore::from_file(&weights).overwrite(true);
+    model.save_into(&mut store).map_err(|e| Error::Invalid(format!("cannot write {}: {e}", weights.display())))
+}
+
+/// Rebuilds a model from its folder, refusing a config of another format version or weights
+/// that do not fit the config.
+pub fn load_model(folder: &Path, device: &Device) -> Result<(UNetConfig, UNet)> {
+    let config_path = folder.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: UNetConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{} is not a diffeoreg model config: {e}", config_path.display())))?;
+    if config.format_version != MODEL_FORMAT_VERSION {
+        return Err(Error::Invalid(format!(
+            "{} is a model of format version {}; this diffeoreg reads version {MODEL_FORMAT_VERSION}",
+            config_path.display(),
+            config.format_version
+        )));
+    }
+    let weights = folder.join("weights.bpk");
+    if !weights.is_file() {
+        return Err(Error::Invalid(format!("{} is missing", weights.display())));
+    }
+    let mut model = config.init(device);
+    let mut store = BurnpackStore::from_file(&weights);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Invalid(format!("{} does not fit {}: {e}", weights.display(), config_path.display())))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} does not fit {}: {} tensors missing, errors: {:?}",
+            weights.display(),
+            config_path.display(),
+            result.missing.len(),
+            result.errors
+        )));
+    }
+    Ok((config, model))
+}
