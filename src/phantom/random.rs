@@ -1,6 +1,8 @@
 //! A small seeded generator (SplitMix64) so that phantoms are reproducible from their seed on
 //! every platform, with no dependency whose stream may change between versions.
 
+/// Its whole state is one number, so a training checkpoint can store it and resume the stream.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeededRng(u64);
 
 impl SeededRng {
@@ -24,6 +26,18 @@ impl SeededRng {
     /// Uniform in [low, high).
     pub fn range(&mut self, low: f64, high: f64) -> f64 {
         low + (high - low) * self.uniform()
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
+
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
     }
 
     /// Standard normal (Box–Muller).
