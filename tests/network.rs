@@ -118,3 +118,49 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
     let error = load_model(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("does not fit"), "{error}");
 }
+
+/// Patch-wise prediction of a volume larger than a patch: one patch covering a sub-volume gives the
+/// same centre values as the network run on that sub-volume directly, and every patch is counted.
+#[test]
+fn patchwise_prediction_assembles_the_networks_centres() {
+    use diffeoreg::net::predict_momentum;
+    use diffeoreg::patch::tiling::{Tiling, tiles};
+    let device = Device::flex();
+    let mut model = small().init(&device.clone().autodiff());
+    // Train a little so the prediction is not all zeros.
+    let smoother = TensorSmoother::new(
+        [SIDE; 3],
+        &SmoothParams { alpha: 2.0, pad: 4, ..SmoothParams::default() },
+        &model.devices()[0],
+    );
+    let mut optimizer = AdamConfig::new().init();
+    for _ in 0..2 {
+        let value = loss(&model, batch(&model.devices()[0]), &smoother);
+        let gradients = GradientsParams::from_grads(value.backward(), &model);
+        model = optimizer.step(1e-3, model, gradients);
+    }
+    let model = model.valid();
+    let shape = [40, 28, 20];
+    let n: usize = shape.iter().product();
+    let fixed: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3).sin()).collect();
+    let moving: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3 + 0.4).sin()).collect();
+    let tiling = Tiling { patch: SIDE, margin: 4 };
+    let (momentum, statistics) = predict_momentum(&model, &fixed, &moving, shape, tiling, &device);
+    assert_eq!(statistics.patches(), tiles(shape, tiling).len());
+    assert!(momentum.components[0].iter().any(|v| *v != 0.0));
+
+    // Every tile's kept box equals the network's output on that tile's patch.
+    for tile in tiles(shape, tiling) {
+        let patch = diffeoreg::patch::tiling::extract(&[&fixed, &moving], shape, tile.start, SIDE);
+        let input = Tensor::<5>::from_data(TensorData::new(patch, [1, 2, SIDE, SIDE, SIDE]), &device);
+        let direct = tensor_values(model.forward(input));
+        let z = tile.keep_from[2];
+        let y = tile.keep_from[1];
+        let x = tile.keep_from[0];
+        let local = (x - tile.start[0]) + SIDE * ((y - tile.start[1]) + SIDE * (z - tile.start[2]));
+        for c in 0..3 {
+            let assembled = momentum.components[c][x + shape[0] * (y + shape[1] * z)];
+            assert_eq!(assembled, direct[c * SIDE * SIDE * SIDE + local], "tile {tile:?}, channel {c}");
+        }
+    }
+}

@@ -157,3 +157,29 @@ pub fn load_model(folder: &Path, device: &Device) -> Result<(UNetConfig, UNet)> 
     }
     Ok((config, model))
 }
+
+/// Predicts the momentum of a pair of density volumes on one grid of `shape` ([X, Y, Z]) patch
+/// by patch (SPEC §3): each patch's centre is kept (the volume's border regions too), the kept
+/// parts are assembled into one momentum volume (voxels), and the patch-border statistics of
+/// every predicted patch are gathered. Smoothing and exponentiating the whole volume follow.
+pub fn predict_momentum(
+    model: &UNet,
+    fixed: &[f32],
+    moving: &[f32],
+    shape: [usize; 3],
+    tiling: crate::patch::tiling::Tiling,
+    device: &Device,
+) -> (crate::diffeo::VectorField, crate::patch::border::BorderStatistics) {
+    use burn::tensor::TensorData;
+    let size = tiling.patch;
+    assert!(size % 4 == 0, "patch sides must be multiples of 4 for the U-Net");
+    let mut statistics = crate::patch::border::BorderStatistics::new(size);
+    let channels = crate::patch::tiling::predict_tiled(&[fixed, moving], shape, tiling, 3, |patch| {
+        let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, 2, size, size, size]), device);
+        let momentum = crate::diffeo::tensor::tensor_values(model.forward(input));
+        statistics.add(&momentum);
+        momentum
+    });
+    let [x, y, z] = channels.try_into().expect("three momentum channels");
+    (crate::diffeo::VectorField { shape, components: [x, y, z] }, statistics)
+}
