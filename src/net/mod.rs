@@ -172,7 +172,7 @@ pub fn predict_momentum(
 ) -> (crate::diffeo::VectorField, crate::patch::border::BorderStatistics) {
     use burn::tensor::TensorData;
     let size = tiling.patch;
-    assert!(size % 4 == 0, "patch sides must be multiples of 4 for the U-Net");
+    assert!(size.is_multiple_of(4), "patch sides must be multiples of 4 for the U-Net");
     let mut statistics = crate::patch::border::BorderStatistics::new(size);
     let channels = crate::patch::tiling::predict_tiled(&[fixed, moving], shape, tiling, 3, |patch| {
         let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, 2, size, size, size]), device);
