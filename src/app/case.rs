@@ -13,7 +13,7 @@ use crate::diffeo::VectorField;
 use crate::diffeo::jacobian::determinant;
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
-use crate::metrics::{BODY_DENSITY, Distances, TISSUES, endpoint_error};
+use crate::metrics::{BODY_DENSITY, Distances, TISSUES, body_mask, endpoint_error};
 use crate::phantom::demo_phantom;
 use crate::progress::Progress;
 use crate::register::pipeline::{RegisterParams, Registration, register_volumes};
@@ -187,15 +187,10 @@ pub fn register_case(
     progress.start_stage("preparing the result's views", 0);
     let warp = VectorField::from_displacement_mm(&registration.warp_fwd);
     let jacobian = determinant(&warp);
-    let body: Vec<bool> =
-        fixed.voxels.iter().map(|&hu| params.calibration.density(hu as f64) as f32 >= BODY_DENSITY).collect();
     let (endpoint_error, rigid_endpoint_error) = match truth {
         Some(truth) => {
-            let transform = &registration.rigid.transform;
-            let rigid = DisplacementField::from_fn(fixed.geometry.clone(), |x| {
-                let y = transform.apply(x);
-                [y[0] - x[0], y[1] - x[1], y[2] - x[2]]
-            });
+            let body = body_mask(fixed, &params.calibration);
+            let rigid = registration.rigid.transform.to_displacement_field(&fixed.geometry);
             (
                 Some(endpoint_error(&registration.warp_fwd, &truth.forward, &body)?),
                 Some(endpoint_error(&rigid, &truth.forward, &body)?),

@@ -40,6 +40,11 @@ pub const TISSUES: [Tissue; 4] = [
 /// The density above which a voxel belongs to the body (where endpoint error is measured).
 pub const BODY_DENSITY: f32 = 0.5;
 
+/// The voxels of a CT (HU) that belong to the body: density ≥ `BODY_DENSITY` after calibration.
+pub fn body_mask(hu: &crate::volume::Volume, calibration: &crate::volume::Calibration) -> Vec<bool> {
+    hu.voxels.iter().map(|&v| calibration.density(v as f64) as f32 >= BODY_DENSITY).collect()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dice {
     pub tissue: String,

@@ -14,7 +14,7 @@ use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
-use crate::metrics::{BODY_DENSITY, Distances, endpoint_error};
+use crate::metrics::{Distances, body_mask, endpoint_error};
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
@@ -202,8 +202,8 @@ pub fn register_volumes(
     lap(&mut timings.warp_s);
 
     progress.start_stage("measuring", 0);
-    let rigid_fwd = DisplacementField::from_fn(fixed.geometry.clone(), |x| sub(transform.apply(x), x));
-    let rigid_inv = DisplacementField::from_fn(moving.geometry.clone(), |y| sub(back.apply(y), y));
+    let rigid_fwd = transform.to_displacement_field(&fixed.geometry);
+    let rigid_inv = back.to_displacement_field(&moving.geometry);
     let fields =
         |forward, inverse| Fields { forward, inverse: Some(inverse), truth_forward: None, truth_inverse: None };
     let metrics = RegistrationMetrics {
@@ -286,8 +286,7 @@ pub fn register_demo(out: &Path, params: &RegisterParams, progress: &dyn Progres
     let mut registration = register_volumes(&phantom.fixed, &phantom.moving, params, progress)?;
     registration.timings.load_s = load_s;
     progress.check_cancelled()?;
-    let body: Vec<bool> =
-        phantom.fixed.voxels.iter().map(|&hu| params.calibration.density(hu as f64) as f32 >= BODY_DENSITY).collect();
+    let body = body_mask(&phantom.fixed, &params.calibration);
     let error = endpoint_error(&registration.warp_fwd, &phantom.truth_fwd, &body)?;
     registration.timings.total_s = start.elapsed().as_secs_f64();
     let description = "(built-in demo, in memory)";
