@@ -19,6 +19,7 @@ pub mod progress;
 pub mod qa;
 pub mod register;
 pub mod rigid;
+pub mod train;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -50,9 +50,16 @@ enum Command {
         moving: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// network | optimize | hybrid (only optimize exists so far).
+        /// optimize (direct optimisation, any pair), network (the trained model's patch-wise
+        /// prediction) or hybrid (the network, then a short optimisation).
         #[arg(long, default_value = "optimize")]
         method: String,
+        /// Model folder for network/hybrid (config.json, weights.bpk); default: the built-in model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Inference tile side and discarded margin, voxels of the model's grid (e.g. 64,8).
+        #[arg(long, value_delimiter = ',')]
+        tile: Option<Vec<usize>>,
         /// Resolution levels of the optimisation, coarse to fine, e.g. 4,2.
         #[arg(long, value_delimiter = ',')]
         levels: Option<Vec<usize>>,
@@ -105,6 +112,67 @@ enum Command {
         #[arg(long)]
         labels: bool,
     },
+    /// Train the network without labels on pairs from a CSV (columns fixed, moving) or on
+    /// built-in synthetic pairs; writes the model (config.json, weights.bpk), training.json,
+    /// losses.csv, batch_losses.csv, loss_curves.png and checkpoints/ into OUT.
+    Train {
+        /// CSV of pairs: fixed path, moving path per row (relative to the CSV's folder).
+        #[arg(long, conflicts_with = "synthetic")]
+        pairs: Option<PathBuf>,
+        /// Train on this many synthetic pairs (random heads, deformations and pseudo-CT
+        /// appearance) instead; the default when no --pairs is given (16).
+        #[arg(long)]
+        synthetic: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the training in OUT from its latest checkpoint (its parameters; --epochs may raise the total).
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        learning_rate: Option<f64>,
+        /// Patch side, voxels (a multiple of 4; SPEC default 48).
+        #[arg(long)]
+        patch: Option<usize>,
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Patches drawn from each pair per epoch.
+        #[arg(long)]
+        patches_per_pair: Option<usize>,
+        /// Channels at full resolution of the U-Net (16 by default).
+        #[arg(long)]
+        base_channels: Option<usize>,
+        /// The network works on images downsampled by this factor (1 = full resolution).
+        #[arg(long)]
+        resolution_factor: Option<usize>,
+        /// Factor on the network's output (momentum), for faster learning.
+        #[arg(long)]
+        output_scale: Option<f64>,
+        /// λ of the regulariser (per voxel).
+        #[arg(long)]
+        lambda: Option<f32>,
+        /// mse or nmse (normalised MSE, a = 0.2).
+        #[arg(long)]
+        similarity: Option<String>,
+        /// Epochs trained with a lower λ (×0.1) first.
+        #[arg(long)]
+        warmup_epochs: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Grid of the synthetic heads, voxels.
+        #[arg(long, value_delimiter = ',')]
+        synthetic_shape: Option<Vec<usize>>,
+        /// Spacing of the synthetic heads, mm.
+        #[arg(long, value_delimiter = ',')]
+        synthetic_spacing_mm: Option<Vec<f64>>,
+        /// First seed of the synthetic pairs (pair i uses seed + i).
+        #[arg(long)]
+        synthetic_seed: Option<u64>,
+        /// flex (CPU) or wgpu (the GPU).
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
     /// true displacement fields both ways.
@@ -148,7 +216,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
-        Command::Register { fixed, moving, out, method, levels, iterations, lambda } => {
+        Command::Register { fixed, moving, out, method, model, tile, levels, iterations, lambda } => {
             let progress = TerminalProgress::new(cancel.clone(), true);
             let handler_flag = cancel.clone();
             // A second Ctrl-C while stopping ends the process the usual way.
@@ -159,7 +227,36 @@ fn run(cli: Cli) -> Result<()> {
                 handler_flag.cancel();
             });
             let inputs = fixed.zip(moving);
-            register(inputs.as_ref(), &out, &method, (levels, iterations, lambda), &progress)
+            let mut params = diffeoreg::register::pipeline::RegisterParams {
+                method: diffeoreg::register::pipeline::Method::parse(&method)?,
+                ..Default::default()
+            };
+            params.network.model = model;
+            if let Some(tile) = tile {
+                let [side, margin] = tile[..] else { anyhow::bail!("--tile takes two values: side,margin") };
+                (params.network.tile, params.network.margin) = (side, margin);
+            }
+            if let Some(levels) = levels {
+                params.optimize.levels = levels;
+            }
+            if let Some(iterations) = iterations {
+                params.optimize.iterations = iterations;
+            }
+            if let Some(lambda) = lambda {
+                params.optimize.energy.lambda = lambda;
+            }
+            register(inputs.as_ref(), &out, &params, &progress)
+        }
+        Command::Train { .. } => {
+            let progress = TerminalProgress::new(cancel.clone(), true);
+            let handler_flag = cancel.clone();
+            let _ = ctrlc::set_handler(move || {
+                if handler_flag.is_set() {
+                    std::process::exit(130);
+                }
+                handler_flag.cancel();
+            });
+            train(command, &progress)
         }
         Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
             let (Ok(shape), Ok(spacing)) = (<[usize; 3]>::try_from(head_shape), <[f64; 3]>::try_from(head_spacing_mm))
@@ -299,28 +396,11 @@ fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &Termin
 fn register(
     inputs: Option<&(PathBuf, PathBuf)>,
     out: &Path,
-    method: &str,
-    (levels, iterations, lambda): (Option<Vec<usize>>, Option<Vec<usize>>, Option<f32>),
+    params: &diffeoreg::register::pipeline::RegisterParams,
     progress: &TerminalProgress,
 ) -> Result<()> {
-    use diffeoreg::register::pipeline::{RegisterParams, register_demo, register_files};
-    match method {
-        "optimize" => {}
-        "network" | "hybrid" => anyhow::bail!(
-            "--method {method} needs a trained model, which this version does not ship yet; use --method optimize"
-        ),
-        other => anyhow::bail!("unknown --method {other:?}: use network, optimize or hybrid"),
-    }
-    let mut params = RegisterParams::default();
-    if let Some(levels) = levels {
-        params.optimize.levels = levels;
-    }
-    if let Some(iterations) = iterations {
-        params.optimize.iterations = iterations;
-    }
-    if let Some(lambda) = lambda {
-        params.optimize.energy.lambda = lambda;
-    }
+    use diffeoreg::register::pipeline::{register_demo, register_files};
+    let params = params.clone();
     let outcome = match inputs {
         Some((fixed, moving)) => register_files(fixed, moving, out, &params, progress).map(|report| (report, None)),
         None => register_demo(out, &params, progress).map(|(report, error)| (report, Some(error))),
@@ -348,9 +428,21 @@ fn register(
         );
     }
     println!(
-        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
-        t.load_s, t.rigid_s, t.resample_s, t.optimize_s, t.integrate_s, t.warp_s, t.metrics_s, t.write_s
+        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  predict {:.1}  smooth {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
+        t.load_s,
+        t.rigid_s,
+        t.resample_s,
+        t.predict_s,
+        t.smooth_s,
+        t.optimize_s,
+        t.integrate_s,
+        t.warp_s,
+        t.metrics_s,
+        t.write_s
     );
+    if let Some(model) = &report.model {
+        println!("  model        {model}");
+    }
     let r = &report.rigid;
     println!(
         "  rigid        angles {:.2}° {:.2}° {:.2}°  translation {:.2} {:.2} {:.2} mm  MSE {:.4} → {:.4}",
@@ -383,6 +475,127 @@ fn register(
         println!("  warning      {warning}");
     }
     Ok(())
+}
+
+fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
+    use diffeoreg::diffeo::energy::Similarity;
+    use diffeoreg::train::data::{PairSource, load_pairs};
+    use diffeoreg::train::{TRAINING_JSON, TrainParams};
+    let Command::Train {
+        pairs,
+        synthetic,
+        out,
+        resume,
+        epochs,
+        learning_rate,
+        patch,
+        batch,
+        patches_per_pair,
+        base_channels,
+        resolution_factor,
+        output_scale,
+        lambda,
+        similarity,
+        warmup_epochs,
+        seed,
+        synthetic_shape,
+        synthetic_spacing_mm,
+        synthetic_seed,
+        device,
+    } = command
+    else {
+        unreachable!("called for the train command")
+    };
+    let mut params = if resume {
+        let path = out.join(TRAINING_JSON);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a training record", path.display()))?
+    } else {
+        let mut params = TrainParams::default();
+        if let Some(csv) = pairs {
+            params.source = PairSource::Csv(csv);
+        } else if let PairSource::Synthetic { count, shape, spacing_mm, first_seed, .. } = &mut params.source {
+            if let Some(n) = synthetic {
+                *count = n;
+            }
+            if let Some(v) = synthetic_shape {
+                *shape = v.try_into().map_err(|_| anyhow::anyhow!("--synthetic-shape takes three values"))?;
+            }
+            if let Some(v) = synthetic_spacing_mm {
+                *spacing_mm = v.try_into().map_err(|_| anyhow::anyhow!("--synthetic-spacing-mm takes three values"))?;
+            }
+            if let Some(s) = synthetic_seed {
+                *first_seed = s;
+            }
+        }
+        macro_rules! set {
+            ($option:expr, $field:expr) => {
+                if let Some(value) = $option {
+                    $field = value;
+                }
+            };
+        }
+        set!(learning_rate, params.learning_rate);
+        set!(patch, params.sampler.patch);
+        set!(batch, params.sampler.batch);
+        set!(patches_per_pair, params.sampler.patches_per_pair);
+        set!(base_channels, params.network.base_channels);
+        set!(resolution_factor, params.network.resolution_factor);
+        set!(output_scale, params.network.output_scale);
+        set!(lambda, params.energy.lambda);
+        set!(warmup_epochs, params.warmup_epochs);
+        set!(seed, params.seed);
+        match similarity.as_deref() {
+            None => {}
+            Some("mse") => params.energy.similarity = Similarity::Mse,
+            Some("nmse") => params.energy.similarity = Similarity::NormalizedMse { a: 0.2 },
+            Some(other) => anyhow::bail!("unknown --similarity {other:?}: use mse or nmse"),
+        }
+        params
+    };
+    if let Some(n) = epochs {
+        params.epochs = n;
+    }
+    let device = match device.as_str() {
+        "flex" => burn::tensor::Device::flex(),
+        "wgpu" => burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        other => anyhow::bail!("unknown --device {other:?}: use flex or wgpu"),
+    };
+    let clock = std::time::Instant::now();
+    let pairs = load_pairs(&params.source, &params.register, params.network.resolution_factor, progress)?;
+    progress.finish();
+    eprintln!(
+        "{} pairs ready in {:.1} s (1/{} resolution: {:?} voxels each, first pair)",
+        pairs.len(),
+        clock.elapsed().as_secs_f64(),
+        params.network.resolution_factor,
+        pairs[0].shape
+    );
+    let bar = progress.bar.clone();
+    let mut report = |event: diffeoreg::train::TrainEvent| {
+        let diffeoreg::train::TrainEvent::Epoch(r) = event else { return };
+        let validation = r.validation_loss.map_or("-".to_string(), |v| format!("{v:.5}"));
+        let line = format!(
+            "epoch {:3}  λ {:.1e}  train {:.5}  validation {validation}  {:.0} s  {:.2} patches/s",
+            r.epoch, r.lambda, r.train_loss, r.seconds, r.patches_per_s
+        );
+        if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
+    };
+    match diffeoreg::train::train(&pairs, &out, &params, resume, &device, progress, &mut report) {
+        Err(diffeoreg::Error::Cancelled) => {
+            progress.finish();
+            anyhow::bail!(
+                "stopped; the last finished epoch is kept in {}; continue with --resume",
+                out.join("checkpoints").display()
+            )
+        }
+        Err(other) => Err(other.into()),
+        Ok(state) => {
+            progress.finish();
+            println!("trained {} epochs → {}", state.epochs_done, out.display());
+            Ok(())
+        }
+    }
 }
 
 fn phantom(

@@ -190,3 +190,79 @@ fn jobs_cancel_and_failures_leave_the_app_usable() {
     let frame = render(&mut harness);
     assert!(grey_std(&crop(&frame, harness.state(), Row::Fixed, Orientation::Sagittal)) > 20.0);
 }
+
+#[test]
+fn trains_from_the_training_tab_stops_resumes_and_registers_with_the_model() {
+    use diffeoreg::register::pipeline::Method;
+    use diffeoreg::train::data::PairSource;
+    let options = AppOptions { demo_shape: [48, 48, 48], demo_spacing_mm: [4.3, 5.1, 4.8], ..AppOptions::default() };
+    let mut harness = harness(options);
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    harness.get_by_label("Training").click();
+    harness.step();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    {
+        let tab = &mut harness.state_mut().training;
+        tab.out = folder.clone();
+        tab.synthetic_count = 3;
+        tab.params.source = PairSource::Synthetic {
+            count: 3,
+            shape: [48, 48, 48],
+            spacing_mm: [4.3, 5.0, 4.8],
+            first_seed: 1000,
+            max_mm: 7.0,
+        };
+        tab.params.sampler.patch = 16;
+        tab.params.sampler.batch = 4;
+        tab.params.sampler.patches_per_pair = 16;
+        tab.params.network.base_channels = 2;
+        tab.params.network.resolution_factor = 2;
+        tab.params.epochs = 3;
+    }
+    harness.get_by_label("Start").click();
+    harness.step();
+    assert!(harness.state().is_busy());
+    // Stop once the first epoch is in the curves and the second has begun.
+    let start = Instant::now();
+    loop {
+        harness.step();
+        let live = harness.state().training.live();
+        if !live.epochs.is_empty() && live.steps.iter().any(|s| s.epoch == 2) {
+            break;
+        }
+        assert!(harness.state().is_busy(), "training ended early: {:?}", harness.state().message());
+        assert!(start.elapsed() < Duration::from_secs(300), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let frame = render(&mut harness);
+    assert!(frame.width() > 0);
+    harness.get_by_label("Stop").click();
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    let (is_error, line) = harness.state().message().cloned().expect("an outcome line");
+    assert!(!is_error && line.contains("stopped"), "{line}");
+    assert!(folder.join("checkpoints/epoch-0001").is_dir());
+
+    harness.get_by_label("Resume").click();
+    wait_until_idle(&mut harness, Duration::from_secs(300));
+    let (is_error, line) = harness.state().message().cloned().expect("an outcome line");
+    assert!(!is_error && line.contains("training done"), "{line}");
+    let live = harness.state().training.live();
+    assert_eq!(live.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(live.epochs.iter().all(|e| e.train_loss.is_finite() && e.validation_loss.is_some()));
+    assert_eq!(harness.state().params.network.model.as_deref(), Some(folder.as_path()));
+    let _ = render(&mut harness);
+
+    // The trained model registers the loaded case (the network method, from the work panel).
+    harness.get_by_label("Registration").click();
+    harness.step();
+    harness.state_mut().params.method = Method::Network;
+    harness.step();
+    harness.get_by_label("Register").click();
+    harness.step();
+    assert!(harness.state().is_busy(), "{:?}", harness.state().message());
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    let result = harness.state().result().unwrap_or_else(|| panic!("not registered: {:?}", harness.state().message()));
+    assert_eq!(result.registration.model.as_deref(), Some(folder.display().to_string().as_str()));
+    assert_eq!(result.registration.quality.folding_voxels, 0);
+}

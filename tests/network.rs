@@ -145,7 +145,7 @@ fn patchwise_prediction_assembles_the_networks_centres() {
     let fixed: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3).sin()).collect();
     let moving: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3 + 0.4).sin()).collect();
     let tiling = Tiling { patch: SIDE, margin: 4 };
-    let (momentum, statistics) = predict_momentum(&model, &fixed, &moving, shape, tiling, &device);
+    let (momentum, statistics) = predict_momentum(&model, &fixed, &moving, shape, tiling, &device, &|| {});
     assert_eq!(statistics.patches(), tiles(shape, tiling).len());
     assert!(momentum.components[0].iter().any(|v| *v != 0.0));
 

@@ -60,13 +60,15 @@ pub enum JobOutput {
     Loaded(Box<Case>, Vec<TextureData>),
     Registered(Box<CaseResult>, Vec<TextureData>),
     Saved(String),
+    /// A training ended: the model folder and the epochs done.
+    Trained(std::path::PathBuf, usize),
 }
 
 impl JobOutput {
     pub fn textures_mut(&mut self) -> &mut [TextureData] {
         match self {
             JobOutput::Loaded(_, textures) | JobOutput::Registered(_, textures) => textures,
-            JobOutput::Saved(_) => &mut [],
+            JobOutput::Saved(_) | JobOutput::Trained(..) => &mut [],
         }
     }
 }

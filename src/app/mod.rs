@@ -8,6 +8,7 @@
 pub mod case;
 mod panels;
 pub mod render;
+pub mod training;
 pub mod view;
 mod views;
 pub mod worker;
@@ -140,15 +141,27 @@ impl Default for Display {
 }
 
 /// Answers of file dialogs, which run on their own threads.
-enum DialogAnswer {
+pub(crate) enum DialogAnswer {
     Fixed(PathBuf),
     Moving(PathBuf),
     ExportFolder(PathBuf),
     ViewPng(PathBuf),
+    PairsCsv(PathBuf),
+    TrainingFolder(PathBuf),
+    ModelFolder(PathBuf),
+}
+
+/// The app's two pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Registration,
+    Training,
 }
 
 pub struct DiffeoregApp {
     options: AppOptions,
+    pub tab: Tab,
+    pub training: training::TrainingTab,
     worker: Worker<JobOutput>,
     case: Option<Case>,
     result: Option<CaseResult>,
@@ -186,6 +199,8 @@ impl DiffeoregApp {
         let ctx = cc.egui_ctx.clone();
         let (dialog_sender, dialog_answers) = channel();
         let mut app = DiffeoregApp {
+            tab: Tab::Registration,
+            training: training::TrainingTab::default(),
             worker: Worker::new(move || ctx.request_repaint()),
             case: None,
             result: None,
@@ -382,6 +397,9 @@ impl DiffeoregApp {
                 DialogAnswer::Fixed(path) => self.pending_fixed = Some(path),
                 DialogAnswer::Moving(path) => self.pending_moving = Some(path),
                 DialogAnswer::ExportFolder(path) => self.export_results(path),
+                DialogAnswer::PairsCsv(path) => self.training.pairs_csv = Some(path),
+                DialogAnswer::TrainingFolder(path) => self.training.out = path,
+                DialogAnswer::ModelFolder(path) => self.params.network.model = Some(path),
                 DialogAnswer::ViewPng(path) => {
                     let (row, orientation) = self.selected_view;
                     self.export_view_png(row, orientation, 768, 768, path);
@@ -423,6 +441,11 @@ impl DiffeoregApp {
                 self.pending_textures = textures;
             }
             Outcome::Done(JobOutput::Saved(line)) => self.message = Some((false, line)),
+            Outcome::Done(JobOutput::Trained(folder, epochs)) => self.use_trained_model(folder, epochs),
+            Outcome::Cancelled if name.contains("train") => {
+                self.message =
+                    Some((false, "training stopped; the last finished epoch is kept, Resume continues".into()))
+            }
             Outcome::Cancelled => self.message = Some((false, format!("'{name}' cancelled; nothing changed"))),
             Outcome::Failed(error) => self.message = Some((true, format!("'{name}' failed: {error}"))),
         }
@@ -505,8 +528,13 @@ impl eframe::App for DiffeoregApp {
         self.take_dropped_files(ui.ctx());
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
-        panels::work_panel(self, ui);
-        egui::CentralPanel::default().show(ui, |ui| views::grid(self, ui));
+        match self.tab {
+            Tab::Registration => {
+                panels::work_panel(self, ui);
+                egui::CentralPanel::default().show(ui, |ui| views::grid(self, ui));
+            }
+            Tab::Training => training::panel(self, ui),
+        }
         if self.worker.is_busy() {
             // The worker wakes the UI on progress; this keeps the elapsed time moving in between.
             ui.ctx().request_repaint_after(Duration::from_millis(250));
@@ -544,7 +572,7 @@ impl DiffeoregApp {
     }
 
     /// Opens a native file dialog on its own thread; the answer arrives in `poll`.
-    fn ask(&self, kind: fn(PathBuf) -> DialogAnswer, folder: bool, title: &str, save_name: Option<&str>) {
+    pub(crate) fn ask(&self, kind: fn(PathBuf) -> DialogAnswer, folder: bool, title: &str, save_name: Option<&str>) {
         let sender = self.dialog_sender.clone();
         let title = title.to_string();
         let save_name = save_name.map(str::to_string);

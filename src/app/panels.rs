@@ -5,15 +5,16 @@
 use eframe::egui::{self, Color32, RichText};
 
 use crate::app::view::WindowLevel;
-use crate::app::{DialogAnswer, DiffeoregApp, Overlay};
+use crate::app::{DialogAnswer, DiffeoregApp, Overlay, Tab};
 use crate::diffeo::energy::Similarity;
 use crate::metrics::TISSUES;
 use crate::metrics::evaluation::{DirectionMetrics, Evaluation};
+use crate::register::pipeline::Method;
 use crate::rigid::RigidMetric;
 
 /// Text from elsewhere (library messages, file names) with every character the UI font cannot
 /// draw replaced by a close ASCII spelling (or '?').
-fn displayable(ui: &egui::Ui, text: &str) -> String {
+pub(crate) fn displayable(ui: &egui::Ui, text: &str) -> String {
     let font = egui::TextStyle::Body.resolve(ui.style());
     ui.ctx().fonts_mut(|fonts| {
         let mut out = String::with_capacity(text.len());
@@ -43,6 +44,9 @@ fn displayable(ui: &egui::Ui, text: &str) -> String {
 pub fn top_bar(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
     egui::Panel::top("display").show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
+            ui.selectable_value(&mut app.tab, Tab::Registration, "Registration");
+            ui.selectable_value(&mut app.tab, Tab::Training, "Training");
+            ui.separator();
             ui.label("Window:");
             for (name, preset) in WindowLevel::PRESETS {
                 if ui.selectable_label(app.display.window == preset, name).clicked() {
@@ -150,8 +154,8 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 }
                 let t = &result.registration.timings;
                 ui.label(format!(
-                    "Time {:.1} s: rigid {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
-                    t.total_s, t.rigid_s, t.optimize_s, t.integrate_s, t.warp_s, t.metrics_s
+                    "Time {:.1} s: rigid {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
+                    t.total_s, t.rigid_s, t.predict_s, t.smooth_s, t.optimize_s, t.integrate_s, t.warp_s, t.metrics_s
                 ));
             }
             ui.separator();
@@ -212,12 +216,24 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
     ui.heading("Registration");
     ui.horizontal(|ui| {
         ui.label("Method:");
-        let _ = ui.selectable_label(true, "optimise");
-        for name in ["network", "hybrid"] {
-            ui.add_enabled(false, egui::Button::selectable(false, name))
-                .on_disabled_hover_text("no trained network model is available in this build yet");
+        for (method, name) in [(Method::Optimize, "optimise"), (Method::Network, "network"), (Method::Hybrid, "hybrid")]
+        {
+            ui.selectable_value(&mut app.params.method, method, name);
         }
     });
+    if app.params.method != Method::Optimize {
+        ui.horizontal(|ui| {
+            let model = app.params.network.model.as_ref().map_or("built-in".to_string(), |p| p.display().to_string());
+            let line = displayable(ui, &format!("model: {model}"));
+            ui.small(line);
+            if ui.small_button("Choose…").clicked() {
+                app.ask(DialogAnswer::ModelFolder, true, "Model folder (config.json, weights.bpk)", None);
+            }
+            if app.params.network.model.is_some() && ui.small_button("Built-in").clicked() {
+                app.params.network.model = None;
+            }
+        });
+    }
     let params = &mut app.params;
     egui::Grid::new("parameters").num_columns(2).show(ui, |ui| {
         parameter(
@@ -282,7 +298,7 @@ fn parameter(ui: &mut egui::Ui, label: &str, value: egui::DragValue<'_>) {
     ui.add(value).labelled_by(label.id);
 }
 
-fn progress_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
+pub(crate) fn progress_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
     let board = app.worker.board();
     match &board.job {
         Some(job) => {

@@ -39,6 +39,16 @@ pub struct UNetConfig {
     pub dropout: f64,
     #[config(default = 0.1)]
     pub negative_slope: f64,
+    /// The network sees both images downsampled by this factor (averaging blocks) and predicts
+    /// momentum on that coarser grid; K⁻¹ smooths it anyway (SPEC §4, speed).
+    #[config(default = 1)]
+    pub resolution_factor: usize,
+    /// The head's output is multiplied by this. Momentum must be several times the velocity it
+    /// makes (K⁻¹ damps all but the lowest frequencies), far from where a zero-initialised head
+    /// starts; the scale lets Adam's steps reach it (a preconditioning, like the optimiser's
+    /// whitened coordinates).
+    #[config(default = 1.0)]
+    pub output_scale: f64,
 }
 
 #[derive(Module, Debug)]
@@ -56,6 +66,8 @@ pub struct UNet {
     dropout: Dropout,
     #[module(skip)]
     negative_slope: f64,
+    #[module(skip)]
+    output_scale: f64,
 }
 
 /// A 3×3×3 convolution keeping the size, dilated by `dilation`.
@@ -87,6 +99,7 @@ impl UNetConfig {
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             negative_slope: self.negative_slope,
+            output_scale: self.output_scale,
         }
     }
 }
@@ -106,7 +119,7 @@ impl UNet {
         let half = act(self.decode_half.forward(joined));
         let up = act(self.up_full.forward(half));
         let full = act(self.decode_full.forward(Tensor::cat(vec![up, full], 1)));
-        self.head.forward(full)
+        self.head.forward(full) * self.output_scale
     }
 }
 
@@ -128,34 +141,59 @@ pub fn save_model(folder: &Path, config: &UNetConfig, model: &UNet) -> Result<()
 pub fn load_model(folder: &Path, device: &Device) -> Result<(UNetConfig, UNet)> {
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: UNetConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{} is not a diffeoreg model config: {e}", config_path.display())))?;
-    if config.format_version != MODEL_FORMAT_VERSION {
-        return Err(Error::Invalid(format!(
-            "{} is a model of format version {}; this diffeoreg reads version {MODEL_FORMAT_VERSION}",
-            config_path.display(),
-            config.format_version
-        )));
-    }
     let weights = folder.join("weights.bpk");
     if !weights.is_file() {
         return Err(Error::Invalid(format!("{} is missing", weights.display())));
     }
+    let config = parse_config(&text, &config_path.display().to_string())?;
+    let model = load_weights(&config, BurnpackStore::from_file(&weights), &weights.display().to_string(), device)?;
+    Ok((config, model))
+}
+
+/// The model shipped in `assets/model` (trained by the command in README.md), built into the binary.
+pub fn load_builtin_model(device: &Device) -> Result<(UNetConfig, UNet)> {
+    let config = parse_config(include_str!("../../assets/model/config.json"), "the built-in model's config.json")?;
+    let store = BurnpackStore::from_static(&BUILTIN_WEIGHTS.0);
+    let model = load_weights(&config, store, "the built-in model's weights.bpk", device)?;
+    Ok((config, model))
+}
+
+/// The built-in weights, aligned as a file read into memory would be: burnpack reads tensors in
+/// place, which needs their offsets aligned in memory too.
+#[repr(C, align(256))]
+struct Aligned<T: ?Sized>(T);
+static BUILTIN_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!("../../assets/model/weights.bpk"));
+
+/// The built-in model's training record (`training.json`).
+pub const BUILTIN_TRAINING_JSON: &str = include_str!("../../assets/model/training.json");
+
+fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
+    let config: UNetConfig = serde_json::from_str(text)
+        .map_err(|e| Error::Invalid(format!("{name} is not a diffeoreg model config: {e}")))?;
+    if config.format_version != MODEL_FORMAT_VERSION {
+        return Err(Error::Invalid(format!(
+            "{name} is a model of format version {}; this diffeoreg reads version {MODEL_FORMAT_VERSION}",
+            config.format_version
+        )));
+    }
+    if config.resolution_factor == 0 {
+        return Err(Error::Invalid(format!("{name}: resolution_factor must be at least 1")));
+    }
+    Ok(config)
+}
+
+fn load_weights(config: &UNetConfig, mut store: BurnpackStore, name: &str, device: &Device) -> Result<UNet> {
     let mut model = config.init(device);
-    let mut store = BurnpackStore::from_file(&weights);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| Error::Invalid(format!("{} does not fit {}: {e}", weights.display(), config_path.display())))?;
+    let result =
+        model.load_from(&mut store).map_err(|e| Error::Invalid(format!("{name} does not fit its config.json: {e}")))?;
     if !result.errors.is_empty() || !result.missing.is_empty() {
         return Err(Error::Invalid(format!(
-            "{} does not fit {}: {} tensors missing, errors: {:?}",
-            weights.display(),
-            config_path.display(),
+            "{name} does not fit its config.json: {} tensors missing, errors: {:?}",
             result.missing.len(),
             result.errors
         )));
     }
-    Ok((config, model))
+    Ok(model)
 }
 
 /// Predicts the momentum of a pair of density volumes on one grid of `shape` ([X, Y, Z]) patch
@@ -169,6 +207,7 @@ pub fn predict_momentum(
     shape: [usize; 3],
     tiling: crate::patch::tiling::Tiling,
     device: &Device,
+    on_patch: &dyn Fn(),
 ) -> (crate::diffeo::VectorField, crate::patch::border::BorderStatistics) {
     use burn::tensor::TensorData;
     let size = tiling.patch;
@@ -178,6 +217,7 @@ pub fn predict_momentum(
         let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, 2, size, size, size]), device);
         let momentum = crate::diffeo::tensor::tensor_values(model.forward(input));
         statistics.add(&momentum);
+        on_patch();
         momentum
     });
     let [x, y, z] = channels.try_into().expect("three momentum channels");

@@ -108,21 +108,46 @@ impl Anatomy {
 }
 
 /// A head of about 180 × 220 × 200 mm (L-R × A-P × S-I) centred in a grid of `shape` voxels
-/// of `spacing_mm`.
+/// of `spacing_mm` (the built-in demo's head: `HeadVariation::DEMO`).
 pub fn synthetic_head(shape: [usize; 3], spacing_mm: [f64; 3]) -> Volume {
+    varied_head(shape, spacing_mm, &HeadVariation::DEMO)
+}
+
+/// What makes one synthetic head differ from another: its size along each axis and the seed of
+/// its tissue texture and cortical folds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadVariation {
+    pub seed: u64,
+    /// Semi-axes relative to the demo head's, per axis.
+    pub scale: [f64; 3],
+}
+
+impl HeadVariation {
+    pub const DEMO: HeadVariation = HeadVariation { seed: 2024, scale: [1.0; 3] };
+
+    /// A random head: each semi-axis 85–105 % of the demo head's, its own texture and folds.
+    pub fn random(seed: u64) -> HeadVariation {
+        let mut rng = SeededRng::new(seed ^ 0x5eed_4ead);
+        HeadVariation { seed, scale: std::array::from_fn(|_| rng.range(0.85, 1.05)) }
+    }
+}
+
+/// A synthetic head (as `synthetic_head`) of another size and texture.
+pub fn varied_head(shape: [usize; 3], spacing_mm: [f64; 3], variation: &HeadVariation) -> Volume {
     let extent: [f64; 3] = std::array::from_fn(|d| (shape[d] - 1) as f64 * spacing_mm[d]);
     let origin = extent.map(|e| -e / 2.0);
     let geometry = Geometry::axis_aligned(shape, spacing_mm, origin).expect("a head grid is valid");
     // Semi-axes in mm, scaled down when the grid is smaller than a real head.
     let fit = (0..3).map(|d| extent[d] / [200.0, 240.0, 220.0][d]).fold(1.0f64, f64::min);
-    let radii = [90.0 * fit, 110.0 * fit, 100.0 * fit];
+    let radii: [f64; 3] = std::array::from_fn(|d| [90.0, 110.0, 100.0][d] * fit * variation.scale[d]);
     let texture_shape: [usize; 3] = std::array::from_fn(|d| (extent[d] / TEXTURE_SPACING_MM).ceil() as usize + 2);
-    let mut rng = SeededRng::new(2024);
+    let mut rng = SeededRng::new(variation.seed);
     let texture: Vec<f32> = (0..texture_shape.iter().product()).map(|_| rng.normal() as f32).collect();
     // A second, finer random field whose zero crossings draw the sulci of the cortex.
     let folds_shape: [usize; 3] = std::array::from_fn(|d| (extent[d] / FOLD_SPACING_MM).ceil() as usize + 2);
     let folds: Vec<f32> = (0..folds_shape.iter().product()).map(|_| rng.normal() as f32).collect();
-    let anatomy = Anatomy::new(fit);
+    // Inner structures follow the head's mean size.
+    let anatomy = Anatomy::new(fit * variation.scale.iter().sum::<f64>() / 3.0);
     let mut voxels = vec![0.0f32; geometry.voxel_count()];
     let [nx, ny, _] = shape;
     voxels.par_iter_mut().enumerate().for_each(|(n, value)| {
@@ -164,5 +189,16 @@ mod tests {
         assert!(count(-130.0, -50.0) > 1_000, "fat");
         assert!(count(500.0, 1500.0) > 1_000, "bone");
         assert!(count(-20.0, 60.0) > 10_000, "brain and fluid");
+    }
+
+    #[test]
+    fn varied_heads_differ_and_the_demo_variation_is_the_demo_head() {
+        let (shape, spacing) = ([40, 48, 44], [5.0, 5.0, 5.0]);
+        let demo = synthetic_head(shape, spacing);
+        assert_eq!(demo.voxels, varied_head(shape, spacing, &HeadVariation::DEMO).voxels);
+        let other = varied_head(shape, spacing, &HeadVariation::random(7));
+        let changed = demo.voxels.iter().zip(&other.voxels).filter(|(a, b)| (*a - *b).abs() > 100.0).count();
+        assert!(changed > 500, "only {changed} voxels differ by over 100 HU");
+        assert_eq!(other.voxels, varied_head(shape, spacing, &HeadVariation::random(7)).voxels);
     }
 }

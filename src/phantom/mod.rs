@@ -74,6 +74,14 @@ pub fn demo_phantom(shape: [usize; 3], spacing_mm: [f64; 3]) -> Result<Phantom> 
     make_phantom(&head::synthetic_head(shape, spacing_mm), &PhantomParams::default())
 }
 
+/// A phantom of a random synthetic head (`HeadVariation::random(seed)`) deformed with the
+/// default parameters and `seed`: what `train --synthetic` trains on (seeds from 1000 by
+/// default) and what the accuracy checks hold out (other seeds).
+pub fn synthetic_phantom(seed: u64, shape: [usize; 3], spacing_mm: [f64; 3], max_mm: f64) -> Result<Phantom> {
+    let head = head::varied_head(shape, spacing_mm, &head::HeadVariation::random(seed));
+    make_phantom(&head, &PhantomParams { seed, max_mm, ..PhantomParams::default() })
+}
+
 /// Builds a phantom from a CT in HU.
 pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     if !(params.max_mm.is_finite() && params.max_mm >= 0.0) {

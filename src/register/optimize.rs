@@ -87,6 +87,20 @@ pub fn optimize(
     params: &OptimizeParams,
     progress: &dyn Progress,
 ) -> Result<Optimized> {
+    optimize_from(fixed, moving, shape, params, None, progress)
+}
+
+/// As `optimize`, starting from `initial` (a velocity in voxels of its level and that level's
+/// factor, e.g. the network's prediction), which the first level keeps as a fixed base and
+/// optimises a momentum on top of.
+pub fn optimize_from(
+    fixed: &[f32],
+    moving: &[f32],
+    shape: [usize; 3],
+    params: &OptimizeParams,
+    initial: Option<Optimized>,
+    progress: &dyn Progress,
+) -> Result<Optimized> {
     if params.levels.is_empty() || params.levels.len() != params.iterations.len() {
         return Err(Error::Invalid("give as many iteration counts as resolution levels".into()));
     }
@@ -96,8 +110,10 @@ pub fn optimize(
             params.levels
         )));
     }
-    let mut velocity: Option<(VectorField, usize)> = None;
-    let mut history = Vec::new();
+    let (mut velocity, mut history) = match initial {
+        Some(start) => (Some((start.velocity, start.factor)), start.history),
+        None => (None, Vec::new()),
+    };
     for (&factor, &iterations) in params.levels.iter().zip(&params.iterations) {
         let level = level_shape(shape, factor);
         if level.contains(&1) {

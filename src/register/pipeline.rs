@@ -15,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
 use crate::metrics::{Distances, body_mask, endpoint_error};
+use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
-use crate::register::optimize::{IterationRecord, OptimizeParams, optimize};
+use crate::register::network::{NetworkParams, load as load_network, predict_velocity};
+use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
@@ -31,6 +33,21 @@ pub const REPORT_SCHEMA_VERSION: u32 = 2;
 pub enum Method {
     /// Direct optimisation of the momentum, no network.
     Optimize,
+    /// The network's patch-wise momentum, smoothed as a whole (SPEC §3).
+    Network,
+    /// The network's prediction refined by direct optimisation.
+    Hybrid,
+}
+
+impl Method {
+    pub fn parse(name: &str) -> Result<Method> {
+        match name {
+            "optimize" => Ok(Method::Optimize),
+            "network" => Ok(Method::Network),
+            "hybrid" => Ok(Method::Hybrid),
+            other => Err(Error::Invalid(format!("unknown method {other:?}: use network, optimize or hybrid"))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +56,8 @@ pub struct RegisterParams {
     pub calibration: Calibration,
     pub rigid: RigidParams,
     pub optimize: OptimizeParams,
+    #[serde(default)]
+    pub network: NetworkParams,
 }
 
 impl Default for RegisterParams {
@@ -48,6 +67,7 @@ impl Default for RegisterParams {
             calibration: Calibration::default(),
             rigid: RigidParams::default(),
             optimize: OptimizeParams::default(),
+            network: NetworkParams::default(),
         }
     }
 }
@@ -59,6 +79,11 @@ pub struct Timings {
     pub calibrate_s: f64,
     pub rigid_s: f64,
     pub resample_s: f64,
+    /// The network's momentum prediction (network and hybrid).
+    pub predict_s: f64,
+    /// Smoothing the predicted momentum into the velocity.
+    pub smooth_s: f64,
+    /// Direct optimisation (optimize, and the refinement of hybrid).
     pub optimize_s: f64,
     pub integrate_s: f64,
     pub warp_s: f64,
@@ -107,6 +132,8 @@ pub struct Report {
     pub rigid: RigidResult,
     pub deformable_quality: FieldQuality,
     pub metrics: RegistrationMetrics,
+    /// The network model used (network and hybrid).
+    pub model: Option<String>,
     pub energy_first: Option<IterationRecord>,
     pub energy_last: Option<IterationRecord>,
     pub iterations: usize,
@@ -129,6 +156,10 @@ pub struct Registration {
     pub metrics: RegistrationMetrics,
     pub history: Vec<IterationRecord>,
     pub timings: Timings,
+    /// The network's patch-border statistics and the margin its tiles discarded (network, hybrid).
+    pub border: Option<(BorderStatistics, usize)>,
+    /// The model used, if any.
+    pub model: Option<String>,
 }
 
 /// Registers `moving` to `fixed` (both in HU, each on its own grid).
@@ -138,39 +169,54 @@ pub fn register_volumes(
     params: &RegisterParams,
     progress: &dyn Progress,
 ) -> Result<Registration> {
-    let mut timings = Timings::default();
-    let mut clock = Instant::now();
-    let mut lap = |slot: &mut f64| {
-        *slot = clock.elapsed().as_secs_f64();
-        clock = Instant::now();
+    let aligned = align_rigidly(fixed, moving, params, progress)?;
+    let mut timings = Timings {
+        calibrate_s: aligned.calibrate_s,
+        rigid_s: aligned.rigid_s,
+        resample_s: aligned.resample_s,
+        ..Timings::default()
     };
-    progress.start_stage("calibrating", 0);
-    let (fixed_density, moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
-    for (image, role) in [(&fixed_density, "fixed"), (&moving_density, "moving")] {
-        let (low, high) = image.value_range().unwrap_or((0.0, 0.0));
-        if high - low < 1e-3 {
-            return Err(Error::Invalid(format!("the {role} image is constant ({low} kg/dm³): nothing to register")));
-        }
-    }
-    lap(&mut timings.calibrate_s);
-
-    let rigid = align(&fixed_density, &moving_density, &params.rigid, progress)?;
-    lap(&mut timings.rigid_s);
-
-    progress.start_stage("resampling", 0);
+    let (fixed_density, moving_on_fixed, rigid) = (aligned.fixed_density, aligned.moving_on_fixed, aligned.rigid);
     let transform = rigid.transform.clone();
-    let moving_on_fixed =
-        resample_mapped_by(&moving_density, &fixed.geometry, Interpolation::Linear, 0.0, |x| transform.apply(x));
-    lap(&mut timings.resample_s);
+    let mut clock = Instant::now();
 
     let shape = fixed.geometry.shape;
-    let optimized = match params.method {
-        Method::Optimize => {
-            optimize(&fixed_density.voxels, &moving_on_fixed.voxels, shape, &params.optimize, progress)?
+    let (mut border, mut model) = (None, None);
+    let start = match params.method {
+        Method::Optimize => None,
+        Method::Network | Method::Hybrid => {
+            let device = burn::tensor::Device::flex();
+            let loaded = load_network(&params.network, &device)?;
+            let (predicted, statistics, seconds) = predict_velocity(
+                &fixed_density.voxels,
+                &moving_on_fixed.voxels,
+                shape,
+                &loaded,
+                &params.network,
+                &device,
+                progress,
+            )?;
+            (timings.predict_s, timings.smooth_s) = seconds;
+            border = Some((statistics, params.network.margin));
+            model = Some(loaded.source);
+            Some(predicted)
         }
     };
-    lap(&mut timings.optimize_s);
-
+    let optimized = match (params.method.clone(), start) {
+        (Method::Network, Some(predicted)) => predicted,
+        (_, start) => {
+            let mut options = params.optimize.clone();
+            if start.is_some() {
+                options.levels = params.network.hybrid_levels.clone();
+                options.iterations = params.network.hybrid_iterations.clone();
+            }
+            let result =
+                optimize_from(&fixed_density.voxels, &moving_on_fixed.voxels, shape, &options, start, progress)?;
+            timings.optimize_s = lap(&mut clock);
+            result
+        }
+    };
+    clock = Instant::now();
     progress.start_stage("integrating", 0);
     // exp(±v) on the velocity's own grid, then refined onto the full grid: exactly what the
     // optimiser's energy saw (and cheap: the squarings run on the coarse grid).
@@ -193,13 +239,13 @@ pub fn register_volumes(
         sub(add(z, at_point(&inverse_mm, z)), y)
     });
     drop(inverse_mm);
-    lap(&mut timings.integrate_s);
+    timings.integrate_s = lap(&mut clock);
 
     progress.start_stage("warping images", 0);
     let fill = |v: &Volume| v.value_range().map_or(0.0, |(low, _)| low);
     let moving_warped = warp_through_field(moving, &warp_fwd, Interpolation::Linear, fill(moving))?;
     let fixed_warped = warp_through_field(fixed, &warp_inv, Interpolation::Linear, fill(fixed))?;
-    lap(&mut timings.warp_s);
+    timings.warp_s = lap(&mut clock);
 
     progress.start_stage("measuring", 0);
     let rigid_fwd = transform.to_displacement_field(&fixed.geometry);
@@ -210,7 +256,7 @@ pub fn register_volumes(
         rigid: evaluate(fixed, moving, &fields(&rigid_fwd, &rigid_inv), &params.calibration)?,
         result: evaluate(fixed, moving, &fields(&warp_fwd, &warp_inv), &params.calibration)?,
     };
-    lap(&mut timings.metrics_s);
+    timings.metrics_s = lap(&mut clock);
     Ok(Registration {
         warp_fwd,
         warp_inv,
@@ -221,7 +267,56 @@ pub fn register_volumes(
         metrics,
         history: optimized.history,
         timings,
+        border,
+        model,
     })
+}
+
+/// Seconds since `clock`, which restarts.
+fn lap(clock: &mut Instant) -> f64 {
+    let seconds = clock.elapsed().as_secs_f64();
+    *clock = Instant::now();
+    seconds
+}
+
+/// Both images as density on the fixed grid after the rigid stage: what the deformable stage
+/// (optimisation, the network, training) works on.
+pub struct RigidlyAligned {
+    pub fixed_density: Volume,
+    /// The moving image's density resampled onto the fixed grid through the rigid transform.
+    pub moving_on_fixed: Volume,
+    pub rigid: RigidResult,
+    pub calibrate_s: f64,
+    pub rigid_s: f64,
+    pub resample_s: f64,
+}
+
+/// Calibrates both images to density (refusing a constant one), aligns the moving image
+/// rigidly to the fixed one and resamples it onto the fixed grid (SPEC §2, steps 2–3).
+pub fn align_rigidly(
+    fixed: &Volume,
+    moving: &Volume,
+    params: &RegisterParams,
+    progress: &dyn Progress,
+) -> Result<RigidlyAligned> {
+    let mut clock = Instant::now();
+    progress.start_stage("calibrating", 0);
+    let (fixed_density, moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
+    for (image, role) in [(&fixed_density, "fixed"), (&moving_density, "moving")] {
+        let (low, high) = image.value_range().unwrap_or((0.0, 0.0));
+        if high - low < 1e-3 {
+            return Err(Error::Invalid(format!("the {role} image is constant ({low} kg/dm³): nothing to register")));
+        }
+    }
+    let calibrate_s = lap(&mut clock);
+    let rigid = align(&fixed_density, &moving_density, &params.rigid, progress)?;
+    let rigid_s = lap(&mut clock);
+    progress.start_stage("resampling", 0);
+    let transform = rigid.transform.clone();
+    let moving_on_fixed =
+        resample_mapped_by(&moving_density, &fixed.geometry, Interpolation::Linear, 0.0, |x| transform.apply(x));
+    let resample_s = lap(&mut clock);
+    Ok(RigidlyAligned { fixed_density, moving_on_fixed, rigid, calibrate_s, rigid_s, resample_s })
 }
 
 /// The mm displacement of `field` at world point `x`, clamped at the grid's border.
@@ -326,6 +421,9 @@ pub fn write_outputs(
         dice: &registration.metrics.result.forward.image.dice,
     };
     write_figures(&out.join("qa"), &qa_inputs)?;
+    if let Some((statistics, margin)) = &registration.border {
+        statistics.write_plot(&out.join("qa").join("patch_border.png"), *margin)?;
+    }
     let mut timings = registration.timings.clone();
     timings.write_s = writing.elapsed().as_secs_f64();
     timings.total_s += timings.write_s;
@@ -343,6 +441,7 @@ pub fn write_outputs(
         rigid: registration.rigid.clone(),
         deformable_quality: registration.quality.clone(),
         metrics: registration.metrics.clone(),
+        model: registration.model.clone(),
         energy_first: registration.history.first().cloned(),
         energy_last: registration.history.last().cloned(),
         iterations: registration.history.len(),

@@ -1,0 +1,113 @@
+//! Registration by the network (SPEC §3): both density images downsampled to the model's
+//! resolution, momentum predicted tile by tile (each tile's centre kept), the whole momentum
+//! volume smoothed at once (so regularisation flows across tile borders) into the velocity.
+//! `hybrid` then refines that velocity by direct optimisation of the same energy.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::pyramid::{downsample, level_shape};
+use crate::diffeo::smooth::{SmoothParams, Smoother};
+use crate::error::{Error, Result};
+use crate::net::{BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, load_model, predict_momentum};
+use crate::patch::border::BorderStatistics;
+use crate::patch::tiling::{Tiling, tiles};
+use crate::progress::Progress;
+use crate::register::optimize::Optimized;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkParams {
+    /// A model folder (`config.json`, `weights.bpk`, `training.json`); the built-in model when none.
+    pub model: Option<PathBuf>,
+    /// Inference tile side and the margin discarded on each side, in voxels of the model's grid.
+    /// The network is fully convolutional, so tiles may be larger than its training patches.
+    pub tile: usize,
+    pub margin: usize,
+    /// Resolution levels and iterations of the optimisation that refines the prediction (hybrid).
+    pub hybrid_levels: Vec<usize>,
+    pub hybrid_iterations: Vec<usize>,
+}
+
+impl Default for NetworkParams {
+    fn default() -> Self {
+        NetworkParams { model: None, tile: 64, margin: 8, hybrid_levels: vec![2], hybrid_iterations: vec![40] }
+    }
+}
+
+/// A model ready to predict, with the smoothing it was trained with.
+pub struct LoadedModel {
+    pub config: UNetConfig,
+    pub model: UNet,
+    pub smooth: SmoothParams,
+    /// Where it came from, for the report.
+    pub source: String,
+}
+
+/// The smoothing recorded in a `training.json` (the default when absent).
+fn training_smooth(text: Option<&str>) -> Result<SmoothParams> {
+    let Some(text) = text else { return Ok(SmoothParams::default()) };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Invalid(format!("training.json is not JSON: {e}")))?;
+    match value.get("smooth") {
+        Some(smooth) => serde_json::from_value(smooth.clone())
+            .map_err(|e| Error::Invalid(format!("training.json: unreadable smoothing parameters: {e}"))),
+        None => Ok(SmoothParams::default()),
+    }
+}
+
+/// Loads the model of `params` (a folder, or the built-in one) onto `device`.
+pub fn load(params: &NetworkParams, device: &Device) -> Result<LoadedModel> {
+    match &params.model {
+        Some(folder) => {
+            let (config, model) = load_model(folder, device)?;
+            let training = folder.join(crate::train::TRAINING_JSON);
+            let text = std::fs::read_to_string(&training).ok();
+            let smooth =
+                training_smooth(text.as_deref()).map_err(|e| Error::Invalid(format!("{}: {e}", training.display())))?;
+            Ok(LoadedModel { config, model, smooth, source: folder.display().to_string() })
+        }
+        None => {
+            let (config, model) = load_builtin_model(device)?;
+            let smooth = training_smooth(Some(BUILTIN_TRAINING_JSON))?;
+            Ok(LoadedModel { config, model, smooth, source: "built-in (assets/model)".into() })
+        }
+    }
+}
+
+/// The velocity the network predicts for two density images on one grid of `shape`, on the
+/// grid downsampled by the model's resolution factor, and the patch-border statistics.
+pub fn predict_velocity(
+    fixed: &[f32],
+    moving: &[f32],
+    shape: [usize; 3],
+    loaded: &LoadedModel,
+    params: &NetworkParams,
+    device: &Device,
+    progress: &dyn Progress,
+) -> Result<(Optimized, BorderStatistics, (f64, f64))> {
+    let factor = loaded.config.resolution_factor;
+    let level = level_shape(shape, factor);
+    if level.iter().any(|&n| n < 4) {
+        return Err(Error::Invalid(format!("the grid {shape:?} is too small for the model (1/{factor} resolution)")));
+    }
+    if params.tile == 0 || !params.tile.is_multiple_of(4) || params.tile <= 2 * params.margin {
+        return Err(Error::Invalid(format!(
+            "the inference tile ({}) must be a multiple of 4 wider than two margins ({})",
+            params.tile, params.margin
+        )));
+    }
+    let tiling = Tiling { patch: params.tile, margin: params.margin };
+    let clock = std::time::Instant::now();
+    progress.start_stage("predicting momentum", tiles(level, tiling).len() as u64);
+    let (fixed_level, moving_level) = (downsample(fixed, shape, factor), downsample(moving, shape, factor));
+    let (momentum, border) =
+        predict_momentum(&loaded.model, &fixed_level, &moving_level, level, tiling, device, &|| progress.advance(1));
+    progress.check_cancelled()?;
+    let predict_s = clock.elapsed().as_secs_f64();
+    progress.start_stage("smoothing momentum", 0);
+    let velocity = Smoother::new(level, &loaded.smooth).apply(&momentum);
+    let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
+    Ok((Optimized { velocity, factor, history: Vec::new() }, border, (predict_s, smooth_s)))
+}

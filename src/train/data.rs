@@ -1,0 +1,153 @@
+//! Training pairs (SPEC §3): each one calibrated to density, the moving image rigidly aligned
+//! and resampled onto the fixed grid (what the network sees at prediction), then downsampled to
+//! the network's resolution. Pairs come from a CSV of files or from the built-in synthetic
+//! generator (random heads, random smooth deformations, pseudo-CT appearance).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::pyramid::{downsample, level_shape};
+use crate::error::{Error, Result};
+use crate::io::{self, SeriesChoice};
+use crate::phantom::synthetic_phantom;
+use crate::progress::Progress;
+use crate::register::pipeline::{RegisterParams, align_rigidly};
+use crate::volume::Volume;
+
+/// Where the training pairs come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PairSource {
+    /// A CSV with one pair per row: fixed path, moving path (DICOM folder or NIfTI; relative
+    /// paths start at the CSV's folder). A first row `fixed,moving` is a header.
+    Csv(PathBuf),
+    /// `count` synthetic heads (`HeadVariation::random(first_seed + i)`), each deformed by a
+    /// random diffeomorphism of up to `max_mm` (phantom seed `first_seed + i`).
+    Synthetic { count: usize, shape: [usize; 3], spacing_mm: [f64; 3], first_seed: u64, max_mm: f64 },
+}
+
+/// One pair as the network sees it: both density images on one grid, downsampled.
+#[derive(Clone, Debug)]
+pub struct TrainingPair {
+    pub name: String,
+    pub fixed: Vec<f32>,
+    pub moving: Vec<f32>,
+    pub shape: [usize; 3],
+}
+
+/// Aligns `moving` to `fixed` rigidly and keeps both densities on the fixed grid, downsampled
+/// by `factor`.
+pub fn prepare_pair(
+    name: &str,
+    fixed: &Volume,
+    moving: &Volume,
+    register: &RegisterParams,
+    factor: usize,
+    progress: &dyn Progress,
+) -> Result<TrainingPair> {
+    let aligned = align_rigidly(fixed, moving, register, progress)
+        .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
+    let shape = fixed.geometry.shape;
+    let level = level_shape(shape, factor);
+    if level.iter().any(|&n| n < 4) {
+        return Err(Error::Invalid(format!("training pair {name}: {shape:?} is too small at 1/{factor} resolution")));
+    }
+    Ok(TrainingPair {
+        name: name.to_string(),
+        fixed: downsample(&aligned.fixed_density.voxels, shape, factor),
+        moving: downsample(&aligned.moving_on_fixed.voxels, shape, factor),
+        shape: level,
+    })
+}
+
+/// The pairs of a CSV: (fixed, moving) paths, resolved against the CSV's folder.
+pub fn read_pair_list(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let folder = csv.parent().unwrap_or(Path::new("."));
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if number == 0 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("fixed")) {
+            continue;
+        }
+        let [fixed, moving] = fields[..] else {
+            return Err(Error::bad_input(
+                csv,
+                format!("line {}: expected two columns (fixed, moving), found {}", number + 1, fields.len()),
+            ));
+        };
+        pairs.push((folder.join(fixed), folder.join(moving)));
+    }
+    if pairs.is_empty() {
+        return Err(Error::bad_input(csv, "lists no pairs"));
+    }
+    Ok(pairs)
+}
+
+/// Loads (or generates) every pair of `source`, prepared for the network.
+pub fn load_pairs(
+    source: &PairSource,
+    register: &RegisterParams,
+    factor: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<TrainingPair>> {
+    match source {
+        PairSource::Csv(csv) => {
+            let list = read_pair_list(csv)?;
+            let mut pairs = Vec::with_capacity(list.len());
+            for (fixed_path, moving_path) in &list {
+                progress.check_cancelled()?;
+                let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
+                let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
+                let name = format!("{} / {}", fixed_path.display(), moving_path.display());
+                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, register, factor, progress)?);
+            }
+            Ok(pairs)
+        }
+        PairSource::Synthetic { count, shape, spacing_mm, first_seed, max_mm } => (0..*count as u64)
+            .map(|i| {
+                progress.check_cancelled()?;
+                let seed = first_seed + i;
+                synthetic_pair(seed, *shape, *spacing_mm, *max_mm, register, factor, progress)
+            })
+            .collect(),
+    }
+}
+
+/// A synthetic training pair: head `HeadVariation::random(seed)` and its phantom of that seed.
+pub fn synthetic_pair(
+    seed: u64,
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    max_mm: f64,
+    register: &RegisterParams,
+    factor: usize,
+    progress: &dyn Progress,
+) -> Result<TrainingPair> {
+    progress.start_stage(&format!("making synthetic pair {seed}"), 0);
+    let phantom = synthetic_phantom(seed, shape, spacing_mm, max_mm)?;
+    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, register, factor, progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_lists_resolve_paths_skip_headers_and_name_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("pairs.csv");
+        std::fs::write(&csv, "fixed,moving\na/ct.nii.gz, a/pct.nii.gz\n\n/abs/ct,/abs/pct\n").unwrap();
+        let pairs = read_pair_list(&csv).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0], (dir.path().join("a/ct.nii.gz"), dir.path().join("a/pct.nii.gz")));
+        assert_eq!(pairs[1].0, PathBuf::from("/abs/ct"));
+        std::fs::write(&csv, "x.nii,y.nii\nonly-one\n").unwrap();
+        let error = read_pair_list(&csv).unwrap_err().to_string();
+        assert!(error.contains("pairs.csv") && error.contains("line 2"), "{error}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Training the network without labels (SPEC §3): Adam on the registration energy of random
+//! patches — the network predicts each patch's momentum, and the energy of that momentum on the
+//! patch (regularisation plus symmetric similarity, samples leaving the patch masked) is the
+//! loss. λ can start lower for the first epochs (warm-up). A share of the pairs is held out for
+//! a validation loss per epoch; after every epoch a checkpoint allows resuming exactly where
+//! training stopped, and the model folder holds the best epoch so far.
+
+pub mod checkpoint;
+pub mod curves;
+pub mod data;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::energy::EnergyParams;
+use crate::diffeo::smooth::SmoothParams;
+use crate::diffeo::tensor::energy::energy;
+use crate::diffeo::tensor::smooth::TensorSmoother;
+use crate::diffeo::tensor::tensor_values;
+use crate::error::{Error, Result};
+use crate::net::{UNet, UNetConfig, save_model};
+use crate::patch::sampler::{PatchRef, SamplerParams, batch_input, epoch_batches};
+use crate::phantom::random::SeededRng;
+use crate::progress::Progress;
+use crate::register::pipeline::RegisterParams;
+use checkpoint::{BatchRecord, EpochRecord, TrainState, checkpoints, load_checkpoint, save_checkpoint};
+use data::{PairSource, TrainingPair};
+
+/// The file in a model folder that records how the model was trained.
+pub const TRAINING_JSON: &str = "training.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainParams {
+    pub source: PairSource,
+    pub network: UNetConfig,
+    pub sampler: SamplerParams,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// The SPEC energy (λ, similarity, scaling-and-squaring steps), on each patch's own grid.
+    pub energy: EnergyParams,
+    pub smooth: SmoothParams,
+    /// During the first `warmup_epochs` epochs λ is multiplied by `warmup_lambda_scale`.
+    pub warmup_epochs: usize,
+    pub warmup_lambda_scale: f32,
+    /// Share of the pairs held out for the validation loss.
+    pub validation_share: f64,
+    pub validation_patches_per_pair: usize,
+    pub seed: u64,
+    /// How pairs are calibrated and rigidly aligned before training (as `register` does).
+    pub register: RegisterParams,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams {
+            source: PairSource::Synthetic {
+                count: 16,
+                shape: crate::phantom::DEMO_SHAPE,
+                spacing_mm: crate::phantom::DEMO_SPACING_MM,
+                first_seed: 1000,
+                max_mm: 7.0,
+            },
+            network: UNetConfig::new(),
+            sampler: SamplerParams::default(),
+            epochs: 20,
+            learning_rate: 1e-3,
+            energy: crate::register::optimize::OptimizeParams::default().energy,
+            smooth: SmoothParams::default(),
+            warmup_epochs: 1,
+            warmup_lambda_scale: 0.1,
+            validation_share: 0.2,
+            validation_patches_per_pair: 8,
+            seed: 1,
+            register: RegisterParams::default(),
+        }
+    }
+}
+
+impl TrainParams {
+    /// λ during epoch `epoch` (counted from 0).
+    pub fn lambda_at(&self, epoch: usize) -> f32 {
+        if epoch < self.warmup_epochs { self.energy.lambda * self.warmup_lambda_scale } else { self.energy.lambda }
+    }
+
+    /// Whether `other` trains the same way, except perhaps for more epochs.
+    fn same_training(&self, other: &TrainParams) -> bool {
+        TrainParams { epochs: 0, ..self.clone() } == TrainParams { epochs: 0, ..other.clone() }
+    }
+}
+
+/// The mean SPEC energy over a batch of density patches [B, 2, P, P, P] of the momentum the
+/// network predicts for them.
+pub fn batch_loss(model: &UNet, input: Tensor<5>, smoother: &TensorSmoother, params: &EnergyParams) -> Tensor<1> {
+    let [batch, _, nz, ny, nx] = input.dims();
+    let momentum = model.forward(input.clone());
+    let mut total: Option<Tensor<1>> = None;
+    for b in 0..batch {
+        let image = |c: usize| input.clone().narrow(0, b, 1).narrow(1, c, 1).reshape([1, nz, ny, nx]);
+        let m = momentum.clone().narrow(0, b, 1).reshape([3, nz, ny, nx]);
+        let e = energy(image(0), image(1), m, smoother, params).total();
+        total = Some(match total {
+            Some(t) => t + e,
+            None => e,
+        });
+    }
+    total.expect("a batch holds a patch") / batch as f32
+}
+
+/// Which pairs train and which validate: a seeded shuffle, `share` of them (at least one when
+/// there are two or more pairs) held out.
+pub fn split_pairs(count: usize, share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..count).collect();
+    SeededRng::new(seed ^ 0x7a11_d47e).shuffle(&mut order);
+    let held =
+        if count < 2 || share <= 0.0 { 0 } else { ((share * count as f64).round() as usize).clamp(1, count - 1) };
+    let validation = order.split_off(count - held);
+    (order, validation)
+}
+
+/// What training reports as it goes.
+pub enum TrainEvent<'a> {
+    Step(&'a BatchRecord),
+    Epoch(&'a EpochRecord),
+}
+
+/// Trains on `pairs` (prepared by `data::load_pairs` for `params`) and writes the model, the loss
+/// log and checkpoints into `out`. With `resume`, continues from the latest checkpoint there
+/// (the parameters must be those of that training, epochs aside). `on_event` sees every step
+/// and every finished epoch. Cancelling stops before the next step; the last checkpoint stays resumable.
+pub fn train(
+    pairs: &[TrainingPair],
+    out: &Path,
+    params: &TrainParams,
+    resume: bool,
+    device: &Device,
+    progress: &dyn Progress,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainState> {
+    let patch = params.sampler.patch;
+    if patch == 0 || !patch.is_multiple_of(4) {
+        return Err(Error::Invalid(format!("the patch size must be a positive multiple of 4, not {patch}")));
+    }
+    if pairs.is_empty() {
+        return Err(Error::Invalid("no training pairs".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let params_path = out.join(TRAINING_JSON);
+    let autodiff = device.clone().autodiff();
+    let fresh_optimizer = || AdamConfig::new().init();
+    let existing = checkpoints(out)?;
+    let (mut model, mut optimizer, mut state): (UNet, ModuleOptimizer, TrainState) = if resume {
+        let Some(latest) = existing.last() else {
+            return Err(Error::Invalid(format!("{} holds no checkpoint to resume from", out.display())));
+        };
+        let text = std::fs::read_to_string(&params_path).map_err(|e| Error::io(&params_path, e))?;
+        let stored: TrainParams = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{} is not a training record: {e}", params_path.display())))?;
+        if !stored.same_training(params) {
+            return Err(Error::Invalid(format!(
+                "{} records other training parameters than these; resume with the same ones",
+                params_path.display()
+            )));
+        }
+        let (config, model, optimizer, state) = load_checkpoint(latest, fresh_optimizer(), &autodiff)?;
+        if config != params.network {
+            return Err(Error::Invalid(format!("{} holds another network than configured", latest.display())));
+        }
+        (model, optimizer, state)
+    } else {
+        if !existing.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} already holds a training (checkpoints/); resume it with --resume or choose another folder",
+                out.display()
+            )));
+        }
+        autodiff.seed(params.seed);
+        let model = params.network.init(&autodiff);
+        let state = TrainState {
+            epochs_done: 0,
+            rng: SeededRng::new(params.seed),
+            initial_validation_loss: None,
+            history: vec![],
+            batches: vec![],
+        };
+        (model, fresh_optimizer(), state)
+    };
+    let json = serde_json::to_string_pretty(params).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::io::atomic::write_atomically(&params_path, |w| {
+        w.write_all(json.as_bytes()).map_err(|e| Error::io(&params_path, e))
+    })?;
+    curves::restart_batches_csv(out, &state.batches)?;
+
+    let (train_ids, validation_ids) = split_pairs(pairs.len(), params.validation_share, params.seed);
+    let view = |ids: &[usize]| -> Vec<(&[f32], &[f32], [usize; 3])> {
+        ids.iter().map(|&i| (pairs[i].fixed.as_slice(), pairs[i].moving.as_slice(), pairs[i].shape)).collect()
+    };
+    let (train_set, validation_set) = (view(&train_ids), view(&validation_ids));
+    let shapes = |set: &[(&[f32], &[f32], [usize; 3])]| set.iter().map(|p| p.2).collect::<Vec<_>>();
+    // The validation patches are drawn once, so every epoch is measured on the same ones.
+    let validation_sampler =
+        SamplerParams { patches_per_pair: params.validation_patches_per_pair, ..params.sampler.clone() };
+    let validation_batches =
+        epoch_batches(&shapes(&validation_set), &validation_sampler, &mut SeededRng::new(params.seed ^ 0x0a11_da7e));
+    let smoother = TensorSmoother::new([patch; 3], &params.smooth, &autodiff);
+    let plain_smoother = TensorSmoother::new([patch; 3], &params.smooth, device);
+    let to_tensor = |batch: &[PatchRef], set: &[(&[f32], &[f32], [usize; 3])], device: &Device| {
+        let values = batch_input(batch, set, patch);
+        Tensor::<5>::from_data(TensorData::new(values, [batch.len(), 2, patch, patch, patch]), device)
+    };
+    // The mean energy of the fixed validation patches at the full λ, dropout off.
+    let validate = |model: &UNet| -> Result<Option<f64>> {
+        if validation_batches.is_empty() {
+            return Ok(None);
+        }
+        progress.start_stage("validating", validation_batches.len() as u64);
+        let inference = model.valid();
+        let (mut total, mut count) = (0.0f64, 0usize);
+        for batch in &validation_batches {
+            progress.check_cancelled()?;
+            let loss =
+                batch_loss(&inference, to_tensor(batch, &validation_set, device), &plain_smoother, &params.energy);
+            total += tensor_values(loss)[0] as f64 * batch.len() as f64;
+            count += batch.len();
+            progress.advance(1);
+        }
+        Ok(Some(total / count as f64))
+    };
+    if state.epochs_done == 0 && state.initial_validation_loss.is_none() {
+        // Where training starts: the untrained network predicts no motion.
+        state.initial_validation_loss = validate(&model)?;
+    }
+    let mut best = state.history.iter().filter_map(|r| r.validation_loss).fold(f64::INFINITY, f64::min);
+
+    for epoch in state.epochs_done..params.epochs {
+        let clock = Instant::now();
+        let lambda = params.lambda_at(epoch);
+        let energy_params = EnergyParams { lambda, ..params.energy.clone() };
+        let batches = epoch_batches(&shapes(&train_set), &params.sampler, &mut state.rng);
+        progress.start_stage(&format!("training epoch {}/{}", epoch + 1, params.epochs), batches.len() as u64);
+        let (mut sum, mut patches) = (0.0f64, 0usize);
+        for (number, batch) in batches.iter().enumerate() {
+            progress.check_cancelled()?;
+            // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
+            autodiff.seed(state.rng.next_u64());
+            let loss = batch_loss(&model, to_tensor(batch, &train_set, &autodiff), &smoother, &energy_params);
+            let value = tensor_values(loss.clone())[0];
+            if !value.is_finite() {
+                return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));
+            }
+            let gradients = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(params.learning_rate, model, gradients);
+            let record = BatchRecord { epoch: epoch + 1, batch: number, loss: value };
+            curves::append_batch(out, &record)?;
+            on_event(TrainEvent::Step(&record));
+            state.batches.push(record);
+            sum += value as f64;
+            patches += batch.len();
+            progress.advance(1);
+        }
+        let train_seconds = clock.elapsed().as_secs_f64();
+        let validation_loss = validate(&model)?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lambda,
+            train_loss: sum / batches.len().max(1) as f64,
+            validation_loss,
+            seconds: clock.elapsed().as_secs_f64(),
+            patches_per_s: patches as f64 / train_seconds.max(1e-9),
+        };
+        state.history.push(record.clone());
+        state.epochs_done = epoch + 1;
+        save_checkpoint(out, &params.network, &model, &optimizer, &state)?;
+        // The model folder holds the epoch of lowest validation loss (the latest without validation).
+        let score = validation_loss.unwrap_or(f64::NEG_INFINITY);
+        if score <= best || validation_loss.is_none() {
+            best = best.min(score);
+            save_model(out, &params.network, &model.valid())?;
+        }
+        curves::write_epochs_csv(out, state.initial_validation_loss, &state.history)?;
+        curves::write_curves_png(out, &state.history, &state.batches)?;
+        on_event(TrainEvent::Epoch(&record));
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_split_with_at_least_one_on_each_side() {
+        let (train, validation) = split_pairs(10, 0.2, 3);
+        assert_eq!((train.len(), validation.len()), (8, 2));
+        let mut all: Vec<usize> = train.iter().chain(&validation).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(split_pairs(2, 0.01, 3).1.len(), 1);
+        assert_eq!(split_pairs(1, 0.5, 3).1.len(), 0);
+        assert_eq!(split_pairs(10, 0.2, 3), (train, validation));
+    }
+
+    #[test]
+    fn lambda_warms_up() {
+        let params = TrainParams { warmup_epochs: 2, warmup_lambda_scale: 0.1, ..TrainParams::default() };
+        let lambda = params.energy.lambda;
+        assert_eq!(params.lambda_at(0), lambda * 0.1);
+        assert_eq!(params.lambda_at(1), lambda * 0.1);
+        assert_eq!(params.lambda_at(2), lambda);
+    }
+}

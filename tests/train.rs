@@ -1,0 +1,166 @@
+//! `train` as a user runs it: a training killed mid-epoch resumes bit-for-bit (the same step
+//! losses, validation losses and weights as an uninterrupted run of the same seed); training on a
+//! CSV of NIfTI pairs; folders and lists that cannot be trained on are refused with the reason.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Distribution, Tensor};
+use common::binary;
+use diffeoreg::diffeo::tensor::tensor_values;
+use diffeoreg::net::load_model;
+
+/// A small, quick training: three 48³ synthetic pairs at half resolution (24³), 16³ patches.
+const TINY: &[&str] = &[
+    "--synthetic",
+    "3",
+    "--synthetic-shape",
+    "48,48,48",
+    "--synthetic-spacing-mm",
+    "4.3,5.0,4.8",
+    "--resolution-factor",
+    "2",
+    "--patch",
+    "16",
+    "--batch",
+    "4",
+    "--patches-per-pair",
+    "24",
+    "--base-channels",
+    "2",
+    "--seed",
+    "7",
+];
+
+fn train(out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command.arg("train").args(TINY).args(extra).arg("--out").arg(out);
+    command
+}
+
+/// losses.csv without its timing columns.
+fn epoch_losses(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+    text.lines().map(|line| line.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+}
+
+fn outputs(folder: &Path) -> Vec<f32> {
+    let device = Device::flex();
+    device.seed(3);
+    let input = Tensor::<5>::random([1, 2, 16, 16, 16], Distribution::Uniform(0.0, 1.5), &device);
+    let (_, model) = load_model(folder, &device).unwrap();
+    tensor_values(model.forward(input))
+}
+
+#[test]
+fn a_training_killed_mid_epoch_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, interrupted) = (dir.path().join("whole"), dir.path().join("interrupted"));
+    let status = train(&whole, &["--epochs", "3"]).output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let reference = std::fs::read_to_string(whole.join("batch_losses.csv")).unwrap();
+    let steps_per_epoch = reference.lines().filter(|l| l.starts_with("1,")).count();
+    assert!(steps_per_epoch >= 8, "{reference}");
+    assert_eq!(reference.lines().count(), 1 + 3 * steps_per_epoch);
+
+    // Kill the same training (SIGKILL, no chance to tidy up) once it is two steps into epoch 2.
+    let mut child = train(&interrupted, &["--epochs", "3"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let clock = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(interrupted.join("batch_losses.csv")).unwrap_or_default();
+        if log.lines().filter(|l| l.starts_with("2,")).count() >= 2 {
+            break;
+        }
+        assert!(clock.elapsed() < Duration::from_secs(300), "epoch 2 never started");
+        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(interrupted.join("batch_losses.csv")).unwrap();
+    let in_epoch_two = log.lines().filter(|l| l.starts_with("2,")).count();
+    assert!((2..steps_per_epoch).contains(&in_epoch_two), "killed mid-epoch: {in_epoch_two} steps of epoch 2 logged");
+    assert!(interrupted.join("checkpoints/epoch-0001/state.json").is_file());
+    assert!(!interrupted.join("checkpoints/epoch-0002").exists());
+
+    let resumed = Command::new(binary()).args(["train", "--resume", "--out"]).arg(&interrupted).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(std::fs::read_to_string(interrupted.join("batch_losses.csv")).unwrap(), reference);
+    assert_eq!(epoch_losses(&interrupted), epoch_losses(&whole));
+    // Header, epoch 0 (the validation loss before training) and three epochs.
+    assert_eq!(epoch_losses(&whole).len(), 5);
+    assert_eq!(outputs(&interrupted), outputs(&whole), "the resumed model's weights differ");
+    assert!(interrupted.join("loss_curves.png").is_file());
+
+    // Asking for more epochs continues the same run; the parameters stay those recorded.
+    let more = Command::new(binary())
+        .args(["train", "--resume", "--epochs", "4", "--out"])
+        .arg(&interrupted)
+        .output()
+        .unwrap();
+    assert!(more.status.success(), "{}", String::from_utf8_lossy(&more.stderr));
+    assert_eq!(epoch_losses(&interrupted).len(), 6);
+
+    // A new training into a folder that holds one is refused, and so is resuming where there is none.
+    let again = train(&whole, &["--epochs", "1"]).output().unwrap();
+    let error = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && error.contains("--resume"), "{error}");
+    let empty = dir.path().join("empty");
+    let nothing = Command::new(binary()).args(["train", "--resume", "--out"]).arg(&empty).output().unwrap();
+    let error = String::from_utf8_lossy(&nothing.stderr);
+    assert!(!nothing.status.success() && error.contains("training.json"), "{error}");
+}
+
+#[test]
+fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
+    use diffeoreg::io::{StoredType, write_volume};
+    use diffeoreg::phantom::head::{HeadVariation, varied_head};
+    use diffeoreg::phantom::{PhantomParams, make_phantom};
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("fixed,moving\n");
+    for seed in [1u64, 2] {
+        let head = varied_head([40, 44, 40], [5.0, 5.5, 5.5], &HeadVariation::random(seed));
+        let phantom = make_phantom(&head, &PhantomParams { seed, ..PhantomParams::default() }).unwrap();
+        let folder = dir.path().join(format!("case{seed}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        write_volume(&folder.join("ct.nii.gz"), &phantom.fixed, StoredType::Automatic).unwrap();
+        write_volume(&folder.join("pct.nii.gz"), &phantom.moving, StoredType::Automatic).unwrap();
+        csv += &format!("case{seed}/ct.nii.gz,case{seed}/pct.nii.gz\n");
+    }
+    let list = dir.path().join("pairs.csv");
+    std::fs::write(&list, &csv).unwrap();
+    let out = dir.path().join("model");
+    let args = ["--patch", "16", "--batch", "4", "--patches-per-pair", "4", "--base-channels", "2", "--epochs", "1"];
+    let run = Command::new(binary()).arg("train").arg("--pairs").arg(&list).args(args).arg("--out").arg(&out).output();
+    let run = run.unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let losses = epoch_losses(&out);
+    assert_eq!(losses.len(), 3);
+    let fields: Vec<&str> = losses[2].split(',').collect();
+    // One pair trains, one validates: both losses are finite numbers.
+    assert!(
+        fields[2].parse::<f64>().unwrap().is_finite() && fields[3].parse::<f64>().unwrap().is_finite(),
+        "{losses:?}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert!(record["source"]["Csv"].as_str().unwrap().ends_with("pairs.csv"));
+    assert_eq!(outputs(&out).len(), 3 * 16 * 16 * 16);
+
+    // A missing file is named.
+    std::fs::write(&list, format!("{csv}case9/ct.nii.gz,case9/pct.nii.gz\n")).unwrap();
+    let run = Command::new(binary())
+        .arg("train")
+        .arg("--pairs")
+        .arg(&list)
+        .args(args)
+        .arg("--out")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && error.contains("case9") && error.contains("does not exist"), "{error}");
+}
