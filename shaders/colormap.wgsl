@@ -14,3 +14,9 @@ fn diverging(t: f32) -> vec3<f32> {
     }
     return vec3<f32>(1.0 + s, 1.0 + s, 1.0);
 }
+
+// Black (0) through red and yellow to white (1), clamped: a length.
+fn heat(t: f32) -> vec3<f32> {
+    let s = clamp(t, 0.0, 1.0);
+    return vec3<f32>(clamp(3.0 * s, 0.0, 1.0), clamp(3.0 * s - 1.0, 0.0, 1.0), clamp(3.0 * s - 2.0, 0.0, 1.0));
+}

@@ -29,6 +29,7 @@ const OVERLAY_DIFFERENCE: u32 = 3u;
 const OVERLAY_GRID: u32 = 4u;
 const OVERLAY_JACOBIAN: u32 = 5u;
 const OVERLAY_TISSUES: u32 = 6u;
+const OVERLAY_MOMENTUM: u32 = 7u;
 
 @group(0) @binding(0) var<uniform> view: View;
 @group(0) @binding(1) var linear_sampler: sampler;
@@ -38,6 +39,7 @@ const OVERLAY_TISSUES: u32 = 6u;
 @group(0) @binding(5) var jacobian: texture_3d<f32>;
 @group(0) @binding(6) var displacement: texture_3d<f32>;
 @group(0) @binding(7) var tissue_labels: texture_3d<u32>;
+@group(0) @binding(8) var momentum: texture_3d<f32>;
 
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
@@ -145,6 +147,16 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
                 mark = vec3<f32>(0.25, 0.6, 1.0);
             }
             colour = mix(fixed_grey, mark, opacity);
+        }
+        case OVERLAY_MOMENTUM: {
+            // Nearest voxel: the tile borders are single planes of negative values.
+            let voxel = clamp(vec3<i32>(round(index)), vec3<i32>(0), vec3<i32>(view.shape.xyz) - vec3<i32>(1));
+            let m = textureLoad(momentum, min(voxel, vec3<i32>(textureDimensions(momentum)) - vec3<i32>(1)), 0).r;
+            if (m < 0.0) {
+                colour = vec3<f32>(0.1, 0.9, 1.0);
+            } else {
+                colour = mix(compared_grey, heat(m / max(view.extra.w, 1e-6)), opacity);
+            }
         }
         default: {}
     }

@@ -69,6 +69,9 @@ enum Command {
         /// Weight λ of the regulariser ⟨v, m⟩ (taken per voxel).
         #[arg(long)]
         lambda: Option<f32>,
+        /// What the rigid stage minimises: mse, nmi or mattes (−Mattes mutual information).
+        #[arg(long)]
+        rigid_metric: Option<String>,
     },
     /// Measure a registration made by any tool (SPEC §7): NMI, MSE, MAE, tissue Dice, folding,
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
@@ -216,7 +219,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
-        Command::Register { fixed, moving, out, method, model, tile, levels, iterations, lambda } => {
+        Command::Register { fixed, moving, out, method, model, tile, levels, iterations, lambda, rigid_metric } => {
             let progress = TerminalProgress::new(cancel.clone(), true);
             let handler_flag = cancel.clone();
             // A second Ctrl-C while stopping ends the process the usual way.
@@ -244,6 +247,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(lambda) = lambda {
                 params.optimize.energy.lambda = lambda;
+            }
+            use diffeoreg::rigid::RigidMetric;
+            match rigid_metric.as_deref() {
+                None => {}
+                Some("mse") => params.rigid.metric = RigidMetric::Mse,
+                Some("nmi") => params.rigid.metric = RigidMetric::Nmi,
+                Some("mattes") => params.rigid.metric = RigidMetric::MattesMi,
+                Some(other) => anyhow::bail!("unknown --rigid-metric {other:?}: use mse, nmi or mattes"),
             }
             register(inputs.as_ref(), &out, &params, &progress)
         }

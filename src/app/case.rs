@@ -50,6 +50,8 @@ pub struct CaseResult {
     pub params: RegisterParams,
     /// det ∂φ/∂x of `warp_fwd` on the fixed grid.
     pub jacobian: Vec<f32>,
+    /// The largest predicted momentum length (the momentum overlay's full colour; 0 without a network).
+    pub momentum_max: f32,
     /// Against the phantom's known answer, inside the body.
     pub endpoint_error: Option<Distances>,
     pub rigid_endpoint_error: Option<Distances>,
@@ -139,6 +141,7 @@ fn build_case(
         TextureData::bytes(Slot::TissueLabels, shape, tissue_labels(&fixed, &moving_on_fixed, &calibration)),
         TextureData::half_floats(Slot::Jacobian, [1, 1, 1], &[1.0]),
         TextureData::half_floats(Slot::Displacement, [1, 1, 1], &[0.0; 4]),
+        TextureData::half_floats(Slot::Momentum, [1, 1, 1], &[0.0]),
     ];
     let case = Case {
         name,
@@ -201,7 +204,13 @@ pub fn register_case(
         None => (None, None),
     };
     let shape = fixed.geometry.shape;
+    let momentum = match &registration.momentum {
+        Some(map) => TextureData::half_floats(Slot::Momentum, shape, &map.on_full_grid(shape)),
+        None => TextureData::half_floats(Slot::Momentum, [1, 1, 1], &[0.0]),
+    };
+    let momentum_max = registration.momentum.as_ref().map_or(0.0, |m| m.max());
     let textures = vec![
+        momentum,
         TextureData::half_floats(Slot::Compared, shape, &registration.moving_warped.voxels),
         TextureData::half_floats(Slot::Jacobian, shape, &jacobian),
         displacement_texture(&warp),
@@ -215,6 +224,7 @@ pub fn register_case(
         registration: Arc::new(registration),
         params: params.clone(),
         jacobian,
+        momentum_max,
         endpoint_error,
         rigid_endpoint_error,
     };

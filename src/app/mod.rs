@@ -60,10 +60,12 @@ pub enum Overlay {
     Grid,
     Jacobian,
     Tissues,
+    /// The network's predicted momentum length, with the planes where its tiles meet.
+    Momentum,
 }
 
 impl Overlay {
-    pub const ALL: [Overlay; 7] = [
+    pub const ALL: [Overlay; 8] = [
         Overlay::None,
         Overlay::Blend,
         Overlay::Checkerboard,
@@ -71,6 +73,7 @@ impl Overlay {
         Overlay::Grid,
         Overlay::Jacobian,
         Overlay::Tissues,
+        Overlay::Momentum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Overlay {
             Overlay::Grid => "deformed grid",
             Overlay::Jacobian => "Jacobian determinant",
             Overlay::Tissues => "tissue overlap",
+            Overlay::Momentum => "momentum |m| and patch borders",
         }
     }
 
@@ -92,7 +96,7 @@ impl Overlay {
 
     /// Whether the overlay shows something only a registration result has.
     fn needs_result(self) -> bool {
-        matches!(self, Overlay::Grid | Overlay::Jacobian)
+        matches!(self, Overlay::Grid | Overlay::Jacobian | Overlay::Momentum)
     }
 }
 
@@ -467,6 +471,15 @@ impl DiffeoregApp {
         }
     }
 
+    /// Whether the current result (if any) has what `overlay` draws.
+    pub fn overlay_available(&self, overlay: Overlay) -> bool {
+        match (&self.result, overlay) {
+            (None, o) => !o.needs_result(),
+            (Some(result), Overlay::Momentum) => result.registration.momentum.is_some(),
+            (Some(_), _) => true,
+        }
+    }
+
     /// The shader's view block for one view in a rectangle (points or pixels).
     fn view_uniform(&self, row: Row, orientation: Orientation, rect: [f32; 4]) -> Option<ViewUniform> {
         let case = self.case.as_ref()?;
@@ -481,7 +494,8 @@ impl DiffeoregApp {
             [1.0; 3]
         };
         let d = &self.display;
-        let overlay = if d.overlay.needs_result() && self.result.is_none() { Overlay::None } else { d.overlay };
+        let overlay = if self.overlay_available(d.overlay) { d.overlay } else { Overlay::None };
+        let momentum_max = self.result.as_ref().map_or(0.0, |r| r.momentum_max);
         let image = match row {
             Row::Fixed => 0,
             Row::Moving => 1,
@@ -496,7 +510,7 @@ impl DiffeoregApp {
             field_shape: [field_shape[0], field_shape[1], field_shape[2], 0.0],
             spacing: [spacing[0] as f32, spacing[1] as f32, spacing[2] as f32, 0.0],
             window: [d.window.center - d.window.width / 2.0, d.window.width, d.opacity, d.checker_voxels],
-            extra: [d.grid_spacing_mm, d.jacobian_log2_range, d.difference_hu, 0.0],
+            extra: [d.grid_spacing_mm, d.jacobian_log2_range, d.difference_hu, momentum_max],
             modes: [image, overlay.shader_code(), d.tissue as u32, (plane.horizontal + 4 * plane.vertical) as u32],
         })
     }

@@ -42,11 +42,17 @@ pub(crate) fn displayable(ui: &egui::Ui, text: &str) -> String {
 }
 
 pub fn top_bar(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
-    egui::Panel::top("display").show(ui, |ui| {
-        ui.horizontal_wrapped(|ui| {
+    egui::Panel::top("tabs").show(ui, |ui| {
+        ui.horizontal(|ui| {
             ui.selectable_value(&mut app.tab, Tab::Registration, "Registration");
             ui.selectable_value(&mut app.tab, Tab::Training, "Training");
-            ui.separator();
+        });
+    });
+    if app.tab == Tab::Training {
+        return;
+    }
+    egui::Panel::top("display").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.label("Window:");
             for (name, preset) in WindowLevel::PRESETS {
                 if ui.selectable_label(app.display.window == preset, name).clicked() {
@@ -59,7 +65,7 @@ pub fn top_bar(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             ui.separator();
             egui::ComboBox::from_label("overlay").selected_text(app.display.overlay.name()).show_ui(ui, |ui| {
                 for overlay in Overlay::ALL {
-                    let enabled = !overlay.needs_result() || app.result.is_some();
+                    let enabled = app.overlay_available(overlay);
                     ui.add_enabled_ui(enabled, |ui| {
                         ui.selectable_value(&mut app.display.overlay, overlay, overlay.name())
                             .on_disabled_hover_text("needs a registration result");
@@ -272,6 +278,7 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.radio_value(&mut params.rigid.metric, RigidMetric::Mse, "MSE");
             ui.radio_value(&mut params.rigid.metric, RigidMetric::Nmi, "NMI");
+            ui.radio_value(&mut params.rigid.metric, RigidMetric::MattesMi, "Mattes MI");
         });
         ui.end_row();
         ui.label("iterations per level");

@@ -13,7 +13,7 @@ use crate::diffeo::smooth::{SmoothParams, Smoother};
 use crate::error::{Error, Result};
 use crate::net::{BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, load_model, predict_momentum};
 use crate::patch::border::BorderStatistics;
-use crate::patch::tiling::{Tiling, tiles};
+use crate::patch::tiling::{Tiling, axis_tiles, tiles};
 use crate::progress::Progress;
 use crate::register::optimize::Optimized;
 
@@ -76,6 +76,46 @@ pub fn load(params: &NetworkParams, device: &Device) -> Result<LoadedModel> {
     }
 }
 
+/// The predicted momentum's length on the network's grid and where its tiles meet: what the
+/// app's momentum overlay draws (SPEC §8).
+#[derive(Clone, Debug)]
+pub struct MomentumMap {
+    /// |m| per voxel of the network's grid (voxels of that grid).
+    pub magnitude: Vec<f32>,
+    pub shape: [usize; 3],
+    /// The network's grid is the fixed grid downsampled by this.
+    pub factor: usize,
+    pub tiling: Tiling,
+}
+
+impl MomentumMap {
+    /// |m| on the full grid of `shape` (each voxel takes its network-grid voxel's value), negated
+    /// on the planes where one tile's kept part ends and the next one's begins.
+    pub fn on_full_grid(&self, shape: [usize; 3]) -> Vec<f32> {
+        let f = self.factor;
+        let starts: [Vec<usize>; 3] = std::array::from_fn(|d| {
+            axis_tiles(self.shape[d], self.tiling).iter().skip(1).map(|t| t.keep_from * f).collect()
+        });
+        let [nx, ny, nz] = shape;
+        let mut out = vec![0.0f32; nx * ny * nz];
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let level: [usize; 3] = std::array::from_fn(|d| ([x, y, z][d] / f).min(self.shape[d] - 1));
+                    let value = self.magnitude[level[0] + self.shape[0] * (level[1] + self.shape[1] * level[2])];
+                    let border = starts[0].contains(&x) || starts[1].contains(&y) || starts[2].contains(&z);
+                    out[x + nx * (y + ny * z)] = if border { -value.max(1e-6) } else { value };
+                }
+            }
+        }
+        out
+    }
+
+    pub fn max(&self) -> f32 {
+        self.magnitude.iter().copied().fold(0.0, f32::max)
+    }
+}
+
 /// The velocity the network predicts for two density images on one grid of `shape`, on the
 /// grid downsampled by the model's resolution factor, and the patch-border statistics.
 pub fn predict_velocity(
@@ -86,7 +126,7 @@ pub fn predict_velocity(
     params: &NetworkParams,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(Optimized, BorderStatistics, (f64, f64))> {
+) -> Result<(Optimized, BorderStatistics, MomentumMap, (f64, f64))> {
     let factor = loaded.config.resolution_factor;
     let level = level_shape(shape, factor);
     if level.iter().any(|&n| n < 4) {
@@ -106,8 +146,37 @@ pub fn predict_velocity(
         predict_momentum(&loaded.model, &fixed_level, &moving_level, level, tiling, device, &|| progress.advance(1));
     progress.check_cancelled()?;
     let predict_s = clock.elapsed().as_secs_f64();
+    let magnitude = (0..momentum.components[0].len()).map(|n| {
+        let m = momentum.at(n);
+        (m[0] * m[0] + m[1] * m[1] + m[2] * m[2]).sqrt()
+    });
+    let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
     let velocity = Smoother::new(level, &loaded.smooth).apply(&momentum);
     let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
-    Ok((Optimized { velocity, factor, history: Vec::new() }, border, (predict_s, smooth_s)))
+    Ok((Optimized { velocity, factor, history: Vec::new() }, border, map, (predict_s, smooth_s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_momentum_map_marks_where_tiles_meet_on_the_full_grid() {
+        // A 20-voxel network grid in 12-voxel tiles with margin 2: tiles keep 0..10, 10..20.
+        let shape = [20, 6, 6];
+        let magnitude: Vec<f32> = (0..shape.iter().product::<usize>()).map(|n| (n % 20) as f32 + 1.0).collect();
+        let map = MomentumMap { magnitude, shape, factor: 2, tiling: Tiling { patch: 12, margin: 2 } };
+        let full = map.on_full_grid([40, 12, 12]);
+        for x in 0..40 {
+            let value = full[x + 40 * (5 + 12 * 5)];
+            let expected = (x / 2) as f32 + 1.0;
+            if x == 20 {
+                assert_eq!(value, -expected, "the border plane x = 20");
+            } else {
+                assert_eq!(value, expected, "x = {x}");
+            }
+        }
+        assert_eq!(map.max(), 20.0);
+    }
 }

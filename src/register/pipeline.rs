@@ -19,7 +19,7 @@ use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
-use crate::register::network::{NetworkParams, load as load_network, predict_velocity};
+use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
@@ -160,6 +160,8 @@ pub struct Registration {
     pub border: Option<(BorderStatistics, usize)>,
     /// The model used, if any.
     pub model: Option<String>,
+    /// The network's momentum length and its tiles (network, hybrid).
+    pub momentum: Option<MomentumMap>,
 }
 
 /// Registers `moving` to `fixed` (both in HU, each on its own grid).
@@ -181,13 +183,13 @@ pub fn register_volumes(
     let mut clock = Instant::now();
 
     let shape = fixed.geometry.shape;
-    let (mut border, mut model) = (None, None);
+    let (mut border, mut model, mut momentum) = (None, None, None);
     let start = match params.method {
         Method::Optimize => None,
         Method::Network | Method::Hybrid => {
             let device = burn::tensor::Device::flex();
             let loaded = load_network(&params.network, &device)?;
-            let (predicted, statistics, seconds) = predict_velocity(
+            let (predicted, statistics, map, seconds) = predict_velocity(
                 &fixed_density.voxels,
                 &moving_on_fixed.voxels,
                 shape,
@@ -199,6 +201,7 @@ pub fn register_volumes(
             (timings.predict_s, timings.smooth_s) = seconds;
             border = Some((statistics, params.network.margin));
             model = Some(loaded.source);
+            momentum = Some(map);
             Some(predicted)
         }
     };
@@ -269,6 +272,7 @@ pub fn register_volumes(
         timings,
         border,
         model,
+        momentum,
     })
 }
 

@@ -42,11 +42,20 @@ pub enum Slot {
     Jacobian,
     Displacement,
     TissueLabels,
+    /// |m| of the network's momentum on the fixed grid, negative where its tiles meet.
+    Momentum,
 }
 
 impl Slot {
-    const ALL: [Slot; 6] =
-        [Slot::Fixed, Slot::Moving, Slot::Compared, Slot::Jacobian, Slot::Displacement, Slot::TissueLabels];
+    const ALL: [Slot; 7] = [
+        Slot::Fixed,
+        Slot::Moving,
+        Slot::Compared,
+        Slot::Jacobian,
+        Slot::Displacement,
+        Slot::TissueLabels,
+        Slot::Momentum,
+    ];
 
     fn format(self) -> wgpu::TextureFormat {
         match self {
