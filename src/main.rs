@@ -119,7 +119,9 @@ enum Command {
     /// built-in synthetic pairs; writes the model (config.json, weights.bpk), training.json,
     /// losses.csv, batch_losses.csv, loss_curves.png and checkpoints/ into OUT.
     Train {
-        /// CSV of pairs: fixed path, moving path per row (relative to the CSV's folder).
+        /// The pairs: a CSV (fixed path, moving path per row, relative to the CSV's folder), or a
+        /// folder with one sub-folder per pair holding fixed* and moving* images (NIfTI or DICOM
+        /// folders; what `phantom` writes).
         #[arg(long, conflicts_with = "synthetic")]
         pairs: Option<PathBuf>,
         /// Train on this many synthetic pairs (random heads, deformations and pseudo-CT
@@ -220,15 +222,8 @@ fn run(cli: Cli) -> Result<()> {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
         Command::Register { fixed, moving, out, method, model, tile, levels, iterations, lambda, rigid_metric } => {
+            stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
-            let handler_flag = cancel.clone();
-            // A second Ctrl-C while stopping ends the process the usual way.
-            let _ = ctrlc::set_handler(move || {
-                if handler_flag.is_set() {
-                    std::process::exit(130);
-                }
-                handler_flag.cancel();
-            });
             let inputs = fixed.zip(moving);
             let mut params = diffeoreg::register::pipeline::RegisterParams {
                 method: diffeoreg::register::pipeline::Method::parse(&method)?,
@@ -259,14 +254,8 @@ fn run(cli: Cli) -> Result<()> {
             register(inputs.as_ref(), &out, &params, &progress)
         }
         Command::Train { .. } => {
+            stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
-            let handler_flag = cancel.clone();
-            let _ = ctrlc::set_handler(move || {
-                if handler_flag.is_set() {
-                    std::process::exit(130);
-                }
-                handler_flag.cancel();
-            });
             train(command, &progress)
         }
         Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
@@ -326,6 +315,18 @@ fn run(cli: Cli) -> Result<()> {
             convert(&input, &output, &choice(series), &TerminalProgress::new(cancel, true))
         }
     }
+}
+
+/// Ctrl-C raises `cancel` (the work stops cleanly at its next check); a second Ctrl-C while
+/// stopping ends the process the usual way.
+fn stop_on_ctrl_c(cancel: &Arc<CancelFlag>) {
+    let flag = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.is_set() {
+            std::process::exit(130);
+        }
+        flag.cancel();
+    });
 }
 
 fn choice(series: Option<String>) -> SeriesChoice {
@@ -523,8 +524,8 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         serde_json::from_str(&text).with_context(|| format!("{} is not a training record", path.display()))?
     } else {
         let mut params = TrainParams::default();
-        if let Some(csv) = pairs {
-            params.source = PairSource::Csv(csv);
+        if let Some(list) = pairs {
+            params.source = if list.is_dir() { PairSource::Folder(list) } else { PairSource::Csv(list) };
         } else if let PairSource::Synthetic { count, shape, spacing_mm, first_seed, .. } = &mut params.source {
             if let Some(n) = synthetic {
                 *count = n;

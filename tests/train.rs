@@ -126,9 +126,9 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
         let phantom = make_phantom(&head, &PhantomParams { seed, ..PhantomParams::default() }).unwrap();
         let folder = dir.path().join(format!("case{seed}"));
         std::fs::create_dir_all(&folder).unwrap();
-        write_volume(&folder.join("ct.nii.gz"), &phantom.fixed, StoredType::Automatic).unwrap();
-        write_volume(&folder.join("pct.nii.gz"), &phantom.moving, StoredType::Automatic).unwrap();
-        csv += &format!("case{seed}/ct.nii.gz,case{seed}/pct.nii.gz\n");
+        write_volume(&folder.join("fixed.nii.gz"), &phantom.fixed, StoredType::Automatic).unwrap();
+        write_volume(&folder.join("moving.nii.gz"), &phantom.moving, StoredType::Automatic).unwrap();
+        csv += &format!("case{seed}/fixed.nii.gz,case{seed}/moving.nii.gz\n");
     }
     let list = dir.path().join("pairs.csv");
     std::fs::write(&list, &csv).unwrap();
@@ -149,6 +149,17 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
         serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
     assert!(record["source"]["Csv"].as_str().unwrap().ends_with("pairs.csv"));
     assert_eq!(outputs(&out).len(), 3 * 16 * 16 * 16);
+
+    // The same pairs as a folder of pair folders (the `model` folder, holding neither, is passed over).
+    let from_folder = dir.path().join("model-from-folder");
+    let mut command = Command::new(binary());
+    command.arg("train").arg("--pairs").arg(dir.path()).args(args).arg("--out").arg(&from_folder);
+    let run = command.output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from_folder.join("training.json")).unwrap()).unwrap();
+    assert!(record["source"]["Folder"].is_string(), "{record}");
+    assert_eq!(epoch_losses(&from_folder), losses, "the same pairs in the same order train the same way");
 
     // A missing file is named.
     std::fs::write(&list, format!("{csv}case9/ct.nii.gz,case9/pct.nii.gz\n")).unwrap();

@@ -53,7 +53,7 @@ impl LiveLog {
 
 pub struct TrainingTab {
     pub params: TrainParams,
-    /// The CSV of pairs; synthetic pairs when none.
+    /// The CSV of pairs or a folder of pair folders; synthetic pairs when none.
     pub pairs_csv: Option<PathBuf>,
     pub synthetic_count: usize,
     /// The model folder training writes (and resumes from).
@@ -66,7 +66,7 @@ impl Default for TrainingTab {
         let params = TrainParams::default();
         let synthetic_count = match &params.source {
             PairSource::Synthetic { count, .. } => *count,
-            PairSource::Csv(_) => 16,
+            PairSource::Csv(_) | PairSource::Folder(_) => 16,
         };
         TrainingTab {
             params,
@@ -87,6 +87,7 @@ impl TrainingTab {
     fn effective_params(&self) -> TrainParams {
         let mut params = self.params.clone();
         params.source = match &self.pairs_csv {
+            Some(list) if list.is_dir() => PairSource::Folder(list.clone()),
             Some(csv) => PairSource::Csv(csv.clone()),
             None => match &params.source {
                 PairSource::Synthetic { shape, spacing_mm, first_seed, max_mm, .. } => PairSource::Synthetic {
@@ -96,7 +97,7 @@ impl TrainingTab {
                     first_seed: *first_seed,
                     max_mm: *max_mm,
                 },
-                PairSource::Csv(_) => TrainParams::default().source,
+                PairSource::Csv(_) | PairSource::Folder(_) => TrainParams::default().source,
             },
         };
         params
@@ -189,11 +190,21 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 });
             }
             ui.horizontal(|ui| {
-                ui.radio_value(&mut synthetic, false, "pairs from a CSV (fixed, moving)");
+                ui.radio_value(&mut synthetic, false, "pairs from a CSV or a folder");
             });
-            if ui.add_enabled(idle, egui::Button::new("Choose pairs CSV…")).clicked() {
-                app.ask(super::DialogAnswer::PairsCsv, false, "Training pairs: CSV of fixed, moving paths", None);
-            }
+            ui.horizontal(|ui| {
+                if ui.add_enabled(idle, egui::Button::new("Choose pairs CSV…")).clicked() {
+                    app.ask(super::DialogAnswer::PairsCsv, false, "Training pairs: CSV of fixed, moving paths", None);
+                }
+                if ui.add_enabled(idle, egui::Button::new("Pairs folder…")).clicked() {
+                    app.ask(
+                        super::DialogAnswer::PairsCsv,
+                        true,
+                        "Training pairs: a folder with one sub-folder (fixed*, moving*) per pair",
+                        None,
+                    );
+                }
+            });
             if let Some(csv) = &app.training.pairs_csv {
                 ui.small(super::panels::displayable(ui, &csv.display().to_string()));
             }

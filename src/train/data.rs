@@ -21,6 +21,10 @@ pub enum PairSource {
     /// A CSV with one pair per row: fixed path, moving path (DICOM folder or NIfTI; relative
     /// paths start at the CSV's folder). A first row `fixed,moving` is a header.
     Csv(PathBuf),
+    /// A folder with one sub-folder per pair, each holding a fixed and a moving image: entries
+    /// whose names start with `fixed` and `moving` (NIfTI files or DICOM folders), as the
+    /// `phantom` command writes them.
+    Folder(PathBuf),
     /// `count` synthetic heads (`HeadVariation::random(first_seed + i)`), each deformed by a
     /// random diffeomorphism of up to `max_mm` (phantom seed `first_seed + i`).
     Synthetic { count: usize, shape: [usize; 3], spacing_mm: [f64; 3], first_seed: u64, max_mm: f64 },
@@ -88,6 +92,32 @@ pub fn read_pair_list(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(pairs)
 }
 
+/// The pairs of a folder of pair folders (see `PairSource::Folder`), in name order.
+pub fn read_pair_folder(folder: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let entries = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut list: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        list.sort();
+        Ok(list)
+    };
+    let named = |paths: &[PathBuf], prefix: &str| {
+        paths.iter().find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))).cloned()
+    };
+    let mut pairs = Vec::new();
+    for case in entries(folder)?.into_iter().filter(|p| p.is_dir()) {
+        let inside = entries(&case)?;
+        match (named(&inside, "fixed"), named(&inside, "moving")) {
+            (Some(fixed), Some(moving)) => pairs.push((fixed, moving)),
+            (None, None) => {}
+            _ => return Err(Error::bad_input(&case, "holds a fixed or a moving image but not both")),
+        }
+    }
+    if pairs.is_empty() {
+        return Err(Error::bad_input(folder, "holds no pair folders (sub-folders with fixed* and moving* images)"));
+    }
+    Ok(pairs)
+}
+
 /// Loads (or generates) every pair of `source`, prepared for the network.
 pub fn load_pairs(
     source: &PairSource,
@@ -96,8 +126,12 @@ pub fn load_pairs(
     progress: &dyn Progress,
 ) -> Result<Vec<TrainingPair>> {
     match source {
-        PairSource::Csv(csv) => {
-            let list = read_pair_list(csv)?;
+        PairSource::Csv(_) | PairSource::Folder(_) => {
+            let list = match source {
+                PairSource::Csv(csv) => read_pair_list(csv)?,
+                PairSource::Folder(folder) => read_pair_folder(folder)?,
+                PairSource::Synthetic { .. } => unreachable!("handled below"),
+            };
             let mut pairs = Vec::with_capacity(list.len());
             for (fixed_path, moving_path) in &list {
                 progress.check_cancelled()?;
@@ -149,5 +183,24 @@ mod tests {
         std::fs::write(&csv, "x.nii,y.nii\nonly-one\n").unwrap();
         let error = read_pair_list(&csv).unwrap_err().to_string();
         assert!(error.contains("pairs.csv") && error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn pair_folders_hold_a_fixed_and_a_moving_image_each() {
+        let dir = tempfile::tempdir().unwrap();
+        for case in ["b", "a"] {
+            let folder = dir.path().join(case);
+            std::fs::create_dir_all(folder.join("fixed_dicom")).unwrap();
+            std::fs::write(folder.join("moving.nii.gz"), b"").unwrap();
+            std::fs::write(folder.join("truth_fwd.nii.gz"), b"").unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        let pairs = read_pair_folder(dir.path()).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0], (dir.path().join("a/fixed_dicom"), dir.path().join("a/moving.nii.gz")));
+        std::fs::create_dir_all(dir.path().join("c")).unwrap();
+        std::fs::write(dir.path().join("c/fixed.nii"), b"").unwrap();
+        let error = read_pair_folder(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("/c") && error.contains("not both"), "{error}");
     }
 }
