@@ -1,7 +1,7 @@
 //! Speed of the network on Burn's CPU device (flex), or on wgpu with `--wgpu`: inference patches/s
-//! (48³, no gradients) and training patches/s (batch of 12 patches of 48³: forward, the SPEC energy
-//! per patch, backward, one Adam step). Run: `cargo bench --bench network_speed [-- --wgpu]`;
-//! prints one JSON line.
+//! (no gradients) and training patches/s (a batch: forward, the SPEC energy per patch, backward,
+//! one Adam step). Run: `cargo bench --bench network_speed [-- --wgpu] [--patch 48 --batch 12
+//! --base 16]` (the defaults: SPEC's patches and batch, the default U-Net); prints one JSON line.
 
 use std::time::Instant;
 
@@ -10,22 +10,26 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
 use diffeoreg::diffeo::energy::EnergyParams;
 use diffeoreg::diffeo::smooth::SmoothParams;
-use diffeoreg::diffeo::tensor::energy::energy;
 use diffeoreg::diffeo::tensor::smooth::TensorSmoother;
 use diffeoreg::diffeo::tensor::tensor_values;
 use diffeoreg::net::UNetConfig;
+use diffeoreg::train::batch_loss;
 
-const PATCH: usize = 48;
-const BATCH: usize = 12;
+/// `--name value` from the command line, or the default.
+fn argument(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 fn main() {
     let gpu = std::env::args().any(|a| a == "--wgpu");
     let plain = if gpu { Device::wgpu(DeviceKind::DefaultDevice) } else { Device::flex() };
     let device = plain.clone().autodiff();
-    let config = UNetConfig::new();
+    let (patch, batch_size, base) = (argument("--patch", 48), argument("--batch", 12), argument("--base", 16));
+    let config = UNetConfig::new().with_base_channels(base);
     let mut model = config.init(&device);
     let input = |device: &Device, batch: usize| {
-        Tensor::<5>::random([batch, 2, PATCH, PATCH, PATCH], Distribution::Uniform(0.0, 1.5), device)
+        Tensor::<5>::random([batch, 2, patch, patch, patch], Distribution::Uniform(0.0, 1.5), device)
     };
 
     // Inference.
@@ -40,25 +44,13 @@ fn main() {
     let inference_s = clock.elapsed().as_secs_f64() / repeats as f64;
 
     // Training steps.
-    let smoother = TensorSmoother::new([PATCH; 3], &SmoothParams::default(), &device);
+    let smoother = TensorSmoother::new([patch; 3], &SmoothParams::default(), &device);
     let params = EnergyParams::default();
     let mut optimizer = AdamConfig::new().init();
     let mut step_s = Vec::new();
     for _ in 0..2 {
         let clock = Instant::now();
-        let batch = input(&device, BATCH);
-        let momentum = model.forward(batch.clone());
-        let mut total: Option<Tensor<1>> = None;
-        for b in 0..BATCH {
-            let patch = |c: usize| batch.clone().narrow(0, b, 1).narrow(1, c, 1).reshape([1, PATCH, PATCH, PATCH]);
-            let m = momentum.clone().narrow(0, b, 1).reshape([3, PATCH, PATCH, PATCH]);
-            let e = energy(patch(0), patch(1), m, &smoother, &params).total();
-            total = Some(match total {
-                Some(t) => t + e,
-                None => e,
-            });
-        }
-        let loss = total.expect("a batch") / BATCH as f32;
+        let loss = batch_loss(&model, input(&device, batch_size), &smoother, &params);
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-4, model, gradients);
         tensor_values(model.forward(input(&device, 1)).detach());
@@ -66,10 +58,10 @@ fn main() {
     }
     let step = step_s.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
-        "{{\"device\":\"{}\",\"patch\":{PATCH},\"inference_s_per_patch\":{inference_s:.3},\"inference_patches_per_s\":{:.2},\
-         \"train_batch\":{BATCH},\"train_step_s\":{step:.2},\"train_patches_per_s\":{:.2}}}",
+        "{{\"device\":\"{}\",\"patch\":{patch},\"inference_s_per_patch\":{inference_s:.3},\"inference_patches_per_s\":{:.2},\
+         \"train_batch\":{batch_size},\"train_step_s\":{step:.2},\"train_patches_per_s\":{:.2}}}",
         if gpu { "wgpu" } else { "flex" },
         1.0 / inference_s,
-        BATCH as f64 / step
+        batch_size as f64 / step
     );
 }
