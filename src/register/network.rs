@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::pyramid::{downsample, level_shape};
@@ -96,18 +97,18 @@ impl MomentumMap {
         let starts: [Vec<usize>; 3] = std::array::from_fn(|d| {
             axis_tiles(self.shape[d], self.tiling).iter().skip(1).map(|t| t.keep_from * f).collect()
         });
-        let [nx, ny, nz] = shape;
-        let mut out = vec![0.0f32; nx * ny * nz];
-        for z in 0..nz {
+        let [nx, ny, _] = shape;
+        let mut out = vec![0.0f32; shape.iter().product()];
+        out.par_chunks_mut(nx * ny).enumerate().for_each(|(z, plane)| {
             for y in 0..ny {
                 for x in 0..nx {
                     let level: [usize; 3] = std::array::from_fn(|d| ([x, y, z][d] / f).min(self.shape[d] - 1));
                     let value = self.magnitude[level[0] + self.shape[0] * (level[1] + self.shape[1] * level[2])];
                     let border = starts[0].contains(&x) || starts[1].contains(&y) || starts[2].contains(&z);
-                    out[x + nx * (y + ny * z)] = if border { -value.max(1e-6) } else { value };
+                    plane[x + nx * y] = if border { -value.max(1e-6) } else { value };
                 }
             }
-        }
+        });
         out
     }
 
