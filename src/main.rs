@@ -491,8 +491,8 @@ fn register(
 
 fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
     use diffeoreg::diffeo::energy::Similarity;
+    use diffeoreg::train::TrainParams;
     use diffeoreg::train::data::{PairSource, load_pairs};
-    use diffeoreg::train::{TRAINING_JSON, TrainParams};
     let Command::Train {
         pairs,
         synthetic,
@@ -519,9 +519,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         unreachable!("called for the train command")
     };
     let mut params = if resume {
-        let path = out.join(TRAINING_JSON);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a training record", path.display()))?
+        diffeoreg::train::read_params(&out)?
     } else {
         let mut params = TrainParams::default();
         if let Some(list) = pairs {

@@ -13,7 +13,6 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use crate::app::DiffeoregApp;
 use crate::app::case::JobOutput;
 use crate::diffeo::energy::Similarity;
-use crate::error::Error;
 use crate::train::checkpoint::{BatchRecord, EpochRecord};
 use crate::train::data::{PairSource, load_pairs};
 use crate::train::{TrainEvent, TrainParams, train};
@@ -110,11 +109,7 @@ impl DiffeoregApp {
         let out = self.training.out.clone();
         let mut params = self.training.effective_params();
         if resume {
-            let path = out.join(crate::train::TRAINING_JSON);
-            match std::fs::read_to_string(&path)
-                .map_err(|e| Error::io(&path, e))
-                .and_then(|t| serde_json::from_str::<TrainParams>(&t).map_err(|e| Error::Invalid(e.to_string())))
-            {
+            match crate::train::read_params(&out) {
                 Ok(stored) => params = TrainParams { epochs: params.epochs.max(stored.epochs), ..stored },
                 Err(error) => {
                     self.message = Some((true, format!("cannot resume: {error}")));

@@ -93,6 +93,13 @@ impl TrainParams {
     }
 }
 
+/// The parameters a training in `out` was started with (its `training.json`), for resuming it.
+pub fn read_params(out: &Path) -> Result<TrainParams> {
+    let path = out.join(TRAINING_JSON);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{} is not a training record: {e}", path.display())))
+}
+
 /// The mean SPEC energy over a batch of density patches [B, 2, P, P, P] of the momentum the
 /// network predicts for them.
 pub fn batch_loss(model: &UNet, input: Tensor<5>, smoother: &TensorSmoother, params: &EnergyParams) -> Tensor<1> {
@@ -157,10 +164,7 @@ pub fn train(
         let Some(latest) = existing.last() else {
             return Err(Error::Invalid(format!("{} holds no checkpoint to resume from", out.display())));
         };
-        let text = std::fs::read_to_string(&params_path).map_err(|e| Error::io(&params_path, e))?;
-        let stored: TrainParams = serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{} is not a training record: {e}", params_path.display())))?;
-        if !stored.same_training(params) {
+        if !read_params(out)?.same_training(params) {
             return Err(Error::Invalid(format!(
                 "{} records other training parameters than these; resume with the same ones",
                 params_path.display()
