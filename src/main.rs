@@ -60,10 +60,11 @@ enum Command {
         /// Inference tile side and discarded margin, voxels of the model's grid (e.g. 64,8).
         #[arg(long, value_delimiter = ',')]
         tile: Option<Vec<usize>>,
-        /// Resolution levels of the optimisation, coarse to fine, e.g. 4,2.
+        /// Resolution levels of the optimisation, coarse to fine (default 4,2,1, where levels
+        /// after one with voxels of 2.5 mm or less are skipped; levels given here all run).
         #[arg(long, value_delimiter = ',')]
         levels: Option<Vec<usize>>,
-        /// Iterations per level, e.g. 150,60.
+        /// Iterations per level, e.g. 150,60,60.
         #[arg(long, value_delimiter = ',')]
         iterations: Option<Vec<usize>>,
         /// Weight λ of the regulariser ⟨v, m⟩ (taken per voxel).
@@ -72,6 +73,10 @@ enum Command {
         /// What the rigid stage minimises: mse, nmi or mattes (−Mattes mutual information).
         #[arg(long)]
         rigid_metric: Option<String>,
+        /// Compare the images as they are, without blurring the sharper one to the other's
+        /// resolution first.
+        #[arg(long)]
+        no_resolution_match: bool,
     },
     /// Measure a registration made by any tool (SPEC §7): NMI, MSE, MAE, tissue Dice, folding,
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
@@ -221,7 +226,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { path, json, series } => {
             info(&path, json, &choice(series), &TerminalProgress::new(cancel, !json))
         }
-        Command::Register { fixed, moving, out, method, model, tile, levels, iterations, lambda, rigid_metric } => {
+        Command::Register {
+            fixed,
+            moving,
+            out,
+            method,
+            model,
+            tile,
+            levels,
+            iterations,
+            lambda,
+            rigid_metric,
+            no_resolution_match,
+        } => {
             stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
             let inputs = fixed.zip(moving);
@@ -236,7 +253,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(levels) = levels {
                 params.optimize.levels = levels;
+                params.optimize.finest_voxel_mm = 0.0;
             }
+            params.optimize.match_resolution = !no_resolution_match;
             if let Some(iterations) = iterations {
                 params.optimize.iterations = iterations;
             }

@@ -99,7 +99,7 @@ fn demo_registers_and_every_overlay_draws() {
     harness.step();
     assert!(harness.state().is_busy(), "registration started");
     harness.get_by_label("Cancel"); // the Cancel button exists while a job runs
-    wait_until_idle(&mut harness, Duration::from_secs(300));
+    wait_until_idle(&mut harness, Duration::from_secs(600));
     let app = harness.state();
     let result = app.result().unwrap_or_else(|| panic!("registration finished: {:?}", app.message()));
     assert_eq!(result.registration.quality.folding_voxels, 0);

@@ -3,7 +3,7 @@
 //! our `warp_fwd` as we do, and a cancelled run writes nothing.
 //!
 //! Measured (80×96×88 head at 2.5 mm, 7 mm deformation, 3°/5 mm rigid offset, pseudo-CT
-//! appearance): mean endpoint error 5.60 mm before, 2.42 mm after rigid, 2.27 mm after the
+//! appearance): mean endpoint error 5.61 mm before, 2.27 mm after rigid, 1.44 mm after the
 //! deformable stage. SPEC's target (< 1 mm) is not met yet.
 
 mod common;
@@ -30,7 +30,7 @@ fn each_stage_moves_closer_to_the_truth() {
         "EPE identity {identity:.2} mm, rigid {rigid:.2} mm, registered {full:.2} mm; rigid angles {:?}; timings {:?}",
         result.rigid.angles_deg, result.timings
     );
-    assert!(rigid < identity && full < rigid, "identity {identity}, rigid {rigid}, registered {full}");
+    assert!(rigid < identity && full < 0.75 * rigid, "identity {identity}, rigid {rigid}, registered {full}");
     assert_eq!(result.quality.folding_voxels, 0);
     assert!(result.quality.inverse_consistency_mean_mm < 0.1, "{:?}", result.quality);
 }

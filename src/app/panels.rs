@@ -158,6 +158,13 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                         rigid.mean_mm, rigid.p95_mm, ours.mean_mm, ours.p95_mm
                     ));
                 }
+                if let Some(found) = &result.registration.resolution {
+                    ui.label(if found.sigma_voxels > 0.0 {
+                        format!("Resolutions matched: {:?} image blurred by σ {} voxels", found.blurred, found.sigma_voxels)
+                    } else {
+                        "Resolutions matched as they were: no blur".to_string()
+                    });
+                }
                 let t = &result.registration.timings;
                 ui.label(format!(
                     "Time {:.1} s: rigid {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
@@ -266,7 +273,7 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             if ui.radio_value(&mut normalised, true, "normalised MSE").clicked()
                 && !matches!(similarity, Similarity::NormalizedMse { .. })
             {
-                *similarity = Similarity::NormalizedMse { a: 0.2 };
+                *similarity = Similarity::NormalizedMse { a: 0.1 };
             }
         });
         ui.end_row();
@@ -274,6 +281,9 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             parameter(ui, "a", egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
             ui.end_row();
         }
+        ui.label("resolutions");
+        ui.checkbox(&mut params.optimize.match_resolution, "blur the sharper image to match the other");
+        ui.end_row();
         ui.label("rigid metric");
         ui.horizontal(|ui| {
             ui.radio_value(&mut params.rigid.metric, RigidMetric::Mse, "MSE");

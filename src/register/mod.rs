@@ -3,3 +3,4 @@
 pub mod network;
 pub mod optimize;
 pub mod pipeline;
+pub mod resolution;

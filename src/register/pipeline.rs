@@ -21,6 +21,7 @@ use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
+use crate::register::resolution::ResolutionMatch;
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
@@ -134,6 +135,8 @@ pub struct Report {
     pub metrics: RegistrationMetrics,
     /// The network model used (network and hybrid).
     pub model: Option<String>,
+    /// Which image was blurred by how much (fixed-grid voxels) to match the other's resolution.
+    pub resolution_match: Option<ResolutionMatch>,
     pub energy_first: Option<IterationRecord>,
     pub energy_last: Option<IterationRecord>,
     pub iterations: usize,
@@ -162,6 +165,8 @@ pub struct Registration {
     pub model: Option<String>,
     /// The network's momentum length and its tiles (network, hybrid).
     pub momentum: Option<MomentumMap>,
+    /// The blur that matched the two images' resolutions before optimising (optimize, hybrid).
+    pub resolution: Option<ResolutionMatch>,
 }
 
 /// Registers `moving` to `fixed` (both in HU, each on its own grid).
@@ -208,7 +213,7 @@ pub fn register_volumes(
     let optimized = match (params.method.clone(), start) {
         (Method::Network, Some(predicted)) => predicted,
         (_, start) => {
-            let mut options = params.optimize.clone();
+            let mut options = params.optimize.for_spacing(fixed.geometry.spacing_mm);
             if start.is_some() {
                 options.levels = params.network.hybrid_levels.clone();
                 options.iterations = params.network.hybrid_iterations.clone();
@@ -269,6 +274,7 @@ pub fn register_volumes(
         quality,
         metrics,
         history: optimized.history,
+        resolution: optimized.resolution,
         timings,
         border,
         model,
@@ -446,6 +452,7 @@ pub fn write_outputs(
         deformable_quality: registration.quality.clone(),
         metrics: registration.metrics.clone(),
         model: registration.model.clone(),
+        resolution_match: registration.resolution,
         energy_first: registration.history.first().cloned(),
         energy_last: registration.history.last().cloned(),
         iterations: registration.history.len(),

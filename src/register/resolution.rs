@@ -1,0 +1,152 @@
+//! Resolution matching: a pseudo-CT is usually blurrier than the CT it is compared with (the
+//! MRI's voxels, the synthesis network's smoothing). Compared voxel by voxel, the sharp image's
+//! edges then disagree with the blurred ones wherever they are, and the optimiser can lower that
+//! disagreement by deforming (moving a sharp edge half a voxel changes how trilinear sampling
+//! blurs it) rather than by aligning. Blurring the sharper image to the other's resolution first
+//! removes that reward. The blur is estimated on the rigidly aligned pair: the Gaussian σ that,
+//! applied to one image, lets a linear function of it best predict the other (so a change of
+//! contrast, such as under-estimated bone, is not mistaken for blur), among the blurs that lower
+//! their plain mean squared difference.
+
+use serde::Serialize;
+
+use crate::volume::filter::gaussian_blur;
+
+/// Candidate blurs, voxels of the fixed grid.
+const CANDIDATE_SIGMAS: [f32; 11] = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0];
+/// Side of the central block the estimate is made on, voxels (the head fills the middle).
+const BLOCK: usize = 96;
+/// Voxels at the block's faces left out of the comparison (the blur is truncated there).
+const FACE: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Image {
+    Fixed,
+    Moving,
+}
+
+/// Which image to blur, and by how much, before comparing the two.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ResolutionMatch {
+    pub blurred: Image,
+    /// Gaussian standard deviation, voxels of the fixed grid (0: the two match as they are).
+    pub sigma_voxels: f32,
+    /// Mean squared difference (density²) over the compared block before and after.
+    pub mse_before: f64,
+    pub mse_after: f64,
+}
+
+impl ResolutionMatch {
+    /// Applies the match: blurs a copy of the sharper image; returns (fixed, moving).
+    pub fn apply(&self, fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+        let (mut fixed, mut moving) = (fixed.to_vec(), moving.to_vec());
+        match self.blurred {
+            Image::Fixed => gaussian_blur(&mut fixed, shape, self.sigma_voxels),
+            Image::Moving => gaussian_blur(&mut moving, shape, self.sigma_voxels),
+        }
+        (fixed, moving)
+    }
+}
+
+/// The central block of at most `BLOCK`³ voxels of `image`, and its shape.
+fn central_block(image: &[f32], shape: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    let size: [usize; 3] = shape.map(|n| n.min(BLOCK));
+    let start: [usize; 3] = std::array::from_fn(|d| (shape[d] - size[d]) / 2);
+    let mut block = Vec::with_capacity(size.iter().product());
+    for k in 0..size[2] {
+        for j in 0..size[1] {
+            let row = shape[0] * ((start[1] + j) + shape[1] * (start[2] + k));
+            block.extend_from_slice(&image[row + start[0]..row + start[0] + size[0]]);
+        }
+    }
+    (block, size)
+}
+
+/// Over the voxels away from the faces where either image is above `floor` (tissue rather than
+/// air on both): the mean squared difference of `a` and `b`, and what remains of it after the
+/// best linear fit of `b` from `a` (1 − ρ² of the variance of `b`). The second ignores a change
+/// of contrast (a pseudo-CT's under-estimated bone), which blurring would otherwise imitate.
+fn inner_differences(a: &[f32], b: &[f32], shape: [usize; 3], floor: f32) -> (f64, f64) {
+    let face: [usize; 3] = shape.map(|n| if n > 4 * FACE { FACE } else { 0 });
+    let (mut n_used, mut sa, mut sb, mut saa, mut sbb, mut sab) = (0usize, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for k in face[2]..shape[2] - face[2] {
+        for j in face[1]..shape[1] - face[1] {
+            for i in face[0]..shape[0] - face[0] {
+                let n = i + shape[0] * (j + shape[1] * k);
+                let (x, y) = (a[n] as f64, b[n] as f64);
+                if (x > floor as f64 || y > floor as f64) && x.is_finite() && y.is_finite() {
+                    n_used += 1;
+                    (sa, sb, saa, sbb, sab) = (sa + x, sb + y, saa + x * x, sbb + y * y, sab + x * y);
+                }
+            }
+        }
+    }
+    if n_used < 2 {
+        return (f64::INFINITY, f64::INFINITY);
+    }
+    let count = n_used as f64;
+    let mse = (saa - 2.0 * sab + sbb) / count;
+    let (var_a, var_b, cov) =
+        (saa / count - (sa / count).powi(2), sbb / count - (sb / count).powi(2), sab / count - sa * sb / count / count);
+    let unexplained = if var_a > 0.0 { var_b - cov * cov / var_a } else { var_b };
+    (mse, unexplained.max(0.0))
+}
+
+/// Estimates which of two aligned density images (same grid) is sharper and the Gaussian blur
+/// that brings it to the other's resolution.
+pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> ResolutionMatch {
+    let (fixed_block, size) = central_block(fixed, shape);
+    let (moving_block, _) = central_block(moving, shape);
+    // Density 0.5 kg/dm³: the body outline used by the metrics.
+    let floor = 0.5;
+    let (mse_before, unexplained_before) = inner_differences(&fixed_block, &moving_block, size, floor);
+    let mut best = ResolutionMatch { blurred: Image::Fixed, sigma_voxels: 0.0, mse_before, mse_after: mse_before };
+    let mut lowest = unexplained_before;
+    for image in [Image::Fixed, Image::Moving] {
+        let (source, other) = match image {
+            Image::Fixed => (&fixed_block, &moving_block),
+            Image::Moving => (&moving_block, &fixed_block),
+        };
+        for &sigma in &CANDIDATE_SIGMAS[1..] {
+            let mut blurred = source.clone();
+            gaussian_blur(&mut blurred, size, sigma);
+            // Always the fixed side first, so that "unexplained" is of the moving image.
+            let (mse, unexplained) = match image {
+                Image::Fixed => inner_differences(&blurred, other, size, floor),
+                Image::Moving => inner_differences(other, &blurred, size, floor),
+            };
+            // A blur must also bring the images closer as they are: a linear fit alone would
+            // accept blurring any smooth image.
+            if unexplained < lowest && mse < mse_before {
+                lowest = unexplained;
+                best = ResolutionMatch { blurred: image, sigma_voxels: sigma, mse_before, mse_after: mse };
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phantom::head::synthetic_head;
+    use crate::volume::Calibration;
+
+    /// A head blurred by a known σ: the estimate finds that σ and which image was blurred, and
+    /// an unblurred pair needs none.
+    #[test]
+    fn finds_the_blur_that_made_one_image_from_the_other() {
+        let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
+        let shape = head.geometry.shape;
+        let mut blurred = head.voxels.clone();
+        gaussian_blur(&mut blurred, shape, 1.5);
+        let found = estimate(&head.voxels, &blurred, shape);
+        assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{found:?}");
+        assert!(found.mse_after < 0.01 * found.mse_before, "{found:?}");
+        let found = estimate(&blurred, &head.voxels, shape);
+        assert_eq!((found.blurred, found.sigma_voxels), (Image::Moving, 1.5), "{found:?}");
+        let found = estimate(&head.voxels, &head.voxels, shape);
+        assert_eq!(found.sigma_voxels, 0.0, "{found:?}");
+    }
+}
