@@ -116,6 +116,11 @@ fn register_without_inputs_runs_the_demo_case() {
     assert!(mean < 2.5, "{line}");
     let report = common::read_json(&out.join("report.json"));
     assert_eq!(report["inputs"][0]["path"], "(built-in demo, in memory)");
+    // The demo's 1.6–1.9 mm voxels need the full-resolution level; its pseudo-CT is blurrier
+    // than its CT, so the CT is the image blurred to match.
+    assert_eq!(report["levels_run"], serde_json::json!([4, 2, 1]));
+    assert_eq!(report["resolution_match"]["blurred"], "fixed");
+    assert!(report["resolution_match"]["sigma_voxels"].as_f64().unwrap() > 0.0);
     assert!(out.join("warp_fwd.nii.gz").exists() && out.join("qa").is_dir());
 
     // One input without the other is refused before any work.

@@ -137,6 +137,9 @@ pub struct Report {
     pub model: Option<String>,
     /// Which image was blurred by how much (fixed-grid voxels) to match the other's resolution.
     pub resolution_match: Option<ResolutionMatch>,
+    /// The optimiser's resolution levels that ran (downsampling factors, coarse to fine): the
+    /// configured ones less those the grid did not need.
+    pub levels_run: Vec<usize>,
     pub energy_first: Option<IterationRecord>,
     pub energy_last: Option<IterationRecord>,
     pub iterations: usize,
@@ -453,6 +456,12 @@ pub fn write_outputs(
         metrics: registration.metrics.clone(),
         model: registration.model.clone(),
         resolution_match: registration.resolution,
+        levels_run: registration.history.iter().fold(Vec::new(), |mut levels, record| {
+            if levels.last() != Some(&record.level) {
+                levels.push(record.level);
+            }
+            levels
+        }),
         energy_first: registration.history.first().cloned(),
         energy_last: registration.history.last().cloned(),
         iterations: registration.history.len(),
