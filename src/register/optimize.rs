@@ -15,7 +15,7 @@ use crate::diffeo::smooth::{SmoothParams, Smoother};
 use crate::diffeo::warp::warp_image;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::register::resolution::{self, ResolutionMatch};
+use crate::register::resolution::{self, MatchedPair, ResolutionMatch};
 use crate::volume::filter::gaussian_blur;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct OptimizeParams {
     /// Gaussian blur of both images at each level coarser than full resolution, after
     /// downsampling, in that level's voxels (0: none). Trilinear sampling of a coarse image
     /// blurs its sharp edges most at half-voxel offsets, which lets a coarse level lower its
-    /// energy by shifting edges onto voxel centres rather than onto each other; on the demo
+    /// energy by shifting edges onto voxel centres rather than onto each other; on a 2 mm head
     /// phantom started from the true field, one voxel of blur cut that drift from 0.81 mm to
     /// 0.21 mm at 1/2 resolution. The full-resolution level keeps its detail.
     pub image_sigma_voxels: f32,
@@ -70,8 +70,9 @@ impl Default for OptimizeParams {
             finest_voxel_mm: 2.5,
             // λ for ⟨v, m⟩ taken as a mean over voxels, and a = 0.1 in the normalised MSE
             // (SPEC: 0.2; a smaller a weighs soft-tissue contrast more against the bone a
-            // pseudo-CT under-estimates). On the demo phantom, with the other defaults here:
-            // λ 0.003 / 0.01 / 0.03 gave mean endpoint error 1.27 / 1.24 / 1.29 mm; a 0.2 / 0.1
+            // pseudo-CT under-estimates). On the demo phantom, with the other defaults here but
+            // the CT blurred by a fixed σ of 1 voxel in place of resolution matching: λ 0.003 /
+            // 0.01 / 0.03 gave mean endpoint error 1.27 / 1.24 / 1.29 mm; a 0.2 / 0.1
             // / 0.05 gave 1.63 / 1.48 / 1.46 mm (with γ 1, λ 0.01) (README, "Accuracy").
             energy: EnergyParams {
                 lambda: 0.01,
@@ -80,7 +81,8 @@ impl Default for OptimizeParams {
             },
             // γ 0.05 rather than SPEC's 1: γ is what ⟨v, m⟩ charges for the smoothest part of
             // the field (near-translations over the head), which the images constrain well; on
-            // the demo phantom γ 1 / 0.2 / 0.05 / 0.01 gave 1.44 / 1.36 / 1.27 / 1.34 mm (λ 0.003).
+            // the demo phantom γ 1 / 0.2 / 0.05 / 0.01 gave 1.44 / 1.36 / 1.27 / 1.34 mm (λ 0.003,
+            // the same fixed blur).
             smooth: SmoothParams { gamma: 0.05, ..SmoothParams::default() },
         }
     }
@@ -179,18 +181,20 @@ pub fn optimize_from(
                 None => moving.to_vec(),
             };
             let found = resolution::estimate(fixed, &warped, shape);
+            drop(warped);
             resolution = Some(found);
-            (found.sigma_voxels > 0.0).then(|| found.apply(fixed, moving, shape))
+            if found.sigma_voxels > 0.0 {
+                found.apply(fixed, moving, shape)
+            } else {
+                MatchedPair::unchanged(fixed, moving)
+            }
         } else {
-            None
-        };
-        let (fixed_full, moving_full) = match &matched {
-            Some((fixed, moving)) => (fixed.as_slice(), moving.as_slice()),
-            None => (fixed, moving),
+            MatchedPair::unchanged(fixed, moving)
         };
         progress.start_stage(&format!("optimising at 1/{factor} resolution"), iterations as u64);
         let (mut fixed_level, mut moving_level) =
-            (downsample(fixed_full, shape, factor), downsample(moving_full, shape, factor));
+            (downsample(matched.fixed(), shape, factor), downsample(matched.moving(), shape, factor));
+        drop(matched);
         if factor > 1 {
             gaussian_blur(&mut fixed_level, level, params.image_sigma_voxels);
             gaussian_blur(&mut moving_level, level, params.image_sigma_voxels);

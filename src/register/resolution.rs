@@ -38,14 +38,44 @@ pub struct ResolutionMatch {
 }
 
 impl ResolutionMatch {
-    /// Applies the match: blurs a copy of the sharper image; returns (fixed, moving).
-    pub fn apply(&self, fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
-        let (mut fixed, mut moving) = (fixed.to_vec(), moving.to_vec());
-        match self.blurred {
-            Image::Fixed => gaussian_blur(&mut fixed, shape, self.sigma_voxels),
-            Image::Moving => gaussian_blur(&mut moving, shape, self.sigma_voxels),
+    /// The pair with the match applied: the sharper image blurred (a new volume), the other as
+    /// it is.
+    pub fn apply<'a>(&self, fixed: &'a [f32], moving: &'a [f32], shape: [usize; 3]) -> MatchedPair<'a> {
+        let source = match self.blurred {
+            Image::Fixed => fixed,
+            Image::Moving => moving,
+        };
+        let mut blurred = source.to_vec();
+        gaussian_blur(&mut blurred, shape, self.sigma_voxels);
+        MatchedPair { fixed, moving, blurred: Some((self.blurred, blurred)) }
+    }
+}
+
+/// Two images after resolution matching; only the blurred one is a copy.
+pub struct MatchedPair<'a> {
+    fixed: &'a [f32],
+    moving: &'a [f32],
+    blurred: Option<(Image, Vec<f32>)>,
+}
+
+impl<'a> MatchedPair<'a> {
+    /// The pair as it is.
+    pub fn unchanged(fixed: &'a [f32], moving: &'a [f32]) -> Self {
+        MatchedPair { fixed, moving, blurred: None }
+    }
+
+    pub fn fixed(&self) -> &[f32] {
+        match &self.blurred {
+            Some((Image::Fixed, blurred)) => blurred,
+            _ => self.fixed,
         }
-        (fixed, moving)
+    }
+
+    pub fn moving(&self) -> &[f32] {
+        match &self.blurred {
+            Some((Image::Moving, blurred)) => blurred,
+            _ => self.moving,
+        }
     }
 }
 
@@ -144,6 +174,10 @@ mod tests {
         let found = estimate(&head.voxels, &blurred, shape);
         assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{found:?}");
         assert!(found.mse_after < 0.01 * found.mse_before, "{found:?}");
+        let pair = found.apply(&head.voxels, &blurred, shape);
+        assert_eq!(pair.moving(), blurred.as_slice(), "the blurrier image is left as it is");
+        let error = pair.fixed().iter().zip(&blurred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(error < 1e-5, "the sharper one becomes the blurrier one ({error})");
         let found = estimate(&blurred, &head.voxels, shape);
         assert_eq!((found.blurred, found.sigma_voxels), (Image::Moving, 1.5), "{found:?}");
         let found = estimate(&head.voxels, &head.voxels, shape);
