@@ -57,7 +57,6 @@ pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to
     if from == to {
         return field.clone();
     }
-    let ratio = from as f32 / to as f32;
     let (tx, ty) = (target[0], target[1]);
     let mut out = VectorField::zeros(target);
     let [a, b, c] = &mut out.components;
@@ -65,16 +64,23 @@ pub fn refine_field(field: &VectorField, full_shape: [usize; 3], from: usize, to
         |(k, ((pa, pb), pc))| {
             for j in 0..ty {
                 for i in 0..tx {
-                    // full-grid index of this voxel's centre, then the coarse index there
-                    let p = coarse_position([i, j, k], from, to);
-                    let v = sample_vector(field, p);
+                    let v = refined_at(field, [i, j, k], from, to);
                     let m = i + tx * j;
-                    (pa[m], pb[m], pc[m]) = (ratio * v[0], ratio * v[1], ratio * v[2]);
+                    (pa[m], pb[m], pc[m]) = (v[0], v[1], v[2]);
                 }
             }
         },
     );
     out
+}
+
+/// `refine_field(field, _, from, to)` at the one voxel `index` of level `to`.
+#[inline]
+pub fn refined_at(field: &VectorField, index: [usize; 3], from: usize, to: usize) -> [f32; 3] {
+    // full-grid index of this voxel's centre, then the coarse index there
+    let v = sample_vector(field, coarse_position(index, from, to));
+    let ratio = from as f32 / to as f32;
+    v.map(|x| ratio * x)
 }
 
 /// The adjoint (transpose) of `refine_field(·, full_shape, from, to)`: takes a gradient with

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::diffeo::VectorField;
 use crate::diffeo::energy::{EnergyParams, EnergyTerms, Refinement, energy_and_gradient_whitened};
 use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
+use crate::diffeo::pyramid::{downsample, level_shape, refine_field, refined_at};
 use crate::diffeo::smooth::{SmoothParams, Smoother};
-use crate::diffeo::warp::warp_image;
+use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::register::resolution::{self, MatchedPair, ResolutionMatch};
@@ -171,17 +171,18 @@ pub fn optimize_from(
         // misaligned, the pair would ask for more blur than the images' resolutions differ by.
         let matched = if index > 0 && params.match_resolution {
             progress.start_stage("matching resolutions", 0);
-            let warped = match &velocity {
+            let found = match &velocity {
                 Some((coarse, from)) => {
-                    let u = refine_field(&exp(coarse, params.energy.steps), shape, *from, 1);
-                    let (mut warped, inside) = warp_image(moving, &u);
-                    warped.iter_mut().zip(&inside).filter(|(_, inside)| !**inside).for_each(|(v, _)| *v = f32::NAN);
-                    warped
+                    // The moving image warped by exp(v) so far, on the estimate's voxels only.
+                    let displacement = exp(coarse, params.energy.steps);
+                    resolution::estimate_with(fixed, shape, |index| {
+                        let u = refined_at(&displacement, index, *from, 1);
+                        let p: [f32; 3] = std::array::from_fn(|d| index[d] as f32 + u[d]);
+                        sample(moving, shape, p, Outside::Mask).unwrap_or(f32::NAN)
+                    })
                 }
-                None => moving.to_vec(),
+                None => resolution::estimate(fixed, moving, shape),
             };
-            let found = resolution::estimate(fixed, &warped, shape);
-            drop(warped);
             resolution = Some(found);
             if found.sigma_voxels > 0.0 {
                 found.apply(fixed, moving, shape)

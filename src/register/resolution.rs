@@ -79,18 +79,25 @@ impl<'a> MatchedPair<'a> {
     }
 }
 
-/// The central block of at most `BLOCK`³ voxels of `image`, and its shape.
-fn central_block(image: &[f32], shape: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+/// The central block of at most `BLOCK`³ voxels of a grid of `shape`: its start and size.
+fn central_block(shape: [usize; 3]) -> ([usize; 3], [usize; 3]) {
     let size: [usize; 3] = shape.map(|n| n.min(BLOCK));
-    let start: [usize; 3] = std::array::from_fn(|d| (shape[d] - size[d]) / 2);
-    let mut block = Vec::with_capacity(size.iter().product());
-    for k in 0..size[2] {
+    (std::array::from_fn(|d| (shape[d] - size[d]) / 2), size)
+}
+
+/// The values `at(index)` over the block at `start` of `size`, x fastest.
+fn block_values(start: [usize; 3], size: [usize; 3], at: impl Fn([usize; 3]) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let plane = size[0] * size[1];
+    let mut values = vec![0.0f32; plane * size[2]];
+    values.par_chunks_mut(plane).enumerate().for_each(|(k, slab)| {
         for j in 0..size[1] {
-            let row = shape[0] * ((start[1] + j) + shape[1] * (start[2] + k));
-            block.extend_from_slice(&image[row + start[0]..row + start[0] + size[0]]);
+            for i in 0..size[0] {
+                slab[i + size[0] * j] = at([start[0] + i, start[1] + j, start[2] + k]);
+            }
         }
-    }
-    (block, size)
+    });
+    values
 }
 
 /// Over the voxels away from the faces where either image is above `floor` (tissue rather than
@@ -126,8 +133,20 @@ fn inner_differences(a: &[f32], b: &[f32], shape: [usize; 3], floor: f32) -> (f6
 /// Estimates which of two aligned density images (same grid) is sharper and the Gaussian blur
 /// that brings it to the other's resolution.
 pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> ResolutionMatch {
-    let (fixed_block, size) = central_block(fixed, shape);
-    let (moving_block, _) = central_block(moving, shape);
+    estimate_with(fixed, shape, |[i, j, k]| moving[i + shape[0] * (j + shape[1] * k)])
+}
+
+/// As `estimate`, with the moving image given by its value at each voxel of the fixed grid
+/// (NaN: no value there), which is asked only on the block the estimate uses: no whole warped
+/// volume is needed.
+pub fn estimate_with(
+    fixed: &[f32],
+    shape: [usize; 3],
+    moving_at: impl Fn([usize; 3]) -> f32 + Sync,
+) -> ResolutionMatch {
+    let (start, size) = central_block(shape);
+    let fixed_block = block_values(start, size, |[i, j, k]| fixed[i + shape[0] * (j + shape[1] * k)]);
+    let moving_block = block_values(start, size, moving_at);
     // Density 0.5 kg/dm³: the body outline used by the metrics.
     let floor = 0.5;
     let (mse_before, unexplained_before) = inner_differences(&fixed_block, &moving_block, size, floor);
