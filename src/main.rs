@@ -77,6 +77,10 @@ enum Command {
         /// resolution first.
         #[arg(long)]
         no_resolution_match: bool,
+        /// Compare the images' grey values as they are, without mapping the fixed image's onto
+        /// the moving image's scale first.
+        #[arg(long)]
+        no_intensity_match: bool,
     },
     /// Measure a registration made by any tool (SPEC §7): NMI, MSE, MAE, tissue Dice, folding,
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
             lambda,
             rigid_metric,
             no_resolution_match,
+            no_intensity_match,
         } => {
             stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
@@ -256,6 +261,7 @@ fn run(cli: Cli) -> Result<()> {
                 params.optimize.finest_voxel_mm = 0.0;
             }
             params.optimize.match_resolution = !no_resolution_match;
+            params.optimize.match_intensity = !no_intensity_match;
             if let Some(iterations) = iterations {
                 params.optimize.iterations = iterations;
             }

@@ -121,6 +121,19 @@ fn register_without_inputs_runs_the_demo_case() {
     assert_eq!(report["levels_run"], serde_json::json!([4, 2, 1]));
     assert_eq!(report["resolution_match"]["blurred"], "fixed");
     assert!(report["resolution_match"]["sigma_voxels"].as_f64().unwrap() > 0.0);
+    // Its pseudo-CT under-estimates bone: the map of the CT's grey values onto the pseudo-CT's
+    // is monotone, compresses the bone range, and brings the two closer.
+    let knots: Vec<[f64; 2]> = serde_json::from_value(report["intensity_match"]["knots"].clone()).unwrap();
+    assert!(knots.windows(2).all(|w| w[1][0] > w[0][0] && w[1][1] > w[0][1]), "{knots:?}");
+    let at = |x: f64| {
+        let upper = knots.iter().position(|k| k[0] > x).unwrap();
+        let (a, b) = (knots[upper - 1], knots[upper]);
+        a[1] + (b[1] - a[1]) * (x - a[0]) / (b[0] - a[0])
+    };
+    let slope = (at(1.45) - at(1.25)) / 0.2;
+    assert!((0.6..0.9).contains(&slope), "bone slope {slope} (the phantom's 0.75)");
+    let match_ = &report["intensity_match"];
+    assert!(match_["mse_after"].as_f64().unwrap() < match_["mse_before"].as_f64().unwrap());
     assert!(out.join("warp_fwd.nii.gz").exists() && out.join("qa").is_dir());
 
     // One input without the other is refused before any work.

@@ -1,9 +1,8 @@
 //! Direct optimisation on a phantom with a known deformation (rigid part left out): how close
 //! it gets to the truth. Measured, on a 96×112×96 head at 2 mm with the pseudo-CT appearance
-//! (noise off): mean endpoint error 1.10 mm where doing nothing gives 3.0 mm (2.1 mm before the
-//! full-resolution level, the coarse levels' blur and resolution matching), with the images
-//! aligned as well as the truth aligns them. The bounds below guard that result; SPEC's target
-//! (< 1 mm) is not met yet.
+//! (noise off): mean endpoint error 0.97 mm where doing nothing gives 3.0 mm (2.1 mm before the
+//! full-resolution level, the coarse levels' blur and resolution matching; 1.10 mm before
+//! grey-value matching), with the images aligned as well as the truth aligns them.
 
 use diffeoreg::diffeo::integrate::exp;
 use diffeoreg::diffeo::jacobian::{determinant, folding_count};
@@ -56,7 +55,7 @@ fn moves_towards_a_known_deformation_without_folding() {
     println!(
         "EPE {ours:.3} mm (identity {identity:.3} mm); nMSE ours {after_ours:.4}, truth {after_truth:.4}; folding {folding}"
     );
-    assert!(ours < 0.45 * identity, "mean endpoint error {ours} mm, doing nothing gives {identity} mm");
+    assert!(ours < 0.36 * identity, "mean endpoint error {ours} mm, doing nothing gives {identity} mm");
     assert!(after_ours < 1.3 * after_truth, "nMSE after ours {after_ours}, after the truth {after_truth}");
     assert_eq!(folding, 0);
 }

@@ -77,6 +77,7 @@ fn register_on_files_writes_outputs_that_greedy_reads() {
     // Levels given on the command line all run; one level leaves no later level to match.
     assert_eq!(report["levels_run"], serde_json::json!([4]));
     assert!(report["resolution_match"].is_null());
+    assert!(report["intensity_match"].is_null());
     for stage in
         ["load_s", "rigid_s", "resample_s", "optimize_s", "integrate_s", "warp_s", "metrics_s", "write_s", "total_s"]
     {

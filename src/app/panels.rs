@@ -165,6 +165,15 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                         "Resolutions matched as they were: no blur".to_string()
                     });
                 }
+                if let Some(map) = &result.registration.intensity {
+                    ui.label(format!(
+                        "Grey values: the fixed image compared through a monotone map onto the moving image's \
+                         ({} knots; mean squared difference {:.5} → {:.5})",
+                        map.knots.len(),
+                        map.mse_before,
+                        map.mse_after
+                    ));
+                }
                 let t = &result.registration.timings;
                 ui.label(format!(
                     "Time {:.1} s: rigid {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
@@ -283,6 +292,9 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
         }
         ui.label("resolutions");
         ui.checkbox(&mut params.optimize.match_resolution, "blur the sharper image to match the other");
+        ui.end_row();
+        ui.label("grey values");
+        ui.checkbox(&mut params.optimize.match_intensity, "map the fixed image's onto the moving image's");
         ui.end_row();
         ui.label("rigid metric");
         ui.horizontal(|ui| {

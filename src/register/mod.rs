@@ -1,7 +1,8 @@
-//! The registration pipeline of SPEC §2: direct optimisation (`optimize`), resolution matching of
-//! the pair before it (`resolution`), the network's prediction (`network`) and the whole run from
-//! files to outputs (`pipeline`).
+//! The registration pipeline of SPEC §2: direct optimisation (`optimize`), resolution and
+//! grey-value matching of the pair before it (`resolution`, `intensity`), the network's
+//! prediction (`network`) and the whole run from files to outputs (`pipeline`).
 
+pub mod intensity;
 pub mod network;
 pub mod optimize;
 pub mod pipeline;

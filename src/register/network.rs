@@ -155,7 +155,12 @@ pub fn predict_velocity(
     progress.start_stage("smoothing momentum", 0);
     let velocity = Smoother::new(level, &loaded.smooth).apply(&momentum);
     let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
-    Ok((Optimized { velocity, factor, history: Vec::new(), resolution: None }, border, map, (predict_s, smooth_s)))
+    Ok((
+        Optimized { velocity, factor, history: Vec::new(), resolution: None, intensity: None },
+        border,
+        map,
+        (predict_s, smooth_s),
+    ))
 }
 
 #[cfg(test)]

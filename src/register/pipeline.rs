@@ -19,6 +19,7 @@ use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
+use crate::register::intensity::IntensityMatch;
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::register::resolution::ResolutionMatch;
@@ -137,6 +138,9 @@ pub struct Report {
     pub model: Option<String>,
     /// Which image was blurred by how much (fixed-grid voxels) to match the other's resolution.
     pub resolution_match: Option<ResolutionMatch>,
+    /// The map from the fixed image's grey values to the moving image's that the last level
+    /// compared through (piecewise linear, density units).
+    pub intensity_match: Option<IntensityMatch>,
     /// The optimiser's resolution levels that ran (downsampling factors, coarse to fine): the
     /// configured ones less those the grid did not need.
     pub levels_run: Vec<usize>,
@@ -170,6 +174,8 @@ pub struct Registration {
     pub momentum: Option<MomentumMap>,
     /// The blur that matched the two images' resolutions before optimising (optimize, hybrid).
     pub resolution: Option<ResolutionMatch>,
+    /// The grey-value map the optimiser's last level compared through (optimize, hybrid).
+    pub intensity: Option<IntensityMatch>,
 }
 
 /// Registers `moving` to `fixed` (both in HU, each on its own grid).
@@ -278,6 +284,7 @@ pub fn register_volumes(
         metrics,
         history: optimized.history,
         resolution: optimized.resolution,
+        intensity: optimized.intensity,
         timings,
         border,
         model,
@@ -456,6 +463,7 @@ pub fn write_outputs(
         metrics: registration.metrics.clone(),
         model: registration.model.clone(),
         resolution_match: registration.resolution,
+        intensity_match: registration.intensity.clone(),
         levels_run: registration.history.iter().fold(Vec::new(), |mut levels, record| {
             if levels.last() != Some(&record.level) {
                 levels.push(record.level);

@@ -8,8 +8,11 @@
 //! contrast, such as under-estimated bone, is not mistaken for blur), among the blurs that lower
 //! their plain mean squared difference.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
+use crate::register::intensity;
 use crate::volume::filter::gaussian_blur;
 
 /// Candidate blurs, voxels of the fixed grid.
@@ -41,41 +44,42 @@ impl ResolutionMatch {
     /// The pair with the match applied: the sharper image blurred (a new volume), the other as
     /// it is.
     pub fn apply<'a>(&self, fixed: &'a [f32], moving: &'a [f32], shape: [usize; 3]) -> MatchedPair<'a> {
-        let source = match self.blurred {
-            Image::Fixed => fixed,
-            Image::Moving => moving,
+        let blur = |source: &[f32]| {
+            let mut blurred = source.to_vec();
+            gaussian_blur(&mut blurred, shape, self.sigma_voxels);
+            Cow::Owned(blurred)
         };
-        let mut blurred = source.to_vec();
-        gaussian_blur(&mut blurred, shape, self.sigma_voxels);
-        MatchedPair { fixed, moving, blurred: Some((self.blurred, blurred)) }
+        match self.blurred {
+            Image::Fixed => MatchedPair { fixed: blur(fixed), moving: Cow::Borrowed(moving) },
+            Image::Moving => MatchedPair { fixed: Cow::Borrowed(fixed), moving: blur(moving) },
+        }
     }
 }
 
-/// Two images after resolution matching; only the blurred one is a copy.
+/// Two images as a level compares them (after resolution and grey-value matching); only a
+/// changed image is a copy.
 pub struct MatchedPair<'a> {
-    fixed: &'a [f32],
-    moving: &'a [f32],
-    blurred: Option<(Image, Vec<f32>)>,
+    fixed: Cow<'a, [f32]>,
+    moving: Cow<'a, [f32]>,
 }
 
 impl<'a> MatchedPair<'a> {
     /// The pair as it is.
     pub fn unchanged(fixed: &'a [f32], moving: &'a [f32]) -> Self {
-        MatchedPair { fixed, moving, blurred: None }
+        MatchedPair { fixed: Cow::Borrowed(fixed), moving: Cow::Borrowed(moving) }
     }
 
     pub fn fixed(&self) -> &[f32] {
-        match &self.blurred {
-            Some((Image::Fixed, blurred)) => blurred,
-            _ => self.fixed,
-        }
+        &self.fixed
     }
 
     pub fn moving(&self) -> &[f32] {
-        match &self.blurred {
-            Some((Image::Moving, blurred)) => blurred,
-            _ => self.moving,
-        }
+        &self.moving
+    }
+
+    /// The pair with the fixed image replaced (by its grey values mapped, say).
+    pub fn with_fixed(self, fixed: Vec<f32>) -> Self {
+        MatchedPair { fixed: Cow::Owned(fixed), moving: self.moving }
     }
 }
 
@@ -100,40 +104,63 @@ fn block_values(start: [usize; 3], size: [usize; 3], at: impl Fn([usize; 3]) -> 
     values
 }
 
+/// How the estimate allows for the two images' grey values differing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GreyValues {
+    /// By a linear function of the blurred image.
+    Linear,
+    /// By a monotone map of the fixed image onto the moving image's scale
+    /// (`intensity::fit`), as the optimiser then compares them.
+    Monotone,
+}
+
 /// Over the voxels away from the faces where either image is above `floor` (tissue rather than
-/// air on both): the mean squared difference of `a` and `b`, and what remains of it after the
-/// best linear fit of `b` from `a` (1 − ρ² of the variance of `b`). The second ignores a change
-/// of contrast (a pseudo-CT's under-estimated bone), which blurring would otherwise imitate.
-fn inner_differences(a: &[f32], b: &[f32], shape: [usize; 3], floor: f32) -> (f64, f64) {
+/// air on both): the mean squared difference of fixed image `a` and moving image `b`, and what
+/// remains of it after the best fit of `b` from `a` (linear: 1 − ρ² of the variance of `b`; or
+/// monotone). The second ignores a change of contrast (a pseudo-CT's under-estimated bone),
+/// which blurring would otherwise imitate.
+fn inner_differences(a: &[f32], b: &[f32], shape: [usize; 3], floor: f32, grey: GreyValues) -> (f64, f64) {
     let face: [usize; 3] = shape.map(|n| if n > 4 * FACE { FACE } else { 0 });
-    let (mut n_used, mut sa, mut sb, mut saa, mut sbb, mut sab) = (0usize, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut pairs = Vec::with_capacity(a.len());
     for k in face[2]..shape[2] - face[2] {
         for j in face[1]..shape[1] - face[1] {
             for i in face[0]..shape[0] - face[0] {
                 let n = i + shape[0] * (j + shape[1] * k);
-                let (x, y) = (a[n] as f64, b[n] as f64);
-                if (x > floor as f64 || y > floor as f64) && x.is_finite() && y.is_finite() {
-                    n_used += 1;
-                    (sa, sb, saa, sbb, sab) = (sa + x, sb + y, saa + x * x, sbb + y * y, sab + x * y);
+                let (x, y) = (a[n], b[n]);
+                if (x > floor || y > floor) && x.is_finite() && y.is_finite() {
+                    pairs.push((x, y));
                 }
             }
         }
     }
-    if n_used < 2 {
+    if pairs.len() < 2 {
         return (f64::INFINITY, f64::INFINITY);
     }
-    let count = n_used as f64;
+    let count = pairs.len() as f64;
+    let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for &(x, y) in &pairs {
+        let (x, y) = (x as f64, y as f64);
+        (sa, sb, saa, sbb, sab) = (sa + x, sb + y, saa + x * x, sbb + y * y, sab + x * y);
+    }
     let mse = (saa - 2.0 * sab + sbb) / count;
-    let (var_a, var_b, cov) =
-        (saa / count - (sa / count).powi(2), sbb / count - (sb / count).powi(2), sab / count - sa * sb / count / count);
-    let unexplained = if var_a > 0.0 { var_b - cov * cov / var_a } else { var_b };
+    let unexplained = match grey {
+        GreyValues::Linear => {
+            let (var_a, var_b, cov) = (
+                saa / count - (sa / count).powi(2),
+                sbb / count - (sb / count).powi(2),
+                sab / count - sa * sb / count / count,
+            );
+            if var_a > 0.0 { var_b - cov * cov / var_a } else { var_b }
+        }
+        GreyValues::Monotone => intensity::fit(&pairs).map_or(mse, |map| map.mse_after),
+    };
     (mse, unexplained.max(0.0))
 }
 
 /// Estimates which of two aligned density images (same grid) is sharper and the Gaussian blur
 /// that brings it to the other's resolution.
-pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> ResolutionMatch {
-    estimate_with(fixed, shape, |[i, j, k]| moving[i + shape[0] * (j + shape[1] * k)])
+pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3], grey: GreyValues) -> ResolutionMatch {
+    estimate_with(fixed, shape, grey, |[i, j, k]| moving[i + shape[0] * (j + shape[1] * k)])
 }
 
 /// As `estimate`, with the moving image given by its value at each voxel of the fixed grid
@@ -142,6 +169,7 @@ pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> ResolutionM
 pub fn estimate_with(
     fixed: &[f32],
     shape: [usize; 3],
+    grey: GreyValues,
     moving_at: impl Fn([usize; 3]) -> f32 + Sync,
 ) -> ResolutionMatch {
     let (start, size) = central_block(shape);
@@ -149,7 +177,7 @@ pub fn estimate_with(
     let moving_block = block_values(start, size, moving_at);
     // Density 0.5 kg/dm³: the body outline used by the metrics.
     let floor = 0.5;
-    let (mse_before, unexplained_before) = inner_differences(&fixed_block, &moving_block, size, floor);
+    let (mse_before, unexplained_before) = inner_differences(&fixed_block, &moving_block, size, floor, grey);
     let mut best = ResolutionMatch { blurred: Image::Fixed, sigma_voxels: 0.0, mse_before, mse_after: mse_before };
     let mut lowest = unexplained_before;
     for image in [Image::Fixed, Image::Moving] {
@@ -162,11 +190,11 @@ pub fn estimate_with(
             gaussian_blur(&mut blurred, size, sigma);
             // Always the fixed side first, so that "unexplained" is of the moving image.
             let (mse, unexplained) = match image {
-                Image::Fixed => inner_differences(&blurred, other, size, floor),
-                Image::Moving => inner_differences(other, &blurred, size, floor),
+                Image::Fixed => inner_differences(&blurred, other, size, floor, grey),
+                Image::Moving => inner_differences(other, &blurred, size, floor, grey),
             };
-            // A blur must also bring the images closer as they are: a linear fit alone would
-            // accept blurring any smooth image.
+            // A blur must also bring the images closer as they are: a fit alone would accept
+            // blurring any smooth image.
             if unexplained < lowest && mse < mse_before {
                 lowest = unexplained;
                 best = ResolutionMatch { blurred: image, sigma_voxels: sigma, mse_before, mse_after: mse };
@@ -183,23 +211,47 @@ mod tests {
     use crate::volume::Calibration;
 
     /// A head blurred by a known σ: the estimate finds that σ and which image was blurred, and
-    /// an unblurred pair needs none.
+    /// an unblurred pair needs none, whichever way grey values are allowed for.
     #[test]
     fn finds_the_blur_that_made_one_image_from_the_other() {
         let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
         let shape = head.geometry.shape;
         let mut blurred = head.voxels.clone();
         gaussian_blur(&mut blurred, shape, 1.5);
-        let found = estimate(&head.voxels, &blurred, shape);
+        for grey in [GreyValues::Linear, GreyValues::Monotone] {
+            let found = estimate(&head.voxels, &blurred, shape, grey);
+            assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{grey:?}: {found:?}");
+            assert!(found.mse_after < 0.01 * found.mse_before, "{found:?}");
+            let pair = found.apply(&head.voxels, &blurred, shape);
+            assert_eq!(pair.moving(), blurred.as_slice(), "the blurrier image is left as it is");
+            let error = pair.fixed().iter().zip(&blurred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(error < 1e-5, "the sharper one becomes the blurrier one ({error})");
+            let found = estimate(&blurred, &head.voxels, shape, grey);
+            assert_eq!((found.blurred, found.sigma_voxels), (Image::Moving, 1.5), "{grey:?}: {found:?}");
+            let found = estimate(&head.voxels, &head.voxels, shape, grey);
+            assert_eq!(found.sigma_voxels, 0.0, "{grey:?}: {found:?}");
+        }
+    }
+
+    /// A pseudo-CT-like pair, blurred and then given other grey values per tissue (bone
+    /// compressed, soft tissue offset), as `phantom::appearance` does: allowing a monotone map,
+    /// the estimate finds the blur.
+    #[test]
+    fn finds_the_blur_under_a_change_of_grey_values() {
+        let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
+        let shape = head.geometry.shape;
+        let mut moving = head.voxels.clone();
+        gaussian_blur(&mut moving, shape, 1.5);
+        for v in &mut moving {
+            *v = if *v > 1.12 {
+                1.12 + 0.75 * (*v - 1.12)
+            } else if *v > 0.85 {
+                *v + 0.01
+            } else {
+                *v
+            };
+        }
+        let found = estimate(&head.voxels, &moving, shape, GreyValues::Monotone);
         assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{found:?}");
-        assert!(found.mse_after < 0.01 * found.mse_before, "{found:?}");
-        let pair = found.apply(&head.voxels, &blurred, shape);
-        assert_eq!(pair.moving(), blurred.as_slice(), "the blurrier image is left as it is");
-        let error = pair.fixed().iter().zip(&blurred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(error < 1e-5, "the sharper one becomes the blurrier one ({error})");
-        let found = estimate(&blurred, &head.voxels, shape);
-        assert_eq!((found.blurred, found.sigma_voxels), (Image::Moving, 1.5), "{found:?}");
-        let found = estimate(&head.voxels, &head.voxels, shape);
-        assert_eq!(found.sigma_voxels, 0.0, "{found:?}");
     }
 }
