@@ -47,9 +47,9 @@ impl IntensityMatch {
         a[1] + (b[1] - a[1]) * (x - a[0]) / (b[0] - a[0])
     }
 
-    /// `image` mapped, voxel by voxel.
-    pub fn apply(&self, image: &[f32]) -> Vec<f32> {
-        image.par_iter().map(|&x| if x.is_finite() { self.map(x) } else { x }).collect()
+    /// Maps `image` in place, voxel by voxel.
+    pub fn apply(&self, image: &mut [f32]) {
+        image.par_iter_mut().filter(|x| x.is_finite()).for_each(|x| *x = self.map(*x));
     }
 }
 
@@ -158,7 +158,8 @@ mod tests {
             let error = (found.map(x) - pseudo(x)).abs();
             assert!(error < 0.006, "at {x}: mapped {} for {} ({:?})", found.map(x), pseudo(x), found.knots);
         }
-        let mapped = found.apply(&head.voxels);
+        let mut mapped = head.voxels.clone();
+        found.apply(&mut mapped);
         let mse = mapped.iter().zip(&moving).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / mapped.len() as f64;
         assert!(mse < 1.3 * (noise as f64).powi(2), "mse {mse} after the map, noise² {}", noise * noise);
         assert!(found.mse_after < 0.5 * found.mse_before, "{} → {}", found.mse_before, found.mse_after);

@@ -45,7 +45,7 @@ pub struct OptimizeParams {
     /// phantom started from the true field, one voxel of blur cut that drift from 0.81 mm to
     /// 0.21 mm at 1/2 resolution. The full-resolution level keeps its detail.
     pub image_sigma_voxels: f32,
-    /// Blur the sharper image to the other's resolution first (`resolution::estimate`).
+    /// Blur the sharper image to the other's resolution first (`resolution::estimate_with`).
     /// (Absent from records written before it existed: read as off, as those runs were.)
     #[serde(default)]
     pub match_resolution: bool,
@@ -55,8 +55,8 @@ pub struct OptimizeParams {
     #[serde(default)]
     pub finest_voxel_mm: f64,
     /// Compare the fixed image through a monotone map onto the moving image's grey scale
-    /// (`intensity::estimate_with`), fitted before each level after the first. (Absent from
-    /// older records: read as off.)
+    /// (`intensity::estimate_with`), fitted before each level that starts from a velocity.
+    /// (Absent from older records: read as off.)
     #[serde(default)]
     pub match_intensity: bool,
     pub energy: EnergyParams,
@@ -182,13 +182,14 @@ pub fn optimize_from(
         // moving image warped by that velocity: left misaligned, the pair would ask for more
         // blur and a flatter map than it needs. The first level of a plain optimisation starts
         // from the rigid alignment alone and compares the images as they are.
-        let matched = if velocity.is_some() && (params.match_resolution || params.match_intensity) {
-            progress.start_stage("matching resolutions and grey values", 0);
-            let found = match_pair(fixed, moving, shape, velocity.as_ref(), params);
-            (resolution, intensity) = (found.1, found.2);
-            found.0
-        } else {
-            MatchedPair::unchanged(fixed, moving)
+        let matched = match &velocity {
+            Some(start) if params.match_resolution || params.match_intensity => {
+                progress.start_stage("matching resolutions and grey values", 0);
+                let found = match_pair(fixed, moving, shape, start, params);
+                (resolution, intensity) = (found.1, found.2);
+                found.0
+            }
+            _ => MatchedPair::unchanged(fixed, moving),
         };
         progress.start_stage(&format!("optimising at 1/{factor} resolution"), iterations as u64);
         let (mut fixed_level, mut moving_level) =
@@ -296,28 +297,23 @@ pub fn optimize_from(
     Ok(Optimized { velocity, factor, history, resolution, intensity })
 }
 
-/// The pair a level after the first compares, with the resolution and grey-value matches
-/// found, given the velocity of the levels before (in voxels of level `from`). The order
+/// The pair a level compares, with the resolution and grey-value matches found, given the
+/// velocity it starts from (in voxels of level `from`). The order
 /// follows how a pseudo-CT differs from the CT: blurred, then its grey values changed; the blur
 /// is judged by how well a grey-value map of the blurred image predicts the other.
 fn match_pair<'a>(
     fixed: &'a [f32],
     moving: &'a [f32],
     shape: [usize; 3],
-    velocity: Option<&(VectorField, usize)>,
+    (velocity, from): &(VectorField, usize),
     params: &OptimizeParams,
 ) -> (MatchedPair<'a>, Option<ResolutionMatch>, Option<IntensityMatch>) {
-    let displacement = velocity.map(|(coarse, from)| (exp(coarse, params.energy.steps), *from));
-    // The value of `image` warped by the velocity so far at a voxel of the fixed grid.
+    let displacement = exp(velocity, params.energy.steps);
+    // The value of `image` warped by the velocity at a voxel of the fixed grid.
     let warped_at = |image: &[f32], index: [usize; 3]| -> f32 {
-        match &displacement {
-            Some((u, from)) => {
-                let u = refined_at(u, index, *from, 1);
-                let p: [f32; 3] = std::array::from_fn(|d| index[d] as f32 + u[d]);
-                sample(image, shape, p, Outside::Mask).unwrap_or(f32::NAN)
-            }
-            None => image[index[0] + shape[0] * (index[1] + shape[1] * index[2])],
-        }
+        let u = refined_at(&displacement, index, *from, 1);
+        let p: [f32; 3] = std::array::from_fn(|d| index[d] as f32 + u[d]);
+        sample(image, shape, p, Outside::Mask).unwrap_or(f32::NAN)
     };
     let mut pair = MatchedPair::unchanged(fixed, moving);
     let mut resolution = None;
@@ -335,8 +331,7 @@ fn match_pair<'a>(
         None
     };
     if let Some(map) = &map {
-        let mapped = map.apply(pair.fixed());
-        pair = pair.with_fixed(mapped);
+        map.apply(pair.fixed_mut());
     }
     (pair, resolution, map)
 }

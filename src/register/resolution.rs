@@ -77,9 +77,9 @@ impl<'a> MatchedPair<'a> {
         &self.moving
     }
 
-    /// The pair with the fixed image replaced (by its grey values mapped, say).
-    pub fn with_fixed(self, fixed: Vec<f32>) -> Self {
-        MatchedPair { fixed: Cow::Owned(fixed), moving: self.moving }
+    /// The fixed image to change (its grey values to map, say): copied first if it was not.
+    pub fn fixed_mut(&mut self) -> &mut [f32] {
+        self.fixed.to_mut()
     }
 }
 
@@ -157,15 +157,10 @@ fn inner_differences(a: &[f32], b: &[f32], shape: [usize; 3], floor: f32, grey: 
     (mse, unexplained.max(0.0))
 }
 
-/// Estimates which of two aligned density images (same grid) is sharper and the Gaussian blur
-/// that brings it to the other's resolution.
-pub fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3], grey: GreyValues) -> ResolutionMatch {
-    estimate_with(fixed, shape, grey, |[i, j, k]| moving[i + shape[0] * (j + shape[1] * k)])
-}
-
-/// As `estimate`, with the moving image given by its value at each voxel of the fixed grid
-/// (NaN: no value there), which is asked only on the block the estimate uses: no whole warped
-/// volume is needed.
+/// Estimates which of two aligned density images on the fixed grid of `shape` is sharper and
+/// the Gaussian blur that brings it to the other's resolution. The moving image is given by its
+/// value at each voxel of the fixed grid (NaN: no value there), which is asked only on the block
+/// the estimate uses: no whole warped volume is needed.
 pub fn estimate_with(
     fixed: &[f32],
     shape: [usize; 3],
@@ -207,28 +202,38 @@ pub fn estimate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn estimate(fixed: &[f32], moving: &[f32], shape: [usize; 3], grey: GreyValues) -> ResolutionMatch {
+        estimate_with(fixed, shape, grey, |[i, j, k]| moving[i + shape[0] * (j + shape[1] * k)])
+    }
     use crate::phantom::head::synthetic_head;
     use crate::volume::Calibration;
+
+    /// A head in density, the same blurred by σ 1.5 voxels, and their grid.
+    fn head_and_blurred() -> (Vec<f32>, Vec<f32>, [usize; 3]) {
+        let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
+        let shape = head.geometry.shape;
+        let mut blurred = head.voxels.clone();
+        gaussian_blur(&mut blurred, shape, 1.5);
+        (head.voxels, blurred, shape)
+    }
 
     /// A head blurred by a known σ: the estimate finds that σ and which image was blurred, and
     /// an unblurred pair needs none, whichever way grey values are allowed for.
     #[test]
     fn finds_the_blur_that_made_one_image_from_the_other() {
-        let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
-        let shape = head.geometry.shape;
-        let mut blurred = head.voxels.clone();
-        gaussian_blur(&mut blurred, shape, 1.5);
+        let (head, blurred, shape) = head_and_blurred();
         for grey in [GreyValues::Linear, GreyValues::Monotone] {
-            let found = estimate(&head.voxels, &blurred, shape, grey);
+            let found = estimate(&head, &blurred, shape, grey);
             assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{grey:?}: {found:?}");
             assert!(found.mse_after < 0.01 * found.mse_before, "{found:?}");
-            let pair = found.apply(&head.voxels, &blurred, shape);
+            let pair = found.apply(&head, &blurred, shape);
             assert_eq!(pair.moving(), blurred.as_slice(), "the blurrier image is left as it is");
             let error = pair.fixed().iter().zip(&blurred).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(error < 1e-5, "the sharper one becomes the blurrier one ({error})");
-            let found = estimate(&blurred, &head.voxels, shape, grey);
+            let found = estimate(&blurred, &head, shape, grey);
             assert_eq!((found.blurred, found.sigma_voxels), (Image::Moving, 1.5), "{grey:?}: {found:?}");
-            let found = estimate(&head.voxels, &head.voxels, shape, grey);
+            let found = estimate(&head, &head, shape, grey);
             assert_eq!(found.sigma_voxels, 0.0, "{grey:?}: {found:?}");
         }
     }
@@ -238,10 +243,7 @@ mod tests {
     /// the estimate finds the blur.
     #[test]
     fn finds_the_blur_under_a_change_of_grey_values() {
-        let head = Calibration::default().apply(&synthetic_head([72, 80, 72], [2.5, 2.5, 2.5]));
-        let shape = head.geometry.shape;
-        let mut moving = head.voxels.clone();
-        gaussian_blur(&mut moving, shape, 1.5);
+        let (head, mut moving, shape) = head_and_blurred();
         for v in &mut moving {
             *v = if *v > 1.12 {
                 1.12 + 0.75 * (*v - 1.12)
@@ -251,7 +253,7 @@ mod tests {
                 *v
             };
         }
-        let found = estimate(&head.voxels, &moving, shape, GreyValues::Monotone);
+        let found = estimate(&head, &moving, shape, GreyValues::Monotone);
         assert_eq!((found.blurred, found.sigma_voxels), (Image::Fixed, 1.5), "{found:?}");
     }
 }
