@@ -168,7 +168,7 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 if let Some(map) = &result.registration.intensity {
                     ui.label(format!(
                         "Grey values: the fixed image compared through a monotone map onto the moving image's \
-                         ({} knots; mean squared difference {:.5} → {:.5})",
+                         ({} knots; mean squared difference {:.5} before, {:.5} after)",
                         map.knots.len(),
                         map.mse_before,
                         map.mse_after
