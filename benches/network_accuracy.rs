@@ -5,7 +5,7 @@
 //! training patch size (32, margin 8) against one large tile (64, margin 8), to show the larger
 //! tiles keep accuracy.
 //!
-//! Run: `cargo bench --bench network_accuracy [-- MODEL_DIR] [--seeds 9000,9001,…]`; prints one
+//! Run: `cargo bench --bench network_accuracy [-- MODEL_DIR] [--seeds 9000,9001,…] [--methods network,hybrid]`; prints one
 //! JSON line per case and method, then the means.
 
 use std::path::PathBuf;
@@ -20,22 +20,29 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut model = None;
     let mut seeds: Vec<u64> = vec![9000, 9001, 9002, 9003];
+    let mut only: Option<Vec<String>> = None;
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--seeds" {
             seeds = args[i + 1].split(',').map(|s| s.parse().expect("seeds are numbers")).collect();
+            i += 2;
+        } else if args[i] == "--methods" {
+            only = Some(args[i + 1].split(',').map(str::to_string).collect());
             i += 2;
         } else {
             model = Some(PathBuf::from(&args[i]));
             i += 1;
         }
     }
-    let variants: Vec<(&str, Method, usize, usize)> = vec![
+    let mut variants: Vec<(&str, Method, usize, usize)> = vec![
         ("network", Method::Network, 64, 8),
         ("network-tiles-32", Method::Network, 32, 8),
         ("hybrid", Method::Hybrid, 64, 8),
         ("optimize", Method::Optimize, 64, 8),
     ];
+    if let Some(only) = only {
+        variants.retain(|v| only.iter().any(|name| name == v.0));
+    }
     let mut sums = std::collections::BTreeMap::<String, (f64, f64, usize, usize)>::new();
     for &seed in &seeds {
         let phantom = synthetic_phantom(seed, DEMO_SHAPE, DEMO_SPACING_MM, 7.0).expect("a phantom");

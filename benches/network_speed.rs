@@ -13,7 +13,7 @@ use diffeoreg::diffeo::smooth::SmoothParams;
 use diffeoreg::diffeo::tensor::smooth::TensorSmoother;
 use diffeoreg::diffeo::tensor::tensor_values;
 use diffeoreg::net::UNetConfig;
-use diffeoreg::train::batch_loss;
+use diffeoreg::train::{batch_loss, energies_together};
 
 /// `--name value` from the command line, or the default.
 fn argument(name: &str, default: usize) -> usize {
@@ -50,7 +50,8 @@ fn main() {
     let mut step_s = Vec::new();
     for _ in 0..2 {
         let clock = Instant::now();
-        let loss = batch_loss(&model, input(&device, batch_size), &smoother, &params);
+        let together = energies_together(&plain, batch_size);
+        let loss = batch_loss(&model, input(&device, batch_size), &smoother, &params, together);
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-4, model, gradients);
         tensor_values(model.forward(input(&device, 1)).detach());

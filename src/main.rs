@@ -60,6 +60,9 @@ enum Command {
         /// Inference tile side and discarded margin, voxels of the model's grid (e.g. 64,8).
         #[arg(long, value_delimiter = ',')]
         tile: Option<Vec<usize>>,
+        /// Network and hybrid: predict on the GPU (wgpu) instead of the CPU.
+        #[arg(long)]
+        gpu: bool,
         /// Resolution levels of the optimisation, coarse to fine (default 4,2,1, where levels
         /// after one with voxels of 2.5 mm or less are skipped; levels given here all run).
         #[arg(long, value_delimiter = ',')]
@@ -237,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             method,
             model,
             tile,
+            gpu,
             levels,
             iterations,
             lambda,
@@ -252,6 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             params.network.model = model;
+            params.network.gpu = gpu;
             if let Some(tile) = tile {
                 let [side, margin] = tile[..] else { anyhow::bail!("--tile takes two values: side,margin") };
                 (params.network.tile, params.network.margin) = (side, margin);

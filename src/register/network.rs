@@ -29,11 +29,28 @@ pub struct NetworkParams {
     /// Resolution levels and iterations of the optimisation that refines the prediction (hybrid).
     pub hybrid_levels: Vec<usize>,
     pub hybrid_iterations: Vec<usize>,
+    /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 impl Default for NetworkParams {
     fn default() -> Self {
-        NetworkParams { model: None, tile: 64, margin: 8, hybrid_levels: vec![2], hybrid_iterations: vec![40] }
+        NetworkParams {
+            model: None,
+            tile: 64,
+            margin: 8,
+            hybrid_levels: vec![2],
+            hybrid_iterations: vec![40],
+            gpu: false,
+        }
+    }
+}
+
+impl NetworkParams {
+    /// The device the network predicts on.
+    pub fn device(&self) -> Device {
+        if self.gpu { Device::wgpu(burn::tensor::DeviceKind::DefaultDevice) } else { Device::flex() }
     }
 }
 

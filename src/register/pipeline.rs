@@ -201,7 +201,7 @@ pub fn register_volumes(
     let start = match params.method {
         Method::Optimize => None,
         Method::Network | Method::Hybrid => {
-            let device = burn::tensor::Device::flex();
+            let device = params.network.device();
             let loaded = load_network(&params.network, &device)?;
             let (predicted, statistics, map, seconds) = predict_velocity(
                 &fixed_density.voxels,

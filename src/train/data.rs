@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::pyramid::{downsample, level_shape};
@@ -142,7 +143,10 @@ pub fn load_pairs(
             }
             Ok(pairs)
         }
+        // Each pair is made and aligned on its own, so pairs are made in parallel (the work
+        // inside one pair is threaded too, but not all of it).
         PairSource::Synthetic { count, shape, spacing_mm, first_seed, max_mm } => (0..*count as u64)
+            .into_par_iter()
             .map(|i| {
                 progress.check_cancelled()?;
                 let seed = first_seed + i;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::energy::EnergyParams;
 use crate::diffeo::smooth::SmoothParams;
-use crate::diffeo::tensor::energy::energy;
+use crate::diffeo::tensor::energy::batch_energy;
 use crate::diffeo::tensor::smooth::TensorSmoother;
 use crate::diffeo::tensor::tensor_values;
 use crate::error::{Error, Result};
@@ -101,21 +101,37 @@ pub fn read_params(out: &Path) -> Result<TrainParams> {
 }
 
 /// The mean SPEC energy over a batch of density patches [B, 2, P, P, P] of the momentum the
-/// network predicts for them.
-pub fn batch_loss(model: &UNet, input: Tensor<5>, smoother: &TensorSmoother, params: &EnergyParams) -> Tensor<1> {
-    let [batch, _, nz, ny, nx] = input.dims();
+/// network predicts for them. The energies are computed `together` batch items at a time: all
+/// of them at once keeps a GPU busy (one kernel per operation for the whole batch), while on the
+/// CPU one at a time is faster (4 patches of 32³, energy and gradient: 0.84 s one by one, 0.92 s together).
+pub fn batch_loss(
+    model: &UNet,
+    input: Tensor<5>,
+    smoother: &TensorSmoother,
+    params: &EnergyParams,
+    together: usize,
+) -> Tensor<1> {
+    let batch = input.dims()[0];
     let momentum = model.forward(input.clone());
     let mut total: Option<Tensor<1>> = None;
-    for b in 0..batch {
-        let image = |c: usize| input.clone().narrow(0, b, 1).narrow(1, c, 1).reshape([1, nz, ny, nx]);
-        let m = momentum.clone().narrow(0, b, 1).reshape([3, nz, ny, nx]);
-        let e = energy(image(0), image(1), m, smoother, params).total();
+    for start in (0..batch).step_by(together.max(1)) {
+        let items = together.max(1).min(batch - start);
+        let part = |t: &Tensor<5>, channel: usize, channels: usize| {
+            t.clone().narrow(0, start, items).narrow(1, channel, channels)
+        };
+        let energies = batch_energy(part(&input, 0, 1), part(&input, 1, 1), part(&momentum, 0, 3), smoother, params);
+        let sum = energies.total().sum();
         total = Some(match total {
-            Some(t) => t + e,
-            None => e,
+            Some(t) => t + sum,
+            None => sum,
         });
     }
     total.expect("a batch holds a patch") / batch as f32
+}
+
+/// How many batch items' energies `batch_loss` computes together on `device`.
+pub fn energies_together(device: &Device, batch: usize) -> usize {
+    if *device == Device::flex() { 1 } else { batch }
 }
 
 /// Which pairs train and which validate: a seeded shuffle, `share` of them (at least one when
@@ -211,6 +227,7 @@ pub fn train(
     let validation_batches =
         epoch_batches(&shapes(&validation_set), &validation_sampler, &mut SeededRng::new(params.seed ^ 0x0a11_da7e));
     let smoother = TensorSmoother::new([patch; 3], &params.smooth, &autodiff);
+    let together = energies_together(device, params.sampler.batch);
     let plain_smoother = TensorSmoother::new([patch; 3], &params.smooth, device);
     let to_tensor = |batch: &[PatchRef], set: &[(&[f32], &[f32], [usize; 3])], device: &Device| {
         let values = batch_input(batch, set, patch);
@@ -226,8 +243,13 @@ pub fn train(
         let (mut total, mut count) = (0.0f64, 0usize);
         for batch in &validation_batches {
             progress.check_cancelled()?;
-            let loss =
-                batch_loss(&inference, to_tensor(batch, &validation_set, device), &plain_smoother, &params.energy);
+            let loss = batch_loss(
+                &inference,
+                to_tensor(batch, &validation_set, device),
+                &plain_smoother,
+                &params.energy,
+                together,
+            );
             total += tensor_values(loss)[0] as f64 * batch.len() as f64;
             count += batch.len();
             progress.advance(1);
@@ -251,7 +273,7 @@ pub fn train(
             progress.check_cancelled()?;
             // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
             autodiff.seed(state.rng.next_u64());
-            let loss = batch_loss(&model, to_tensor(batch, &train_set, &autodiff), &smoother, &energy_params);
+            let loss = batch_loss(&model, to_tensor(batch, &train_set, &autodiff), &smoother, &energy_params, together);
             let value = tensor_values(loss.clone())[0];
             if !value.is_finite() {
                 return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));

@@ -2,16 +2,17 @@
 //! wants autodiff: E = λ⟨v, m⟩/N + ½ ε(M∘φ, F) + ½ ε(F∘φ⁻¹, M), v = K⁻¹m, φ = exp(v),
 //! φ⁻¹ = exp(−v), each ε averaged over the voxels whose sample stayed inside the grid. The same
 //! conventions as the whole-volume `diffeo::energy` (λ per voxel, masked means), so the two agree.
+//! A batch of pairs is computed in one go, each item's energy its own.
 
 use burn::tensor::Tensor;
 
 use crate::diffeo::energy::{EnergyParams, Similarity};
-use crate::diffeo::tensor::integrate::exp;
+use crate::diffeo::tensor::integrate::exp_batch;
 use crate::diffeo::tensor::smooth::TensorSmoother;
-use crate::diffeo::tensor::warp::sample;
+use crate::diffeo::tensor::warp::sample_batch;
 use crate::diffeo::warp::Outside;
 
-/// The energy's parts, each a one-element tensor in the autodiff graph.
+/// The energy's parts in the autodiff graph, one value per batch item ([B]; [1] for one pair).
 pub struct TensorEnergy {
     pub regularisation: Tensor<1>,
     /// ε(M ∘ φ, F).
@@ -34,11 +35,24 @@ pub fn energy(
     smoother: &TensorSmoother,
     params: &EnergyParams,
 ) -> TensorEnergy {
-    let [_, nz, ny, nx] = momentum.dims();
-    let velocity = smoother.apply(momentum.clone());
-    let regularisation = (velocity.clone() * momentum).sum() * (params.lambda / (nx * ny * nz) as f32);
-    let forward_u = exp(velocity.clone(), params.steps);
-    let backward_u = exp(velocity.neg(), params.steps);
+    batch_energy(fixed.unsqueeze(), moving.unsqueeze(), momentum.unsqueeze(), smoother, params)
+}
+
+/// The energy of each item of a batch: `momentum` [B, 3, Z, Y, X], images [B, 1, Z, Y, X].
+pub fn batch_energy(
+    fixed: Tensor<5>,
+    moving: Tensor<5>,
+    momentum: Tensor<5>,
+    smoother: &TensorSmoother,
+    params: &EnergyParams,
+) -> TensorEnergy {
+    let [batch, channels, nz, ny, nx] = momentum.dims();
+    // K⁻¹ acts on each channel alone: the batch's channels are smoothed together.
+    let velocity =
+        smoother.apply(momentum.clone().reshape([batch * channels, nz, ny, nx])).reshape([batch, channels, nz, ny, nx]);
+    let regularisation = per_item_sum(velocity.clone() * momentum) * (params.lambda / (nx * ny * nz) as f32);
+    let forward_u = exp_batch(velocity.clone(), params.steps);
+    let backward_u = exp_batch(velocity.neg(), params.steps);
     TensorEnergy {
         regularisation,
         forward: similarity(moving.clone(), fixed.clone(), forward_u, params.similarity),
@@ -46,9 +60,15 @@ pub fn energy(
     }
 }
 
-/// ε(source ∘ (x + u), target) over the samples that stayed inside the grid.
-fn similarity(source: Tensor<4>, target: Tensor<4>, u: Tensor<4>, measure: Similarity) -> Tensor<1> {
-    let (warped, inside) = sample(source, u, Outside::Mask);
+/// The sum over each batch item: [B, …] → [B].
+fn per_item_sum(values: Tensor<5>) -> Tensor<1> {
+    let batch = values.dims()[0];
+    values.reshape([batch as i32, -1]).sum_dim(1).reshape([batch])
+}
+
+/// ε(source ∘ (x + u), target) of each batch item over its samples that stayed inside the grid.
+fn similarity(source: Tensor<5>, target: Tensor<5>, u: Tensor<5>, measure: Similarity) -> Tensor<1> {
+    let (warped, inside) = sample_batch(source, u, Outside::Mask);
     let inside = inside.expect("masked sampling returns a mask").float();
     let difference = warped - target;
     let squared = difference.clone() * difference;
@@ -57,6 +77,6 @@ fn similarity(source: Tensor<4>, target: Tensor<4>, u: Tensor<4>, measure: Simil
         Similarity::NormalizedMse { a } => squared.clone() / (squared + a * a),
     };
     // Which samples count does not depend smoothly on u: the count is a constant for autodiff.
-    let count = inside.clone().sum().detach().clamp_min(1.0);
-    (values * inside).sum() / count
+    let count = per_item_sum(inside.clone()).detach().clamp_min(1.0);
+    per_item_sum(values * inside) / count
 }

@@ -59,9 +59,3 @@ pub fn index_grid(shape: [usize; 3], device: &Device) -> Tensor<4> {
     }
     Tensor::from_data(TensorData::new(values, [3, nz, ny, nx]), device)
 }
-
-/// The grid shape [X, Y, Z] of a [C, Z, Y, X] tensor.
-pub fn grid_shape(tensor: &Tensor<4>) -> [usize; 3] {
-    let [_, nz, ny, nx] = tensor.dims();
-    [nx, ny, nz]
-}
