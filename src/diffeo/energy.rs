@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::{exp_backward, exp_with_trace};
-use crate::diffeo::pyramid::{refine_field, refine_field_adjoint};
+use crate::diffeo::pyramid::{coarse_position, level_shape};
 use crate::diffeo::smooth::Smoother;
-use crate::diffeo::warp::{warp_image, warp_image_backward};
+use crate::diffeo::warp::{Outside, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
 
 /// ε, the image dissimilarity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,17 +169,12 @@ fn image_terms(
     let (forward_u, forward_trace) = exp_with_trace(&total, params.steps);
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     drop(total);
-    let refine = |u: VectorField| match refinement {
-        Some(r) => refine_field(&u, r.full_shape, r.velocity_factor, r.image_factor),
-        None => u,
+    let term = |source: &[f32], target: &[f32], u: &VectorField| match refinement {
+        Some(r) => refined_similarity_and_gradient(source, target, u, r, params.similarity),
+        None => similarity_and_gradient(source, target, u, params.similarity),
     };
-    let coarsen = |g: VectorField| match refinement {
-        Some(r) => refine_field_adjoint(&g, r.full_shape, r.velocity_factor, r.image_factor),
-        None => g,
-    };
-    let (forward, grad_forward_u) = similarity_and_gradient(moving, fixed, &refine(forward_u), params.similarity);
-    let (backward, grad_backward_u) = similarity_and_gradient(fixed, moving, &refine(backward_u), params.similarity);
-    let (grad_forward_u, grad_backward_u) = (coarsen(grad_forward_u), coarsen(grad_backward_u));
+    let (forward, grad_forward_u) = term(moving, fixed, &forward_u);
+    let (backward, grad_backward_u) = term(fixed, moving, &backward_u);
     // ½ ∂ε_f/∂v − ½ ∂ε_b/∂(−v).
     let mut grad_v = exp_backward(&forward_trace, grad_forward_u);
     let grad_v_backward = exp_backward(&backward_trace, grad_backward_u);
@@ -213,6 +208,109 @@ fn similarity_and_gradient(
         .map(|((w, t), m)| if *m { scale * similarity.derivative(w - t) } else { 0.0 })
         .collect();
     (total / count, warp_image_backward(source, u, &grad_warped))
+}
+
+/// `similarity_and_gradient` for a displacement `u` on the coarser grid of `refinement`: the same
+/// as refining u onto the images' grid (`refine_field`), comparing there, and taking the gradient
+/// back by the refinement's adjoint (`refine_field_adjoint`), in one pass over the image voxels
+/// that keeps no field of the images' size. The refinement is trilinear and separable, and a row
+/// of image voxels (fixed y and z) reads one row of coarse cells: each row first interpolates the
+/// coarse field along y and z into a row buffer and gathers its gradient in another, spread back
+/// over y and z once per row. Each thread scatters its planes into its own coarse gradient; the
+/// gradient is scaled by 1/count at the end instead of per voxel.
+fn refined_similarity_and_gradient(
+    source: &[f32],
+    target: &[f32],
+    u: &VectorField,
+    refinement: Refinement,
+    similarity: Similarity,
+) -> (f64, VectorField) {
+    let (from, to) = (refinement.velocity_factor, refinement.image_factor);
+    let shape = level_shape(refinement.full_shape, to);
+    assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
+    assert_eq!(u.shape, level_shape(refinement.full_shape, from), "the displacement on the refinement's coarse grid");
+    let ratio = from as f32 / to as f32;
+    let [nx, ny, nz] = shape;
+    let [cx, cy, _] = u.shape;
+    // Per axis and image index: the coarse cell's lower and upper node and the weight of the upper.
+    let axis = |d: usize, n: usize| -> Vec<(usize, usize, f32)> {
+        (0..n)
+            .map(|x| {
+                let mut index = [0usize; 3];
+                index[d] = x;
+                let last = u.shape[d] - 1;
+                let position = coarse_position(index, from, to)[d].clamp(0.0, last as f32);
+                let lower = (position as usize).min(last.saturating_sub(1));
+                (lower, (lower + 1).min(last), position - lower as f32)
+            })
+            .collect()
+    };
+    let (along_x, along_y, along_z) = (axis(0, nx), axis(1, ny), axis(2, nz));
+    let threads = rayon::current_num_threads().max(1);
+    let planes = nz.div_ceil(threads);
+    let partials: Vec<(f64, usize, VectorField)> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let (mut total, mut count, mut local) = (0.0f64, 0usize, VectorField::zeros(u.shape));
+            let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
+            let mut row_gradient = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
+            for k in t * planes..((t + 1) * planes).min(nz) {
+                let (z0, z1, fz) = along_z[k];
+                for j in 0..ny {
+                    let (y0, y1, fy) = along_y[j];
+                    // The four coarse rows this image row lies between, and their weights.
+                    let rows = [(y0, z0), (y1, z0), (y0, z1), (y1, z1)].map(|(y, z)| cx * (y + cy * z));
+                    let weights = [(1.0 - fy) * (1.0 - fz), fy * (1.0 - fz), (1.0 - fy) * fz, fy * fz];
+                    for c in 0..3 {
+                        let data = &u.components[c];
+                        for (x, value) in row[c].iter_mut().enumerate() {
+                            *value = ratio * (0..4).map(|r| weights[r] * data[rows[r] + x]).sum::<f32>();
+                        }
+                    }
+                    let mut touched = false;
+                    for i in 0..nx {
+                        let (x0, x1, fx) = along_x[i];
+                        let d: [f32; 3] = std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]);
+                        let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
+                        if !within_voxels(shape, p) {
+                            continue;
+                        }
+                        let Some((value, slope)) = sample_with_gradient(source, shape, p, Outside::Clamp) else {
+                            continue;
+                        };
+                        let residual = value - target[i + nx * (j + ny * k)];
+                        total += similarity.value(residual) as f64;
+                        count += 1;
+                        let g = ratio * similarity.derivative(residual);
+                        for c in 0..3 {
+                            row_gradient[c][x0] += (1.0 - fx) * g * slope[c];
+                            row_gradient[c][x1] += fx * g * slope[c];
+                        }
+                        touched = true;
+                    }
+                    if touched {
+                        for c in 0..3 {
+                            let target = &mut local.components[c];
+                            for (x, g) in row_gradient[c].iter_mut().enumerate() {
+                                for r in 0..4 {
+                                    target[rows[r] + x] += weights[r] * *g;
+                                }
+                                *g = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+            (total, count, local)
+        })
+        .collect();
+    let count = partials.iter().map(|p| p.1).sum::<usize>().max(1);
+    let total: f64 = partials.iter().map(|p| p.0).sum();
+    let mut gradient = VectorField::zeros(u.shape);
+    for (_, _, part) in &partials {
+        gradient = gradient.plus_scaled(1.0, part);
+    }
+    (total / count as f64, gradient.scaled((1.0 / count as f64) as f32))
 }
 
 /// Only the energy (for line searches and tests).
@@ -315,5 +413,39 @@ mod tests {
         assert!(difference < 1e-4 * v_half.max_norm(), "velocity differs by {difference}");
         let (zz, vm) = (z.dot(&z), v_full.dot(&m));
         assert!((zz - vm).abs() < 1e-4 * zz, "|z|² = {zz}, ⟨v, m⟩ = {vm}");
+    }
+
+    /// The one-pass comparison through a coarse displacement equals refining the displacement,
+    /// comparing on the images' grid and taking the gradient back by the refinement's adjoint,
+    /// on grids that are no multiple of the factors, with samples leaving the grid.
+    #[test]
+    fn refined_comparison_equals_refine_compare_and_adjoint() {
+        use crate::diffeo::pyramid::{refine_field, refine_field_adjoint};
+        let full = [23, 19, 17];
+        let wave = |p: [f64; 3], s: f64| (0.5 * p[0] + s).sin() * (0.4 * p[1] - s).cos() + 0.3 * (0.7 * p[2] * s).sin();
+        for (from, to) in [(4, 1), (4, 2), (2, 1)] {
+            let shape = level_shape(full, to);
+            let image = |s: f64| VectorField::from_fn(shape, |p| [wave(p, s), 0.0, 0.0]).components[0].clone();
+            let (source, target) = (image(0.3), image(0.9));
+            // Up to ~2 voxels of the coarse grid: some samples leave the images' grid.
+            let u =
+                VectorField::from_fn(level_shape(full, from), |p| [wave(p, 1.7), -wave(p, 0.4), 0.8 * wave(p, 2.2)]);
+            let refinement = Refinement { full_shape: full, velocity_factor: from, image_factor: to };
+            for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
+                let (value, gradient) = refined_similarity_and_gradient(&source, &target, &u, refinement, similarity);
+                let fine = refine_field(&u, full, from, to);
+                let (_, inside) = warp_image(&source, &fine);
+                assert!(inside.iter().any(|m| !m), "some samples should leave the grid");
+                let (expected_value, fine_gradient) = similarity_and_gradient(&source, &target, &fine, similarity);
+                let expected = refine_field_adjoint(&fine_gradient, full, from, to);
+                assert!(
+                    (value - expected_value).abs() < 1e-6 * expected_value.abs(),
+                    "{from}->{to} {similarity:?}: {value} vs {expected_value}"
+                );
+                let error = gradient.plus_scaled(-1.0, &expected).dot(&gradient.plus_scaled(-1.0, &expected)).sqrt()
+                    / expected.dot(&expected).sqrt();
+                assert!(error < 1e-5, "{from}->{to} {similarity:?}: gradient differs by {error:e} (relative)");
+            }
+        }
     }
 }

@@ -45,7 +45,7 @@ pub fn downsample(image: &[f32], shape: [usize; 3], factor: usize) -> Vec<f32> {
 /// Where the centre of voxel `index` of level `to` lies in the continuous index of level `from`
 /// (level f's voxel c is centred at full-grid index c·f + (f − 1)/2).
 #[inline]
-fn coarse_position(index: [usize; 3], from: usize, to: usize) -> [f32; 3] {
+pub(crate) fn coarse_position(index: [usize; 3], from: usize, to: usize) -> [f32; 3] {
     let centre = |f: usize| (f as f32 - 1.0) / 2.0;
     index.map(|x| (x as f32 * to as f32 + centre(to) - centre(from)) / from as f32)
 }

@@ -169,7 +169,7 @@ pub fn sample_vector_backward(field: &VectorField, p: [f32; 3], g: [f32; 3], tar
 /// beyond its centre). Samples there take the border value; beyond, they are masked out. A
 /// half-voxel margin keeps the mask from flipping when a border voxel moves by a hair.
 #[inline]
-fn within_voxels(shape: [usize; 3], p: [f32; 3]) -> bool {
+pub(crate) fn within_voxels(shape: [usize; 3], p: [f32; 3]) -> bool {
     (0..3).all(|d| p[d] >= -0.5 && p[d] <= shape[d] as f32 - 0.5)
 }
 

@@ -180,13 +180,25 @@ pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
 fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
     use rayon::prelude::*;
     let position = moving_index_map(fixed, moving, transform);
+    let [nx, ny, _] = fixed.geometry.shape;
+    // Plane by plane, row by row: the voxel's index comes from the loops, not from divisions.
     let (sum, count) = fixed
         .voxels
-        .par_iter()
+        .par_chunks(nx * ny)
         .enumerate()
-        .map(|(n, &f)| {
-            let m = sample(moving, position(n), Interpolation::Linear, f32::NAN);
-            if m.is_finite() { (((f - m) as f64).powi(2), 1usize) } else { (0.0, 0) }
+        .map(|(k, plane)| {
+            let (mut sum, mut count) = (0.0f64, 0usize);
+            for j in 0..ny {
+                for i in 0..nx {
+                    let f = plane[i + nx * j];
+                    let m = sample(moving, position.at([i, j, k]), Interpolation::Linear, f32::NAN);
+                    if m.is_finite() {
+                        sum += ((f - m) as f64).powi(2);
+                        count += 1;
+                    }
+                }
+            }
+            (sum, count)
         })
         .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let overlap = count as f64 / fixed.voxels.len() as f64;
@@ -200,7 +212,7 @@ fn negative_nmi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) ->
     let position = moving_index_map(fixed, moving, transform);
     let samples: Vec<f32> = (0..fixed.voxels.len())
         .into_par_iter()
-        .map(|n| sample(moving, position(n), Interpolation::Linear, f32::NAN))
+        .map(|n| sample(moving, position.of(n), Interpolation::Linear, f32::NAN))
         .collect();
     let mask: Vec<bool> = samples.iter().map(|m| m.is_finite()).collect();
     let count = mask.iter().filter(|&&m| m).count();
@@ -225,7 +237,7 @@ fn negative_mattes_mi(fixed: &Volume, moving: &Volume, transform: &AffineTransfo
         .fold(
             || (vec![0.0f64; bins * bins], 0usize),
             |(mut h, mut count), n| {
-                let m = sample(moving, position(n), Interpolation::Linear, f32::NAN);
+                let m = sample(moving, position.of(n), Interpolation::Linear, f32::NAN);
                 if m.is_finite() {
                     count += 1;
                     let row = scale(fixed.voxels[n] as f64, f_low, f_high).floor() as usize;
@@ -280,11 +292,34 @@ fn cubic_bspline(x: f64) -> f64 {
     }
 }
 
-/// The moving-image index that fixed voxel n (linear index) maps to through `transform`.
-/// Fixed index → moving index is affine: its value at the origin and its three columns are
-/// computed once, so each voxel costs one multiply-add per axis.
-fn moving_index_map(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> impl Fn(usize) -> [f64; 3] + Sync {
-    let g = fixed.geometry.clone();
+/// Where fixed voxels land in the moving image's continuous index through `transform`. Fixed
+/// index → moving index is affine: its value at the origin and its three columns are computed
+/// once, so each voxel costs one multiply-add per axis.
+struct IndexMap {
+    origin: [f64; 3],
+    columns: [[f64; 3]; 3],
+    nx: usize,
+    ny: usize,
+}
+
+impl IndexMap {
+    /// The moving index of fixed voxel [i, j, k].
+    #[inline]
+    fn at(&self, index: [usize; 3]) -> [f64; 3] {
+        let [i, j, k] = index.map(|x| x as f64);
+        let (o, c) = (&self.origin, &self.columns);
+        std::array::from_fn(|r| o[r] + c[0][r] * i + c[1][r] * j + c[2][r] * k)
+    }
+
+    /// The moving index of fixed voxel n (linear index).
+    #[inline]
+    fn of(&self, n: usize) -> [f64; 3] {
+        self.at([n % self.nx, (n / self.nx) % self.ny, n / (self.nx * self.ny)])
+    }
+}
+
+fn moving_index_map(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> IndexMap {
+    let g = &fixed.geometry;
     let to_moving_index = moving.geometry.world_to_index_matrix();
     let moving_origin = moving.geometry.origin_mm;
     let map = |index: [f64; 3]| mat_vec(&to_moving_index, sub(transform.apply(g.index_to_world(index)), moving_origin));
@@ -294,13 +329,7 @@ fn moving_index_map(fixed: &Volume, moving: &Volume, transform: &AffineTransform
         unit[d] = 1.0;
         sub(map(unit), origin)
     });
-    let [nx, ny, _] = g.shape;
-    move |n| {
-        let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
-        std::array::from_fn(|r| {
-            origin[r] + columns[0][r] * index[0] + columns[1][r] * index[1] + columns[2][r] * index[2]
-        })
-    }
+    IndexMap { origin, columns, nx: g.shape[0], ny: g.shape[1] }
 }
 
 /// Box average by `factor` with the geometry that goes with it: each new voxel sits at the
