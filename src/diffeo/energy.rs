@@ -41,6 +41,18 @@ impl Similarity {
             }
         }
     }
+
+    /// `value` and `derivative` together (one division for the normalised MSE).
+    #[inline]
+    fn value_and_derivative(self, x: f32) -> (f32, f32) {
+        match self {
+            Similarity::Mse => (x * x, 2.0 * x),
+            Similarity::NormalizedMse { a } => {
+                let inverse = 1.0 / (a * a + x * x);
+                (x * x * inverse, 2.0 * x * a * a * inverse * inverse)
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -267,7 +279,7 @@ fn refined_similarity_and_gradient(
                             *value = ratio * (0..4).map(|r| weights[r] * data[rows[r] + x]).sum::<f32>();
                         }
                     }
-                    let mut touched = false;
+                    let (mut row_total, mut touched) = (0.0f32, false);
                     for i in 0..nx {
                         let (x0, x1, fx) = along_x[i];
                         let d: [f32; 3] = std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]);
@@ -278,16 +290,17 @@ fn refined_similarity_and_gradient(
                         let Some((value, slope)) = sample_with_gradient(source, shape, p, Outside::Clamp) else {
                             continue;
                         };
-                        let residual = value - target[i + nx * (j + ny * k)];
-                        total += similarity.value(residual) as f64;
+                        let (cost, derivative) = similarity.value_and_derivative(value - target[i + nx * (j + ny * k)]);
+                        row_total += cost;
                         count += 1;
-                        let g = ratio * similarity.derivative(residual);
+                        let g = ratio * derivative;
                         for c in 0..3 {
                             row_gradient[c][x0] += (1.0 - fx) * g * slope[c];
                             row_gradient[c][x1] += fx * g * slope[c];
                         }
                         touched = true;
                     }
+                    total += row_total as f64;
                     if touched {
                         for c in 0..3 {
                             let target = &mut local.components[c];
