@@ -2,7 +2,8 @@
 //! phantom held out from training (its head and deformation seeds are not among the training
 //! seeds): every output is written, with the patch-border plot; no voxel folds; the network's
 //! prediction is the same with tiles of the training patch size as with one large tile; the
-//! hybrid refinement improves on the network alone. A model folder that is not one is refused.
+//! hybrid refinement improves on the network alone; on the GPU (wgpu) the field is the CPU's.
+//! A model folder that is not one is refused.
 
 use diffeoreg::metrics::{body_mask, endpoint_error};
 use diffeoreg::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, synthetic_phantom};
@@ -66,4 +67,28 @@ fn a_folder_that_is_not_a_model_is_refused() {
     params.network.model = Some(dir.path().to_path_buf());
     let error = register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).err().expect("refused").to_string();
     assert!(error.contains("config.json"), "{error}");
+}
+
+/// `--gpu`: the prediction on Burn's wgpu device (lavapipe where there is no GPU) gives the
+/// field the CPU gives.
+#[test]
+fn the_gpu_predicts_the_cpus_field() {
+    let phantom = synthetic_phantom(9101, DEMO_SHAPE, DEMO_SPACING_MM, 7.0).unwrap();
+    let register = |gpu: bool| {
+        let mut params = RegisterParams { method: Method::Network, ..RegisterParams::default() };
+        params.network.gpu = gpu;
+        register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).unwrap()
+    };
+    let (cpu, gpu) = (register(false), register(true));
+    let largest_difference = |a: &[Vec<f32>; 3], b: &[Vec<f32>; 3]| {
+        a.iter().zip(b).flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs())).fold(0f32, f32::max)
+    };
+    let rigid = cpu.rigid.transform.to_displacement_field(&phantom.fixed.geometry);
+    let network_part = largest_difference(&cpu.warp_fwd.components_mm, &rigid.components_mm);
+    assert!(network_part > 0.1, "the network should move something beyond the rigid motion: {network_part} mm");
+    let difference = largest_difference(&cpu.warp_fwd.components_mm, &gpu.warp_fwd.components_mm);
+    eprintln!("wgpu against flex: up to {difference:e} mm apart (network part {network_part} mm)");
+    assert!(difference < 1e-3, "wgpu and flex fields differ by up to {difference} mm (network part {network_part} mm)");
+    // Another device sums in another order: bit-identical fields would mean `gpu` was ignored.
+    assert!(difference > 0.0, "the --gpu field is bit-identical to the CPU's: was it predicted on the GPU?");
 }
