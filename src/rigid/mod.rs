@@ -45,8 +45,15 @@ pub struct RigidParams {
     /// skipped: a sub-voxel rigid fit at ~2 M voxels is as good as at full size, and the
     /// deformable stage follows anyway.
     pub max_level_voxels: usize,
+    /// The MSE of a level visits a regular subset of at most about this many fixed voxels.
+    #[serde(default = "default_max_mse_samples")]
+    pub max_mse_samples: usize,
     /// Smallest share of the fixed image's samples that must land inside the moving image.
     pub min_overlap: f64,
+}
+
+fn default_max_mse_samples() -> usize {
+    1_500_000
 }
 
 impl Default for RigidParams {
@@ -59,6 +66,7 @@ impl Default for RigidParams {
             final_rotation_deg: 0.05,
             final_translation_mm: 0.1,
             max_level_voxels: 2_500_000,
+            max_mse_samples: default_max_mse_samples(),
             min_overlap: 0.2,
         }
     }
@@ -96,8 +104,12 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
         }
         progress.start_stage(&format!("rigid at 1/{factor} resolution"), 0);
         let (fixed_level, moving_level) = (downsample_volume(fixed, factor), downsample_volume(moving, factor));
+        // The MSE visits every `stride`-th voxel along each axis so that at most about
+        // `max_mse_samples` are visited (the moving image is still sampled at full detail; on the
+        // demo, 1/8 of the full-resolution voxels: 2.9 → 0.36 s, endpoint error 0.990 → 0.991 mm).
+        let stride = (1..).find(|s| level_voxels.div_ceil(s * s * s) <= params.max_mse_samples.max(1)).unwrap_or(1);
         let cost = |p: &[f64; 6]| match params.metric {
-            RigidMetric::Mse => mean_squared_difference(&fixed_level, &moving_level, &transform_of(p)),
+            RigidMetric::Mse => mean_squared_difference(&fixed_level, &moving_level, &transform_of(p), stride),
             RigidMetric::Nmi => negative_nmi(&fixed_level, &moving_level, &transform_of(p)),
             RigidMetric::MattesMi => negative_mattes_mi(&fixed_level, &moving_level, &transform_of(p)),
         };
@@ -144,7 +156,7 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
         }
     }
     let transform = transform_of(&parameters);
-    let (mse_after, overlap) = mean_squared_difference(fixed, moving, &transform);
+    let (mse_after, overlap) = mean_squared_difference(fixed, moving, &transform, 1);
     Ok(RigidResult {
         transform,
         angles_deg: [parameters[0], parameters[1], parameters[2]].map(f64::to_degrees),
@@ -176,32 +188,36 @@ pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
 }
 
 /// Mean of (fixed(x) − moving(T(x)))² over fixed voxels whose sample lands inside the moving
-/// grid, and the share of fixed voxels that do.
-fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
+/// grid, and the share of fixed voxels that do; only every `stride`-th voxel along each axis is
+/// visited (1: all of them).
+fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTransform, stride: usize) -> (f64, f64) {
     use rayon::prelude::*;
     let position = moving_index_map(fixed, moving, transform);
     let [nx, ny, _] = fixed.geometry.shape;
+    let stride = stride.max(1);
     // Plane by plane, row by row: the voxel's index comes from the loops, not from divisions.
-    let (sum, count) = fixed
+    let (sum, count, visited) = fixed
         .voxels
         .par_chunks(nx * ny)
         .enumerate()
+        .filter(|(k, _)| k % stride == 0)
         .map(|(k, plane)| {
-            let (mut sum, mut count) = (0.0f64, 0usize);
-            for j in 0..ny {
-                for i in 0..nx {
+            let (mut sum, mut count, mut visited) = (0.0f64, 0usize, 0usize);
+            for j in (0..ny).step_by(stride) {
+                for i in (0..nx).step_by(stride) {
                     let f = plane[i + nx * j];
                     let m = sample(moving, position.at([i, j, k]), Interpolation::Linear, f32::NAN);
+                    visited += 1;
                     if m.is_finite() {
                         sum += ((f - m) as f64).powi(2);
                         count += 1;
                     }
                 }
             }
-            (sum, count)
+            (sum, count, visited)
         })
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let overlap = count as f64 / fixed.voxels.len() as f64;
+        .reduce(|| (0.0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    let overlap = count as f64 / visited.max(1) as f64;
     (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
 }
 
