@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::diffeo::VectorField;
-use crate::diffeo::warp::{sample_vector, scatter_vector};
+use crate::diffeo::warp::sample_vector;
 
 /// Shape of level `factor` of a grid of `shape`.
 pub fn level_shape(shape: [usize; 3], factor: usize) -> [usize; 3] {
@@ -85,6 +85,9 @@ pub fn refined_at(field: &VectorField, index: [usize; 3], from: usize, to: usize
 
 /// The adjoint (transpose) of `refine_field(·, full_shape, from, to)`: takes a gradient with
 /// respect to the refined field back to the coarse one, on `level_shape(full_shape, from)`.
+/// The optimiser does this inside its one-pass comparison (`energy`); this plain version is the
+/// reference that one is tested against.
+#[cfg(test)]
 pub fn refine_field_adjoint(gradient: &VectorField, full_shape: [usize; 3], from: usize, to: usize) -> VectorField {
     let coarse = level_shape(full_shape, from);
     if from == to {
@@ -106,7 +109,7 @@ pub fn refine_field_adjoint(gradient: &VectorField, full_shape: [usize; 3], from
                         let p = coarse_position([i, j, k], from, to);
                         let n = i + tx * (j + ty * k);
                         let g = gradient.at(n).map(|v| ratio * v);
-                        scatter_vector(&mut local.components, coarse, p, g);
+                        crate::diffeo::warp::scatter_vector(&mut local.components, coarse, p, g);
                     }
                 }
             }

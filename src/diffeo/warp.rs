@@ -131,7 +131,9 @@ pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outsid
 }
 
 /// Adds `g` (one value per component) to the nodes of `target` (on `shape`) that trilinear
-/// sampling at `p` reads, each by its weight: the transpose of `sample_vector`, clamped.
+/// sampling at `p` reads, each by its weight: the transpose of `sample_vector`, clamped (for
+/// the tests' reference adjoint of the refinement).
+#[cfg(test)]
 #[inline]
 pub fn scatter_vector(target: &mut [Vec<f32>; 3], shape: [usize; 3], p: [f32; 3], g: [f32; 3]) {
     let cell = cell(shape, p, Outside::Clamp).expect("clamping always finds a cell");
