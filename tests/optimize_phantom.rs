@@ -33,7 +33,8 @@ fn moves_towards_a_known_deformation_without_folding() {
     let calibration = Calibration::default();
     let (fixed, moving) = (calibration.apply(&ct), calibration.apply(&phantom.moving));
     let shape = ct.geometry.shape;
-    let result = optimize(&fixed.voxels, &moving.voxels, shape, &OptimizeParams::default(), &Silent).unwrap();
+    let spacing = ct.geometry.spacing_mm;
+    let result = optimize(&fixed.voxels, &moving.voxels, shape, spacing, &OptimizeParams::default(), &Silent).unwrap();
     let velocity = refine_field(&result.velocity, shape, result.factor, 1);
     let forward_voxels = exp(&velocity, 7);
     let forward = forward_voxels.to_displacement_mm(&ct.geometry);

@@ -2,7 +2,8 @@
 //! to the momentum:
 //! E(m) = λ⟨v, m⟩ + ½ ε(M ∘ φ, F) + ½ ε(F ∘ φ⁻¹, M),  v = K⁻¹ m, φ = exp(v), φ⁻¹ = exp(−v),
 //! with F the fixed and M the moving image on the same grid. ⟨v, m⟩ is the mean over voxels of
-//! v·m (voxel units), ε the mean over the voxels whose sample fell inside the grid.
+//! v·m (voxel units), ε the mean over the voxels whose sample fell inside the grid. A `Region`
+//! may leave voxels far from tissue out of ε's sum; they still count in its mean, as matched.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::{exp_backward, exp_with_trace};
 use crate::diffeo::pyramid::{coarse_position, level_shape};
+use crate::diffeo::region::Region;
 use crate::diffeo::smooth::Smoother;
 use crate::diffeo::warp::{Outside, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
 
@@ -123,7 +125,7 @@ fn energy_and_sobolev_gradient(
 ) -> (EnergyTerms, VectorField) {
     let count = momentum.voxel_count() as f64;
     let regularisation = params.lambda as f64 * velocity.dot(momentum) / count;
-    let (forward, backward, grad_v) = image_terms(fixed, moving, base, velocity, None, params);
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, velocity, None, None, params);
     // ∂⟨K⁻¹m, m⟩/∂m = 2v.
     let gradient = smoother.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, velocity);
     (EnergyTerms { regularisation, forward, backward }, gradient)
@@ -145,7 +147,9 @@ pub struct Refinement {
 /// regulariser ⟨v, m⟩ = ⟨L⁻¹z, L z⟩ = |z|² (exactly so for a cyclic convolution; with zero
 /// padding it is the padded domain's value), so in z it is perfectly conditioned and a step
 /// along −∂E/∂z moves v along the Sobolev gradient −K⁻¹ ∂E/∂v rather than −K⁻² ∂E/∂v as a step
-/// in m does: the optimiser reaches the fine detail of v hundreds of times sooner.
+/// in m does: the optimiser reaches the fine detail of v hundreds of times sooner. The images are
+/// compared over `region` (on their grid; None: everywhere).
+#[allow(clippy::too_many_arguments)]
 pub fn energy_and_gradient_whitened(
     fixed: &[f32],
     moving: &[f32],
@@ -153,12 +157,13 @@ pub fn energy_and_gradient_whitened(
     z: &VectorField,
     half: &Smoother,
     refinement: Option<Refinement>,
+    region: Option<&Region>,
     params: &EnergyParams,
 ) -> (EnergyTerms, VectorField) {
     let count = z.voxel_count() as f64;
     let regularisation = params.lambda as f64 * z.dot(z) / count;
     let velocity = half.apply(z);
-    let (forward, backward, grad_v) = image_terms(fixed, moving, base, &velocity, refinement, params);
+    let (forward, backward, grad_v) = image_terms(fixed, moving, base, &velocity, refinement, region, params);
     drop(velocity);
     let gradient = half.apply(&grad_v).plus_scaled((2.0 * params.lambda as f64 / count) as f32, z);
     (EnergyTerms { regularisation, forward, backward }, gradient)
@@ -172,6 +177,7 @@ fn image_terms(
     base: Option<&VectorField>,
     velocity: &VectorField,
     refinement: Option<Refinement>,
+    region: Option<&Region>,
     params: &EnergyParams,
 ) -> (f64, f64, VectorField) {
     let total = match base {
@@ -182,8 +188,8 @@ fn image_terms(
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     drop(total);
     let term = |source: &[f32], target: &[f32], u: &VectorField| match refinement {
-        Some(r) => refined_similarity_and_gradient(source, target, u, r, params.similarity),
-        None => similarity_and_gradient(source, target, u, params.similarity),
+        Some(r) => refined_similarity_and_gradient(source, target, u, r, region, params.similarity),
+        None => similarity_and_gradient(source, target, u, region, params.similarity),
     };
     let (forward, grad_forward_u) = term(moving, fixed, &forward_u);
     let (backward, grad_backward_u) = term(fixed, moving, &backward_u);
@@ -196,15 +202,27 @@ fn image_terms(
     (forward, backward, grad_v)
 }
 
-/// ε(source ∘ (x + u), target) and its gradient with respect to u.
+/// ε(source ∘ (x + u), target) over `region` and its gradient with respect to u.
 fn similarity_and_gradient(
     source: &[f32],
     target: &[f32],
     u: &VectorField,
+    region: Option<&Region>,
     similarity: Similarity,
 ) -> (f64, VectorField) {
-    let (warped, inside) = warp_image(source, u);
-    let count = inside.iter().filter(|&&m| m).count().max(1) as f64;
+    let (warped, mut inside) = warp_image(source, u);
+    let mut left_out = 0;
+    if let Some(region) = region {
+        assert_eq!(region.shape(), u.shape, "the region on the images' grid");
+        let [nx, ny, _] = u.shape;
+        for (n, m) in inside.iter_mut().enumerate() {
+            if !region.contains([n % nx, n / nx % ny, n / (nx * ny)]) {
+                *m = false;
+            }
+        }
+        left_out = region.left_out();
+    }
+    let count = (inside.iter().filter(|&&m| m).count() + left_out).max(1) as f64;
     let total: f64 = warped
         .par_iter()
         .zip(target)
@@ -229,12 +247,14 @@ fn similarity_and_gradient(
 /// of image voxels (fixed y and z) reads one row of coarse cells: each row first interpolates the
 /// coarse field along y and z into a row buffer and gathers its gradient in another, spread back
 /// over y and z once per row. Each thread scatters its planes into its own coarse gradient; the
-/// gradient is scaled by 1/count at the end instead of per voxel.
+/// gradient is scaled by 1/count at the end instead of per voxel. Only `region`'s span of each
+/// row is visited.
 fn refined_similarity_and_gradient(
     source: &[f32],
     target: &[f32],
     u: &VectorField,
     refinement: Refinement,
+    region: Option<&Region>,
     similarity: Similarity,
 ) -> (f64, VectorField) {
     let (from, to) = (refinement.velocity_factor, refinement.image_factor);
@@ -244,6 +264,9 @@ fn refined_similarity_and_gradient(
     let ratio = from as f32 / to as f32;
     let [nx, ny, nz] = shape;
     let [cx, cy, _] = u.shape;
+    if let Some(region) = region {
+        assert_eq!(region.shape(), shape, "the region on the images' grid");
+    }
     // Per axis and image index: the coarse cell's lower and upper node and the weight of the upper.
     let axis = |d: usize, n: usize| -> Vec<(usize, usize, f32)> {
         (0..n)
@@ -280,7 +303,9 @@ fn refined_similarity_and_gradient(
                         }
                     }
                     let (mut row_total, mut touched) = (0.0f32, false);
-                    for i in 0..nx {
+                    let span = region.map_or(0..nx, |r| r.span(j, k));
+                    count += nx - span.len();
+                    for i in span {
                         let (x0, x1, fx) = along_x[i];
                         let d: [f32; 3] = std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]);
                         let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
@@ -404,8 +429,9 @@ mod tests {
         let half = Smoother::half(shape, &params);
         for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
             let energy = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
-            let at =
-                |z: &VectorField| energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, None, &energy);
+            let at = |z: &VectorField| {
+                energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, None, None, &energy)
+            };
             let analytic = at(&z).1.dot(&direction);
             let h = 2e-3f32;
             let numeric = (at(&z.plus_scaled(h, &direction)).0.total() - at(&z.plus_scaled(-h, &direction)).0.total())
@@ -430,13 +456,28 @@ mod tests {
 
     /// The one-pass comparison through a coarse displacement equals refining the displacement,
     /// comparing on the images' grid and taking the gradient back by the refinement's adjoint,
-    /// on grids that are no multiple of the factors, with samples leaving the grid.
+    /// on grids that are no multiple of the factors, with samples leaving the grid, everywhere
+    /// and over a region that leaves some of every row out.
     #[test]
     fn refined_comparison_equals_refine_compare_and_adjoint() {
         use crate::diffeo::pyramid::{refine_field, refine_field_adjoint};
+        use crate::diffeo::region::TissueMask;
         let full = [23, 19, 17];
         let wave = |p: [f64; 3], s: f64| (0.5 * p[0] + s).sin() * (0.4 * p[1] - s).cos() + 0.3 * (0.7 * p[2] * s).sin();
-        for (from, to) in [(4, 1), (4, 2), (2, 1)] {
+        let ball = VectorField::from_fn(full, |p| {
+            [
+                if (p[0] - 10.0).powi(2) + (p[1] - 9.0).powi(2) + (p[2] - 8.0).powi(2) < 16.0 { 1.0 } else { 0.0 },
+                0.0,
+                0.0,
+            ]
+        });
+        let tissue = TissueMask::around(&ball.components[0], &ball.components[1], full, [1.0; 3], 2.0);
+        for ((from, to), with_region) in [(4, 1), (4, 2), (2, 1)].into_iter().flat_map(|f| [(f, false), (f, true)]) {
+            let region = with_region.then(|| tissue.at_level(to));
+            if let Some(region) = &region {
+                let count = level_shape(full, to).iter().product::<usize>();
+                assert!(region.left_out() > count / 3 && region.left_out() < count, "{}", region.left_out());
+            }
             let shape = level_shape(full, to);
             let image = |s: f64| VectorField::from_fn(shape, |p| [wave(p, s), 0.0, 0.0]).components[0].clone();
             let (source, target) = (image(0.3), image(0.9));
@@ -445,11 +486,13 @@ mod tests {
                 VectorField::from_fn(level_shape(full, from), |p| [wave(p, 1.7), -wave(p, 0.4), 0.8 * wave(p, 2.2)]);
             let refinement = Refinement { full_shape: full, velocity_factor: from, image_factor: to };
             for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
-                let (value, gradient) = refined_similarity_and_gradient(&source, &target, &u, refinement, similarity);
+                let (value, gradient) =
+                    refined_similarity_and_gradient(&source, &target, &u, refinement, region.as_ref(), similarity);
                 let fine = refine_field(&u, full, from, to);
                 let (_, inside) = warp_image(&source, &fine);
                 assert!(inside.iter().any(|m| !m), "some samples should leave the grid");
-                let (expected_value, fine_gradient) = similarity_and_gradient(&source, &target, &fine, similarity);
+                let (expected_value, fine_gradient) =
+                    similarity_and_gradient(&source, &target, &fine, region.as_ref(), similarity);
                 let expected = refine_field_adjoint(&fine_gradient, full, from, to);
                 assert!(
                     (value - expected_value).abs() < 1e-6 * expected_value.abs(),
@@ -460,5 +503,43 @@ mod tests {
                 assert!(error < 1e-5, "{from}->{to} {similarity:?}: gradient differs by {error:e} (relative)");
             }
         }
+    }
+
+    /// Voxels left out count as matched: where both images are the same constant air around
+    /// the region (and the displacement stays within the margin), the energy and its gradient
+    /// are those compared everywhere; a region that leaves out mismatched voxels lowers the
+    /// energy.
+    #[test]
+    fn left_out_voxels_count_as_matched() {
+        use crate::diffeo::region::{Region, TissueMask};
+        use crate::diffeo::smooth::SmoothParams;
+        let full = [30, 26, 22];
+        let blob = |p: [f64; 3], c: [f64; 3]| {
+            let r2 = (p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2);
+            if r2 < 36.0 { 1.0 + 0.1 * (-r2 / 8.0).exp() } else { 0.0 }
+        };
+        let image = |c: [f64; 3]| VectorField::from_fn(full, |p| [blob(p, c), 0.0, 0.0]).components[0].clone();
+        let (fixed, moving) = (image([14.5, 12.5, 10.5]), image([15.2, 12.1, 10.9]));
+        let velocity_shape = level_shape(full, 2);
+        let z = VectorField::from_fn(velocity_shape, |p| [0.3 * (0.5 * p[0]).sin(), 0.2 * (0.4 * p[1]).cos(), 0.1]);
+        let half = Smoother::half(velocity_shape, &SmoothParams { alpha: 2.0, gamma: 1.0, pad: 4, spacing_mm: None });
+        let refinement = Some(Refinement { full_shape: full, velocity_factor: 2, image_factor: 1 });
+        let params = EnergyParams { lambda: 1e-2, similarity: Similarity::NormalizedMse { a: 0.2 }, steps: 5 };
+        let region = TissueMask::around(&fixed, &moving, full, [1.0; 3], 3.0).at_level(1);
+        assert!(region.left_out() > 0);
+        let at = |region: Option<&Region>| {
+            energy_and_gradient_whitened(&fixed, &moving, None, &z, &half, refinement, region, &params)
+        };
+        let ((everywhere, gradient), (within, within_gradient)) = (at(None), at(Some(&region)));
+        assert!((everywhere.total() - within.total()).abs() < 1e-6 * everywhere.total(), "{everywhere:?} {within:?}");
+        let difference = gradient.plus_scaled(-1.0, &within_gradient).max_norm();
+        assert!(difference < 1e-5 * gradient.max_norm(), "gradients differ by {difference}");
+        // With noise in the air, leaving it out lowers the image terms.
+        let noisy: Vec<f32> =
+            moving.iter().enumerate().map(|(n, v)| v + 0.05 * ((n * 7919 % 13) as f32 / 6.0 - 1.0)).collect();
+        let at_noisy = |region: Option<&Region>| {
+            energy_and_gradient_whitened(&fixed, &noisy, None, &z, &half, refinement, region, &params).0.forward
+        };
+        assert!(at_noisy(Some(&region)) < 0.9 * at_noisy(None));
     }
 }

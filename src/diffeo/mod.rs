@@ -9,6 +9,7 @@ pub mod energy;
 pub mod integrate;
 pub mod jacobian;
 pub mod pyramid;
+pub mod region;
 pub mod smooth;
 pub mod tensor;
 pub mod warp;
@@ -90,6 +91,13 @@ impl VectorField {
                 self.components[c].par_iter().zip(&other.components[c]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>()
             })
             .sum()
+    }
+
+    /// self += t · other, in place.
+    pub fn add_scaled(&mut self, t: f32, other: &VectorField) {
+        for c in 0..3 {
+            self.components[c].par_iter_mut().zip(&other.components[c]).for_each(|(x, y)| *x += t * y);
+        }
     }
 
     /// self + t · other.

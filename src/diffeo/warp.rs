@@ -23,7 +23,7 @@ struct Cell {
     free: [f32; 3],
 }
 
-#[inline]
+#[inline(always)]
 fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
     let mut base = [0usize; 3];
     let mut frac = [0f32; 3];
@@ -60,7 +60,7 @@ fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
 
 impl Cell {
     /// The eight corner values, indexed by corner bits (x = bit 0, y = bit 1, z = bit 2).
-    #[inline]
+    #[inline(always)]
     fn corners(&self, data: &[f32]) -> [f32; 8] {
         let [sx, sy, sz] = self.strides;
         std::array::from_fn(|c| data[self.origin + (c & 1) * sx + (c >> 1 & 1) * sy + (c >> 2 & 1) * sz])
@@ -83,7 +83,7 @@ impl Cell {
     }
 
     /// Value and derivative with respect to the position, one component.
-    #[inline]
+    #[inline(always)]
     fn value_and_slope(&self, data: &[f32]) -> (f32, [f32; 3]) {
         let [c000, c100, c010, c110, c001, c101, c011, c111] = self.corners(data);
         let [fx, fy, fz] = self.frac;
@@ -125,7 +125,7 @@ pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) ->
 
 /// Trilinear value at `p` and its derivative with respect to `p`, with the border handled as
 /// `sample` does (a clamped axis has zero derivative).
-#[inline]
+#[inline(always)]
 pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
     Some(cell(shape, p, outside)?.value_and_slope(data))
 }

@@ -11,6 +11,7 @@ use crate::diffeo::VectorField;
 use crate::diffeo::energy::{EnergyParams, EnergyTerms, Refinement, energy_and_gradient_whitened};
 use crate::diffeo::integrate::exp;
 use crate::diffeo::pyramid::{downsample, level_shape, refine_field, refined_at};
+use crate::diffeo::region::TissueMask;
 use crate::diffeo::smooth::{SmoothParams, Smoother};
 use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
@@ -59,6 +60,11 @@ pub struct OptimizeParams {
     /// (Absent from older records: read as off.)
     #[serde(default)]
     pub match_intensity: bool,
+    /// Compare the images only within this distance of tissue in either image (mm; see
+    /// `diffeo::region`; 0: everywhere). It must exceed the largest displacement expected.
+    /// (Absent from older records: read as 0, as those runs compared everywhere.)
+    #[serde(default)]
+    pub region_margin_mm: f64,
     pub energy: EnergyParams,
     pub smooth: SmoothParams,
 }
@@ -76,6 +82,7 @@ impl Default for OptimizeParams {
             match_resolution: true,
             finest_voxel_mm: 2.5,
             match_intensity: true,
+            region_margin_mm: 12.0,
             // λ for ⟨v, m⟩ taken as a mean over the velocity grid's voxels, and a = 0.1 in the
             // normalised MSE (SPEC: 0.2; a smaller a weighs soft-tissue contrast more). On the
             // demo phantom with grey-value matching and 200 full-resolution iterations, the
@@ -141,15 +148,17 @@ impl OptimizeParams {
     }
 }
 
-/// Optimises the velocity between two density images on the same grid of `shape`.
+/// Optimises the velocity between two density images on the same grid of `shape`, with voxels
+/// of `spacing_mm`.
 pub fn optimize(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
+    spacing_mm: [f64; 3],
     params: &OptimizeParams,
     progress: &dyn Progress,
 ) -> Result<Optimized> {
-    optimize_from(fixed, moving, shape, params, None, progress)
+    optimize_from(fixed, moving, shape, spacing_mm, params, None, progress)
 }
 
 /// As `optimize`, starting from `initial` (a velocity in voxels of its level and that level's
@@ -159,6 +168,7 @@ pub fn optimize_from(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
+    spacing_mm: [f64; 3],
     params: &OptimizeParams,
     initial: Option<Optimized>,
     progress: &dyn Progress,
@@ -177,6 +187,8 @@ pub fn optimize_from(
         None => (None, Vec::new()),
     };
     let (mut resolution, mut intensity) = (None, None);
+    let tissue = (params.region_margin_mm > 0.0)
+        .then(|| TissueMask::around(fixed, moving, shape, spacing_mm, params.region_margin_mm));
     for (&factor, &iterations) in params.levels.iter().zip(&params.iterations) {
         let level = level_shape(shape, factor);
         if level.contains(&1) {
@@ -218,6 +230,7 @@ pub fn optimize_from(
             image_factor: factor,
         });
         let half = Smoother::half(velocity_shape, &params.smooth);
+        let region = tissue.as_ref().map(|mask| mask.at_level(factor));
         let base = velocity.take().map(|(coarser, from)| refine_field(&coarser, shape, from, velocity_factor));
         let mut momentum = VectorField::zeros(velocity_shape);
         let evaluate = |m: &VectorField| -> Result<(EnergyTerms, VectorField)> {
@@ -228,6 +241,7 @@ pub fn optimize_from(
                 m,
                 &half,
                 refinement,
+                region.as_ref(),
                 &params.energy,
             );
             if energy.total().is_finite() {
@@ -380,7 +394,7 @@ impl Lbfgs {
         let mut alphas = Vec::with_capacity(self.pairs.len());
         for (s, y, rho) in self.pairs.iter().rev() {
             let alpha = rho * s.dot(&q);
-            q = q.plus_scaled(-alpha as f32, y);
+            q.add_scaled(-alpha as f32, y);
             alphas.push(alpha);
         }
         if let Some((s, y, _)) = self.pairs.back() {
@@ -388,9 +402,12 @@ impl Lbfgs {
         }
         for ((s, y, rho), alpha) in self.pairs.iter().zip(alphas.into_iter().rev()) {
             let beta = rho * y.dot(&q);
-            q = q.plus_scaled((alpha - beta) as f32, s);
+            q.add_scaled((alpha - beta) as f32, s);
         }
-        q.scaled(-1.0)
+        for component in &mut q.components {
+            component.iter_mut().for_each(|v| *v = -*v);
+        }
+        q
     }
 }
 
@@ -430,7 +447,7 @@ mod tests {
             // The blobs fill little of the grid, so their image term is small: a light λ.
             let energy = EnergyParams { lambda: 1e-4, ..EnergyParams::default() };
             let options = OptimizeParams { levels: levels.clone(), iterations, energy, ..OptimizeParams::default() };
-            let result = optimize(&fixed, &moving, shape, &options, &Silent).unwrap();
+            let result = optimize(&fixed, &moving, shape, [1.0; 3], &options, &Silent).unwrap();
             let v = refine_field(&result.velocity, shape, result.factor, 1);
             let at_centre = v.at(23 + 48 * (21 + 44 * 19));
             for (got, want) in at_centre.iter().zip([3.0, -2.0, 1.5]) {

@@ -227,8 +227,15 @@ pub fn register_volumes(
                 options.levels = params.network.hybrid_levels.clone();
                 options.iterations = params.network.hybrid_iterations.clone();
             }
-            let result =
-                optimize_from(&fixed_density.voxels, &moving_on_fixed.voxels, shape, &options, start, progress)?;
+            let result = optimize_from(
+                &fixed_density.voxels,
+                &moving_on_fixed.voxels,
+                shape,
+                fixed.geometry.spacing_mm,
+                &options,
+                start,
+                progress,
+            )?;
             timings.optimize_s = lap(&mut clock);
             result
         }
