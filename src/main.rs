@@ -67,7 +67,7 @@ enum Command {
         /// after one with voxels of 2.5 mm or less are skipped; levels given here all run).
         #[arg(long, value_delimiter = ',')]
         levels: Option<Vec<usize>>,
-        /// Iterations per level, e.g. 150,60,60.
+        /// Iterations per level, e.g. 150,60,60 (given here, all run; by default a large grid runs fewer at its finest level)
         #[arg(long, value_delimiter = ',')]
         iterations: Option<Vec<usize>>,
         /// Weight λ of the regulariser ⟨v, m⟩ (taken per voxel).
@@ -269,6 +269,7 @@ fn run(cli: Cli) -> Result<()> {
             params.optimize.match_intensity = !no_intensity_match;
             if let Some(iterations) = iterations {
                 params.optimize.iterations = iterations;
+                params.optimize.voxel_iterations = 0.0;
             }
             if let Some(lambda) = lambda {
                 params.optimize.energy.lambda = lambda;
