@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         gpu: bool,
         /// Resolution levels of the optimisation, coarse to fine (default 4,2,1, where levels
-        /// after one with voxels of 2.5 mm or less are skipped; levels given here all run).
+        /// after one with voxels of 1.5 mm or less are skipped; levels given here all run).
         #[arg(long, value_delimiter = ',')]
         levels: Option<Vec<usize>>,
         /// Iterations per level, e.g. 150,60,60 (given here, all run; by default a large grid runs fewer at its finest level)

@@ -40,16 +40,24 @@ impl TissueMask {
             fixed.iter().zip(&moving).map(|(f, m)| *f > TISSUE_DENSITY || *m > TISSUE_DENSITY).collect();
         let reach: [usize; 3] =
             std::array::from_fn(|d| (margin_mm / (COARSE as f64 * spacing_mm[d])).ceil().max(0.0) as usize);
-        // Grown one axis at a time (a box around each tissue voxel).
+        // Grown one axis at a time (a box around each tissue voxel), each line by a running
+        // count of its tissue voxels, so the cost does not grow with the margin.
         let mut near = tissue;
         let strides = [1, shape[0], shape[0] * shape[1]];
+        let mut counts = Vec::new();
         for d in 0..3 {
-            let source = near.clone();
-            for (n, out) in near.iter_mut().enumerate() {
-                let position = (n / strides[d]) % shape[d];
-                let low = position.saturating_sub(reach[d]);
-                let high = (position + reach[d]).min(shape[d] - 1);
-                *out = (low..=high).any(|q| source[n - position * strides[d] + q * strides[d]]);
+            let (n, stride) = (shape[d], strides[d]);
+            let starts: Vec<usize> = (0..near.len()).filter(|&i| (i / stride) % n == 0).collect();
+            for start in starts {
+                counts.clear();
+                counts.push(0usize);
+                for q in 0..n {
+                    counts.push(counts[q] + near[start + q * stride] as usize);
+                }
+                for q in 0..n {
+                    let (low, high) = (q.saturating_sub(reach[d]), (q + reach[d]).min(n - 1));
+                    near[start + q * stride] = counts[high + 1] > counts[low];
+                }
             }
         }
         TissueMask { full_shape, shape, near }
