@@ -292,6 +292,11 @@ fn refined_similarity_and_gradient(
             for k in t * planes..((t + 1) * planes).min(nz) {
                 let (z0, z1, fz) = along_z[k];
                 for j in 0..ny {
+                    let span = region.map_or(0..nx, |r| r.span(j, k));
+                    count += nx - span.len();
+                    if span.is_empty() {
+                        continue;
+                    }
                     let (y0, y1, fy) = along_y[j];
                     // The four coarse rows this image row lies between, and their weights.
                     let rows = [(y0, z0), (y1, z0), (y0, z1), (y1, z1)].map(|(y, z)| cx * (y + cy * z));
@@ -303,8 +308,6 @@ fn refined_similarity_and_gradient(
                         }
                     }
                     let (mut row_total, mut touched) = (0.0f32, false);
-                    let span = region.map_or(0..nx, |r| r.span(j, k));
-                    count += nx - span.len();
                     for i in span {
                         let (x0, x1, fx) = along_x[i];
                         let d: [f32; 3] = std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]);
