@@ -157,6 +157,9 @@ enum Command {
         /// Patches drawn from each pair per epoch.
         #[arg(long)]
         patches_per_pair: Option<usize>,
+        /// Patches drawn once from each held-out pair for the validation loss (8 by default).
+        #[arg(long)]
+        validation_patches_per_pair: Option<usize>,
         /// Channels at full resolution of the U-Net (16 by default).
         #[arg(long)]
         base_channels: Option<usize>,
@@ -189,6 +192,12 @@ enum Command {
         /// flex (CPU) or wgpu (the GPU).
         #[arg(long, default_value = "flex")]
         device: String,
+        /// What a step minimises: patch (the SPEC energy of each patch at the network's
+        /// resolution, the thesis' loss) or full (the optimiser's energy on the patch's box at full
+        /// resolution, images matched first, the network predicting whitened momentum; its
+        /// smoothing then defaults to the optimiser's, γ 0.05).
+        #[arg(long, default_value = "patch")]
+        objective: String,
     },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
@@ -534,6 +543,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         patch,
         batch,
         patches_per_pair,
+        validation_patches_per_pair,
         base_channels,
         resolution_factor,
         output_scale,
@@ -545,6 +555,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         synthetic_spacing_mm,
         synthetic_seed,
         device,
+        objective,
     } = command
     else {
         unreachable!("called for the train command")
@@ -580,12 +591,18 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         set!(patch, params.sampler.patch);
         set!(batch, params.sampler.batch);
         set!(patches_per_pair, params.sampler.patches_per_pair);
+        set!(validation_patches_per_pair, params.validation_patches_per_pair);
         set!(base_channels, params.network.base_channels);
         set!(resolution_factor, params.network.resolution_factor);
         set!(output_scale, params.network.output_scale);
         set!(lambda, params.energy.lambda);
         set!(warmup_epochs, params.warmup_epochs);
         set!(seed, params.seed);
+        match objective.as_str() {
+            "patch" => {}
+            "full" => params = params.for_objective(diffeoreg::train::Objective::FullResolution),
+            other => anyhow::bail!("unknown --objective {other:?}: use patch or full"),
+        }
         match similarity.as_deref() {
             None => {}
             Some("mse") => params.energy.similarity = Similarity::Mse,
@@ -603,7 +620,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         other => anyhow::bail!("unknown --device {other:?}: use flex or wgpu"),
     };
     let clock = std::time::Instant::now();
-    let pairs = load_pairs(&params.source, &params.register, params.network.resolution_factor, progress)?;
+    let pairs = load_pairs(&params, progress)?;
     progress.finish();
     eprintln!(
         "{} pairs ready in {:.1} s (1/{} resolution: {:?} voxels each, first pair)",

@@ -98,9 +98,21 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
 
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, text.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    assert!(text.contains("\"format_version\": 2"), "{text}");
+    std::fs::write(&config_path, text.replace("\"format_version\": 2", "\"format_version\": 99")).unwrap();
     let error = load_model(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
+
+    // A version-1 config (before whitened output and matched input) reads as one with both off.
+    let v1: String = text
+        .lines()
+        .filter(|l| !l.contains("whitened_output") && !l.contains("matched_input"))
+        .map(|l| l.replace("\"format_version\": 2", "\"format_version\": 1") + "\n")
+        .collect();
+    let v1 = v1.replace(",\n}", "\n}");
+    std::fs::write(&config_path, &v1).unwrap();
+    let (read, _) = load_model(&folder, &device).unwrap();
+    assert_eq!(read, config, "{v1}");
 
     save_model(&folder, &config, &config.init(&device)).unwrap();
     std::fs::remove_file(folder.join("weights.bpk")).unwrap();
@@ -163,4 +175,121 @@ fn patchwise_prediction_assembles_the_networks_centres() {
             assert_eq!(assembled, direct[c * SIDE * SIDE * SIDE + local], "tile {tile:?}, channel {c}");
         }
     }
+}
+
+/// The full-resolution objective (`train::full_resolution_energy`): on a batch it is the mean of
+/// each item's energy on its box of the full-resolution pair, its gradient is laid out per item
+/// and channel as the network's output and divided by the batch size, it agrees with a central
+/// difference along a random direction, and Adam steps of the network through that gradient
+/// lower it.
+#[test]
+fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
+    use diffeoreg::diffeo::VectorField;
+    use diffeoreg::diffeo::energy::{Refinement, energy_and_gradient_whitened};
+    use diffeoreg::diffeo::pyramid::downsample;
+    use diffeoreg::diffeo::smooth::Smoother;
+    use diffeoreg::patch::sampler::PatchRef;
+    use diffeoreg::train::data::FullResolutionPair;
+    use diffeoreg::train::full_resolution_energy;
+
+    let (factor, patch) = (4, 8);
+    let side = factor * patch;
+    let n = side * side * side;
+    // A head-like ball of density 1.05 in air, and the same ball 2.5 voxels further along x.
+    let ball = |shift: f32| -> Vec<f32> {
+        (0..n)
+            .map(|v| {
+                let (i, j, k) = (v % side, v / side % side, v / (side * side));
+                let d =
+                    ((i as f32 - 15.5 - shift).powi(2) + (j as f32 - 15.5).powi(2) + (k as f32 - 15.5).powi(2)).sqrt();
+                1.05 / (1.0 + (1.5 * (d - 9.0)).exp()) + 0.3 / (1.0 + (1.5 * (d - 4.0)).exp())
+            })
+            .collect()
+    };
+    let pair = FullResolutionPair { fixed: ball(0.0), moving: ball(2.5), shape: [side; 3], spacing_mm: [1.0; 3] };
+    let smooth = SmoothParams { alpha: 2.0, gamma: 0.05, pad: 4, ..SmoothParams::default() };
+    let half = Smoother::half([patch; 3], &smooth);
+    let params = EnergyParams { lambda: 2e-3, similarity: Similarity::NormalizedMse { a: 0.1 }, steps: 7 };
+    let margin = 4.0;
+    let voxels = patch * patch * patch;
+    let z: Vec<f32> = (0..3 * voxels).map(|v| 0.3 * ((v as f32 * 0.37).sin())).collect();
+    let item = PatchRef { pair: 0, start: [0, 0, 0] };
+
+    // One item: the energy of the whole volume (its box), computed directly.
+    let (single, single_gradient) =
+        full_resolution_energy(&z, &[item], &[&pair], patch, factor, &half, margin, &params);
+    let field = VectorField {
+        shape: [patch; 3],
+        components: std::array::from_fn(|c| z[c * voxels..(c + 1) * voxels].to_vec()),
+    };
+    let region = diffeoreg::diffeo::region::TissueMask::around(&pair.fixed, &pair.moving, [side; 3], [1.0; 3], margin)
+        .at_level(1);
+    let refinement = Some(Refinement { full_shape: [side; 3], velocity_factor: factor, image_factor: 1 });
+    let (direct, direct_gradient) = energy_and_gradient_whitened(
+        &pair.fixed,
+        &pair.moving,
+        None,
+        &field,
+        &half,
+        refinement,
+        Some(&region),
+        &params,
+    );
+    assert!((single - direct.total()).abs() < 1e-9 * direct.total().abs(), "{single} vs {}", direct.total());
+    for c in 0..3 {
+        assert_eq!(&single_gradient[c * voxels..(c + 1) * voxels], &direct_gradient.components[c][..]);
+    }
+
+    // Two items (the second with no motion): the mean energy, each gradient halved, in place.
+    let mut two_z = z.clone();
+    two_z.extend(std::iter::repeat_n(0.0, 3 * voxels));
+    let (mean, gradient) =
+        full_resolution_energy(&two_z, &[item, item], &[&pair], patch, factor, &half, margin, &params);
+    let (still, still_gradient) =
+        full_resolution_energy(&vec![0.0; 3 * voxels], &[item], &[&pair], patch, factor, &half, margin, &params);
+    assert!((mean - 0.5 * (single + still)).abs() < 1e-9 * mean.abs());
+    for (v, (g, s)) in gradient.iter().zip(single_gradient.iter().chain(&still_gradient)).enumerate() {
+        assert!((g - 0.5 * s).abs() <= 1e-6 * s.abs().max(1e-6), "voxel {v}: {g} vs {s}/2");
+    }
+
+    // A central difference along a random direction (f64 sums, f32 fields: 1e-2).
+    let direction: Vec<f32> = (0..3 * voxels).map(|v| ((v * 7919 % 113) as f32 / 56.5 - 1.0) * 0.1).collect();
+    let at = |t: f32| -> f64 {
+        let moved: Vec<f32> = z.iter().zip(&direction).map(|(a, d)| a + t * d).collect();
+        full_resolution_energy(&moved, &[item], &[&pair], patch, factor, &half, margin, &params).0
+    };
+    let eps = 1e-2;
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+    let analytic: f64 = single_gradient.iter().zip(&direction).map(|(g, d)| (*g as f64) * (*d as f64)).sum();
+    assert!((numeric - analytic).abs() < 1e-2 * analytic.abs(), "central difference {numeric} vs gradient {analytic}");
+
+    // Adam steps on the network through that gradient lower the energy of its prediction.
+    let device = Device::flex().autodiff();
+    let config = small().with_resolution_factor(factor).with_whitened_output(true).with_matched_input(true);
+    let mut model = config.init(&device);
+    let input: Vec<f32> = downsample(&pair.fixed, [side; 3], factor)
+        .into_iter()
+        .chain(downsample(&pair.moving, [side; 3], factor))
+        .collect();
+    let input = Tensor::<5>::from_data(TensorData::new(input, [1, 2, patch, patch, patch]), &device);
+    let mut optimizer = AdamConfig::new().init();
+    let mut energies = Vec::new();
+    for _ in 0..6 {
+        let out = model.forward(input.clone());
+        let (value, gradient) = full_resolution_energy(
+            &tensor_values(out.clone()),
+            &[item],
+            &[&pair],
+            patch,
+            factor,
+            &half,
+            margin,
+            &params,
+        );
+        energies.push(value);
+        let gradient = Tensor::<5>::from_data(TensorData::new(gradient, out.dims()), &device);
+        let gradients = GradientsParams::from_grads((out * gradient).sum().backward(), &model);
+        model = optimizer.step(3e-3, model, gradients);
+    }
+    assert!(energies.last().unwrap() < &(0.98 * energies[0]), "energies {energies:?}");
 }

@@ -175,3 +175,43 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
     let error = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && error.contains("case9") && error.contains("does not exist"), "{error}");
 }
+
+/// `train --objective full`: the optimiser's energy at full resolution as the loss (boxes of the
+/// 48³ pairs at random places, 2× the 16³ patches of the network's grid); the model records a
+/// whitened output on matched input, and `register` predicts with it.
+#[test]
+fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let run = train(&out, &["--objective", "full", "--epochs", "2"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let losses = epoch_losses(&out);
+    assert_eq!(losses.len(), 4, "{losses:?}");
+    for row in &losses[2..] {
+        let fields: Vec<&str> = row.split(',').collect();
+        let (train_loss, validation) = (fields[2].parse::<f64>().unwrap(), fields[3].parse::<f64>().unwrap());
+        // Normalised MSE (a = 0.1) of density images lies in [0, 1]; the regulariser adds little.
+        assert!(train_loss > 0.0 && train_loss < 1.0 && validation > 0.0 && validation < 1.0, "{losses:?}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["whitened_output"].as_bool(), config["matched_input"].as_bool()), (Some(true), Some(true)));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["objective"], "FullResolution");
+    assert_eq!(record["smooth"]["gamma"].as_f64(), Some(0.05), "the optimiser's smoothing: {record}");
+
+    let result = dir.path().join("result");
+    let run = Command::new(binary())
+        .args(["register", "--method", "network", "--model"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&result)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
+    assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
+}

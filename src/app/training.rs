@@ -15,7 +15,7 @@ use crate::app::case::JobOutput;
 use crate::diffeo::energy::Similarity;
 use crate::train::checkpoint::{BatchRecord, EpochRecord};
 use crate::train::data::{PairSource, load_pairs};
-use crate::train::{TrainEvent, TrainParams, train};
+use crate::train::{Objective, TrainEvent, TrainParams, train};
 
 /// What the running (or last) training has reported, shared with the worker thread.
 #[derive(Clone, Debug, Default)]
@@ -130,7 +130,7 @@ impl DiffeoregApp {
         self.start_job(
             if resume { "resume training" } else { "train" },
             Box::new(move |board| {
-                let pairs = load_pairs(&params.source, &params.register, params.network.resolution_factor, board)?;
+                let pairs = load_pairs(&params, board)?;
                 let device = burn::tensor::Device::flex();
                 let result = train(&pairs, &out, &params, resume, &device, board, &mut |event| {
                     let mut log = live.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,6 +238,16 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 }
                 if ui.radio_value(&mut normalised, true, "normalised MSE").clicked() {
                     *similarity = Similarity::NormalizedMse { a: 0.2 };
+                }
+            });
+            let mut full = app.training.params.objective == Objective::FullResolution;
+            ui.horizontal(|ui| {
+                ui.label("loss");
+                let patch = ui.radio_value(&mut full, false, "patch energy at the network's resolution").clicked();
+                let whole = ui.radio_value(&mut full, true, "optimiser's energy at full resolution").clicked();
+                if patch || whole {
+                    let objective = if full { Objective::FullResolution } else { Objective::PatchEnergy };
+                    app.training.params = app.training.params.clone().for_objective(objective);
                 }
             });
             ui.separator();

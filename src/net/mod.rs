@@ -20,13 +20,15 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Bumped whenever the architecture or the weights' layout changes meaning.
-pub const MODEL_FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the architecture or the weights' layout changes meaning. Version 2 added
+/// `whitened_output` and `matched_input`; a version-1 model is read as one with both off,
+/// which is what it was.
+pub const MODEL_FORMAT_VERSION: u32 = 2;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
-    #[config(default = 1)]
+    #[config(default = 2)]
     pub format_version: u32,
     #[config(default = 2)]
     pub in_channels: usize,
@@ -49,6 +51,17 @@ pub struct UNetConfig {
     /// whitened coordinates).
     #[config(default = 1.0)]
     pub output_scale: f64,
+    /// The output is the momentum in whitened coordinates, z = L⁻¹m (L = K^½: the momentum
+    /// half-smoothed), so the velocity of the assembled volume is L⁻¹z rather than K⁻¹m. Both
+    /// smooth the whole volume at once, across tile borders; in z the regulariser ⟨v, m⟩ is
+    /// |z|², and the energy's gradient reaching the network is L⁻¹∂E/∂v rather than K⁻¹∂E/∂v,
+    /// as in the optimiser's coordinates (`diffeo::energy::energy_and_gradient_whitened`).
+    #[config(default = false)]
+    pub whitened_output: bool,
+    /// The network sees the pair after its resolutions and grey values were matched at the
+    /// rigid alignment (`register::optimize::matched_at_alignment`), as it was trained.
+    #[config(default = false)]
+    pub matched_input: bool,
 }
 
 #[derive(Module, Debug)]
@@ -168,14 +181,27 @@ static BUILTIN_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!("../../assets/
 pub const BUILTIN_TRAINING_JSON: &str = include_str!("../../assets/model/training.json");
 
 fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
-    let config: UNetConfig = serde_json::from_str(text)
-        .map_err(|e| Error::Invalid(format!("{name} is not a diffeoreg model config: {e}")))?;
-    if config.format_version != MODEL_FORMAT_VERSION {
-        return Err(Error::Invalid(format!(
-            "{name} is a model of format version {}; this diffeoreg reads version {MODEL_FORMAT_VERSION}",
-            config.format_version
-        )));
+    let not_a_config = |e: serde_json::Error| Error::Invalid(format!("{name} is not a diffeoreg model config: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(not_a_config)?;
+    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+    match version {
+        Some(1) => {
+            // Version 1 had neither field; its models predicted plain momentum from unmatched images.
+            if let Some(fields) = value.as_object_mut() {
+                fields.insert("whitened_output".into(), false.into());
+                fields.insert("matched_input".into(), false.into());
+                fields.insert("format_version".into(), MODEL_FORMAT_VERSION.into());
+            }
+        }
+        Some(v) if v == MODEL_FORMAT_VERSION as u64 => {}
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{name} is a model of format version {}; this diffeoreg reads versions 1 and {MODEL_FORMAT_VERSION}",
+                version.map_or("(none)".to_string(), |v| v.to_string())
+            )));
+        }
     }
+    let config: UNetConfig = serde_json::from_value(value).map_err(not_a_config)?;
     if config.resolution_factor == 0 {
         return Err(Error::Invalid(format!("{name}: resolution_factor must be at least 1")));
     }

@@ -16,7 +16,7 @@ use crate::net::{BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, lo
 use crate::patch::border::BorderStatistics;
 use crate::patch::tiling::{Tiling, axis_tiles, tiles};
 use crate::progress::Progress;
-use crate::register::optimize::Optimized;
+use crate::register::optimize::{OptimizeParams, Optimized, matched_at_alignment};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkParams {
@@ -98,7 +98,8 @@ pub fn load(params: &NetworkParams, device: &Device) -> Result<LoadedModel> {
 /// app's momentum overlay draws (SPEC §8).
 #[derive(Clone, Debug)]
 pub struct MomentumMap {
-    /// |m| per voxel of the network's grid (voxels of that grid).
+    /// |m| per voxel of the network's grid (voxels of that grid): the network's output, so for a
+    /// model with `whitened_output` the length of z = L⁻¹m.
     pub magnitude: Vec<f32>,
     pub shape: [usize; 3],
     /// The network's grid is the fixed grid downsampled by this.
@@ -135,13 +136,17 @@ impl MomentumMap {
 }
 
 /// The velocity the network predicts for two density images on one grid of `shape`, on the
-/// grid downsampled by the model's resolution factor, and the patch-border statistics.
+/// grid downsampled by the model's resolution factor, and the patch-border statistics. A model
+/// trained on matched pairs sees the pair matched as `matching` says (its resolution and
+/// grey-value settings).
+#[allow(clippy::too_many_arguments)]
 pub fn predict_velocity(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
     loaded: &LoadedModel,
     params: &NetworkParams,
+    matching: &OptimizeParams,
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(Optimized, BorderStatistics, MomentumMap, (f64, f64))> {
@@ -159,7 +164,12 @@ pub fn predict_velocity(
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
     progress.start_stage("predicting momentum", tiles(level, tiling).len() as u64);
-    let (fixed_level, moving_level) = (downsample(fixed, shape, factor), downsample(moving, shape, factor));
+    let (fixed_level, moving_level) = if loaded.config.matched_input {
+        let (fixed, moving) = matched_at_alignment(fixed, moving, shape, matching);
+        (downsample(&fixed, shape, factor), downsample(&moving, shape, factor))
+    } else {
+        (downsample(fixed, shape, factor), downsample(moving, shape, factor))
+    };
     let (momentum, border) =
         predict_momentum(&loaded.model, &fixed_level, &moving_level, level, tiling, device, &|| progress.advance(1));
     progress.check_cancelled()?;
@@ -170,7 +180,11 @@ pub fn predict_velocity(
     });
     let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
-    let velocity = Smoother::new(level, &loaded.smooth).apply(&momentum);
+    let velocity = if loaded.config.whitened_output {
+        Smoother::half(level, &loaded.smooth).apply(&momentum)
+    } else {
+        Smoother::new(level, &loaded.smooth).apply(&momentum)
+    };
     let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
     Ok((
         Optimized { velocity, factor, history: Vec::new(), resolution: None, intensity: None },

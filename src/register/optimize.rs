@@ -336,6 +336,21 @@ pub fn optimize_from(
     Ok(Optimized { velocity, factor, history, resolution, intensity })
 }
 
+/// Both images compared through the resolution and grey-value matches estimated at the rigid
+/// alignment (no velocity yet), as `params` asks for them: what a network trained on matched
+/// pairs sees and what its training compares (`UNetConfig::matched_input`).
+pub fn matched_at_alignment(
+    fixed: &[f32],
+    moving: &[f32],
+    shape: [usize; 3],
+    params: &OptimizeParams,
+) -> (Vec<f32>, Vec<f32>) {
+    let factor = 4;
+    let rest = (VectorField::zeros(level_shape(shape, factor)), factor);
+    let (pair, _, _) = match_pair(fixed, moving, shape, &rest, params);
+    (pair.fixed().to_vec(), pair.moving().to_vec())
+}
+
 /// The pair a level compares, with the resolution and grey-value matches found, given the
 /// velocity it starts from (in voxels of level `from`). The order
 /// follows how a pseudo-CT differs from the CT: blurred, then its grey values changed; the blur

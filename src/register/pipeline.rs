@@ -209,6 +209,7 @@ pub fn register_volumes(
                 shape,
                 &loaded,
                 &params.network,
+                &params.optimize,
                 &device,
                 progress,
             )?;

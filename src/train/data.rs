@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
 use crate::phantom::synthetic_phantom;
 use crate::progress::Progress;
-use crate::register::pipeline::{RegisterParams, align_rigidly};
+use crate::register::optimize::matched_at_alignment;
+use crate::register::pipeline::align_rigidly;
+use crate::train::{Objective, TrainParams};
 use crate::volume::Volume;
 
 /// Where the training pairs come from.
@@ -31,37 +33,67 @@ pub enum PairSource {
     Synthetic { count: usize, shape: [usize; 3], spacing_mm: [f64; 3], first_seed: u64, max_mm: f64 },
 }
 
-/// One pair as the network sees it: both density images on one grid, downsampled.
+/// One pair as the network sees it: both density images on one grid, downsampled (matched
+/// first for a network with `matched_input`), and for the full-resolution objective the pair at
+/// full resolution that its loss compares.
 #[derive(Clone, Debug)]
 pub struct TrainingPair {
     pub name: String,
     pub fixed: Vec<f32>,
     pub moving: Vec<f32>,
     pub shape: [usize; 3],
+    pub full: Option<FullResolutionPair>,
+}
+
+/// Both density images of a pair on the fixed grid at full resolution, matched as the network's
+/// input was.
+#[derive(Clone, Debug)]
+pub struct FullResolutionPair {
+    pub fixed: Vec<f32>,
+    pub moving: Vec<f32>,
+    pub shape: [usize; 3],
+    pub spacing_mm: [f64; 3],
 }
 
 /// Aligns `moving` to `fixed` rigidly and keeps both densities on the fixed grid, downsampled
-/// by `factor`.
+/// by the network's resolution factor (and what `params`' network and objective need besides).
 pub fn prepare_pair(
     name: &str,
     fixed: &Volume,
     moving: &Volume,
-    register: &RegisterParams,
-    factor: usize,
+    params: &TrainParams,
     progress: &dyn Progress,
 ) -> Result<TrainingPair> {
-    let aligned = align_rigidly(fixed, moving, register, progress)
+    let aligned = align_rigidly(fixed, moving, &params.register, progress)
         .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
     let shape = fixed.geometry.shape;
+    let factor = params.network.resolution_factor;
     let level = level_shape(shape, factor);
     if level.iter().any(|&n| n < 4) {
         return Err(Error::Invalid(format!("training pair {name}: {shape:?} is too small at 1/{factor} resolution")));
     }
+    let (fixed_density, moving_density) = if params.network.matched_input {
+        progress.start_stage(&format!("matching {name}"), 0);
+        matched_at_alignment(
+            &aligned.fixed_density.voxels,
+            &aligned.moving_on_fixed.voxels,
+            shape,
+            &params.register.optimize,
+        )
+    } else {
+        (aligned.fixed_density.voxels, aligned.moving_on_fixed.voxels)
+    };
     Ok(TrainingPair {
         name: name.to_string(),
-        fixed: downsample(&aligned.fixed_density.voxels, shape, factor),
-        moving: downsample(&aligned.moving_on_fixed.voxels, shape, factor),
+        fixed: downsample(&fixed_density, shape, factor),
+        moving: downsample(&moving_density, shape, factor),
         shape: level,
+        full: (params.objective == Objective::FullResolution).then(|| FullResolutionPair {
+            fixed: fixed_density,
+            moving: moving_density,
+            shape,
+            spacing_mm: fixed.geometry.spacing_mm,
+        }),
     })
 }
 
@@ -119,16 +151,11 @@ pub fn read_pair_folder(folder: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(pairs)
 }
 
-/// Loads (or generates) every pair of `source`, prepared for the network.
-pub fn load_pairs(
-    source: &PairSource,
-    register: &RegisterParams,
-    factor: usize,
-    progress: &dyn Progress,
-) -> Result<Vec<TrainingPair>> {
-    match source {
+/// Loads (or generates) every pair of `params.source`, prepared for its network and objective.
+pub fn load_pairs(params: &TrainParams, progress: &dyn Progress) -> Result<Vec<TrainingPair>> {
+    match &params.source {
         PairSource::Csv(_) | PairSource::Folder(_) => {
-            let list = match source {
+            let list = match &params.source {
                 PairSource::Csv(csv) => read_pair_list(csv)?,
                 PairSource::Folder(folder) => read_pair_folder(folder)?,
                 PairSource::Synthetic { .. } => unreachable!("handled below"),
@@ -139,7 +166,7 @@ pub fn load_pairs(
                 let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
                 let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
                 let name = format!("{} / {}", fixed_path.display(), moving_path.display());
-                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, register, factor, progress)?);
+                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, params, progress)?);
             }
             Ok(pairs)
         }
@@ -150,7 +177,7 @@ pub fn load_pairs(
             .map(|i| {
                 progress.check_cancelled()?;
                 let seed = first_seed + i;
-                synthetic_pair(seed, *shape, *spacing_mm, *max_mm, register, factor, progress)
+                synthetic_pair(seed, *shape, *spacing_mm, *max_mm, params, progress)
             })
             .collect(),
     }
@@ -162,13 +189,12 @@ pub fn synthetic_pair(
     shape: [usize; 3],
     spacing_mm: [f64; 3],
     max_mm: f64,
-    register: &RegisterParams,
-    factor: usize,
+    params: &TrainParams,
     progress: &dyn Progress,
 ) -> Result<TrainingPair> {
     progress.start_stage(&format!("making synthetic pair {seed}"), 0);
     let phantom = synthetic_phantom(seed, shape, spacing_mm, max_mm)?;
-    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, register, factor, progress)
+    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, params, progress)
 }
 
 #[cfg(test)]

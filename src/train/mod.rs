@@ -17,19 +17,22 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::diffeo::energy::EnergyParams;
-use crate::diffeo::smooth::SmoothParams;
+use crate::diffeo::VectorField;
+use crate::diffeo::energy::{EnergyParams, Refinement, energy_and_gradient_whitened};
+use crate::diffeo::region::TissueMask;
+use crate::diffeo::smooth::{SmoothParams, Smoother};
 use crate::diffeo::tensor::energy::batch_energy;
 use crate::diffeo::tensor::smooth::TensorSmoother;
 use crate::diffeo::tensor::tensor_values;
 use crate::error::{Error, Result};
 use crate::net::{UNet, UNetConfig, save_model};
 use crate::patch::sampler::{PatchRef, SamplerParams, batch_input, epoch_batches};
+use crate::patch::tiling::extract;
 use crate::phantom::random::SeededRng;
 use crate::progress::Progress;
 use crate::register::pipeline::RegisterParams;
 use checkpoint::{BatchRecord, EpochRecord, TrainState, checkpoints, load_checkpoint, save_checkpoint};
-use data::{PairSource, TrainingPair};
+use data::{FullResolutionPair, PairSource, TrainingPair};
 
 /// The file in a model folder that records how the model was trained.
 pub const TRAINING_JSON: &str = "training.json";
@@ -51,8 +54,32 @@ pub struct TrainParams {
     pub validation_share: f64,
     pub validation_patches_per_pair: usize,
     pub seed: u64,
-    /// How pairs are calibrated and rigidly aligned before training (as `register` does).
+    /// How pairs are calibrated and rigidly aligned before training (as `register` does), and
+    /// matched for a network with `matched_input` (its optimiser's resolution and grey-value
+    /// settings; its `region_margin_mm` for the full-resolution objective).
     pub register: RegisterParams,
+    /// What a step minimises. (Absent from records written before it existed: the patch energy.)
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// What a training step minimises.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Objective {
+    /// The thesis' loss: the SPEC energy of each patch on the network's own grid (images
+    /// downsampled as the network sees them), computed by the Burn engine and differentiated
+    /// by autodiff on the training device.
+    #[default]
+    PatchEnergy,
+    /// The optimiser's energy on each patch's box of the pair at full resolution: the network
+    /// predicts whitened momentum z on its coarser grid, the velocity L⁻¹z is refined onto the
+    /// full-resolution images (`diffeo::energy::Refinement`), compared near tissue only
+    /// (`register.optimize.region_margin_mm`), samples leaving the box masked. The energy and its
+    /// gradient with respect to z come from the whole-volume kernels on the CPU
+    /// (`energy_and_gradient_whitened`, what the optimiser's last level evaluates); autodiff then
+    /// carries that gradient through the network. Needs a network with `whitened_output` and
+    /// `matched_input`.
+    FullResolution,
 }
 
 impl Default for TrainParams {
@@ -77,6 +104,7 @@ impl Default for TrainParams {
             validation_patches_per_pair: 8,
             seed: 1,
             register: RegisterParams::default(),
+            objective: Objective::PatchEnergy,
         }
     }
 }
@@ -85,6 +113,17 @@ impl TrainParams {
     /// λ during epoch `epoch` (counted from 0).
     pub fn lambda_at(&self, epoch: usize) -> f32 {
         if epoch < self.warmup_epochs { self.energy.lambda * self.warmup_lambda_scale } else { self.energy.lambda }
+    }
+
+    /// These parameters set to train for `objective` with what it needs: the full-resolution
+    /// objective trains a network with whitened output on matched input, with the optimiser's
+    /// smoothing (the energy its last level minimises).
+    pub fn for_objective(mut self, objective: Objective) -> Self {
+        let full = objective == Objective::FullResolution;
+        (self.network.whitened_output, self.network.matched_input) = (full, full);
+        self.smooth = if full { self.register.optimize.smooth.clone() } else { SmoothParams::default() };
+        self.objective = objective;
+        self
     }
 
     /// Whether `other` trains the same way, except perhaps for more epochs.
@@ -129,6 +168,54 @@ pub fn batch_loss(
     total.expect("a batch holds a patch") / batch as f32
 }
 
+/// The full-resolution objective (`Objective::FullResolution`) on one batch: the mean energy of
+/// the network's outputs `z` ([B, 3, P, P, P] flattened, on the network's grid) and, per item,
+/// the gradient of that mean with respect to z (same layout). Item b's box starts at
+/// `batch[b].start` × factor on the full grid of its pair (`full[pair]`) and is P × factor
+/// voxels wide (edges repeated beyond the volume, as the network's patch is).
+#[allow(clippy::too_many_arguments)]
+pub fn full_resolution_energy(
+    z: &[f32],
+    batch: &[PatchRef],
+    full: &[&FullResolutionPair],
+    patch: usize,
+    factor: usize,
+    half: &Smoother,
+    margin_mm: f64,
+    params: &EnergyParams,
+) -> (f64, Vec<f32>) {
+    let voxels = patch * patch * patch;
+    let side = patch * factor;
+    let (mut total, mut gradient) = (0.0f64, vec![0.0f32; z.len()]);
+    let scale = 1.0 / batch.len() as f32;
+    for (b, item) in batch.iter().enumerate() {
+        let pair = full[item.pair];
+        let start = item.start.map(|s| s * factor);
+        let images = extract(&[&pair.fixed, &pair.moving], pair.shape, start, side);
+        let (fixed, moving) = images.split_at(side * side * side);
+        let shape = [side; 3];
+        let region =
+            (margin_mm > 0.0).then(|| TissueMask::around(fixed, moving, shape, pair.spacing_mm, margin_mm).at_level(1));
+        let refinement =
+            (factor > 1).then_some(Refinement { full_shape: shape, velocity_factor: factor, image_factor: 1 });
+        let item_z = &z[b * 3 * voxels..(b + 1) * 3 * voxels];
+        let field = VectorField {
+            shape: [patch; 3],
+            components: std::array::from_fn(|c| item_z[c * voxels..(c + 1) * voxels].to_vec()),
+        };
+        let (energy, item_gradient) =
+            energy_and_gradient_whitened(fixed, moving, None, &field, half, refinement, region.as_ref(), params);
+        total += energy.total();
+        for c in 0..3 {
+            let out = &mut gradient[(3 * b + c) * voxels..(3 * b + c + 1) * voxels];
+            for (o, g) in out.iter_mut().zip(&item_gradient.components[c]) {
+                *o = scale * g;
+            }
+        }
+    }
+    (total / batch.len().max(1) as f64, gradient)
+}
+
 /// How many batch items' energies `batch_loss` computes together on `device`.
 pub fn energies_together(device: &Device, batch: usize) -> usize {
     if *device == Device::flex() { 1 } else { batch }
@@ -170,6 +257,13 @@ pub fn train(
     }
     if pairs.is_empty() {
         return Err(Error::Invalid("no training pairs".into()));
+    }
+    if params.objective == Objective::FullResolution
+        && !(params.network.whitened_output && params.network.matched_input)
+    {
+        return Err(Error::Invalid(
+            "the full-resolution objective trains a network with whitened output and matched input".into(),
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let params_path = out.join(TRAINING_JSON);
@@ -233,6 +327,58 @@ pub fn train(
         let values = batch_input(batch, set, patch);
         Tensor::<5>::from_data(TensorData::new(values, [batch.len(), 2, patch, patch, patch]), device)
     };
+    let factor = params.network.resolution_factor;
+    let full_of = |ids: &[usize]| -> Result<Vec<&FullResolutionPair>> {
+        ids.iter()
+            .map(|&i| {
+                pairs[i].full.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "training pair {} was prepared without its full-resolution images",
+                        pairs[i].name
+                    ))
+                })
+            })
+            .collect()
+    };
+    let (train_full, validation_full) = match params.objective {
+        Objective::PatchEnergy => (Vec::new(), Vec::new()),
+        Objective::FullResolution => (full_of(&train_ids)?, full_of(&validation_ids)?),
+    };
+    let half = Smoother::half([patch; 3], &params.smooth);
+    // A batch's mean loss and the tensor to differentiate for it (on `device`).
+    let step_loss = |model: &UNet,
+                     batch: &[PatchRef],
+                     set: &[(&[f32], &[f32], [usize; 3])],
+                     full: &[&FullResolutionPair],
+                     device: &Device,
+                     smoother: &TensorSmoother,
+                     energy: &EnergyParams|
+     -> (f64, Tensor<1>) {
+        let input = to_tensor(batch, set, device);
+        match params.objective {
+            Objective::PatchEnergy => {
+                let loss = batch_loss(model, input, smoother, energy, together);
+                (tensor_values(loss.clone())[0] as f64, loss)
+            }
+            Objective::FullResolution => {
+                let z = model.forward(input);
+                let margin = params.register.optimize.region_margin_mm;
+                let (value, gradient) = full_resolution_energy(
+                    &tensor_values(z.clone()),
+                    batch,
+                    full,
+                    patch,
+                    factor,
+                    &half,
+                    margin,
+                    energy,
+                );
+                let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), device);
+                // Its gradient with respect to z is the energy's (already divided by the batch size).
+                (value, (z * gradient).sum())
+            }
+        }
+    };
     // The mean energy of the fixed validation patches at the full λ, dropout off.
     let validate = |model: &UNet| -> Result<Option<f64>> {
         if validation_batches.is_empty() {
@@ -243,14 +389,16 @@ pub fn train(
         let (mut total, mut count) = (0.0f64, 0usize);
         for batch in &validation_batches {
             progress.check_cancelled()?;
-            let loss = batch_loss(
+            let (loss, _) = step_loss(
                 &inference,
-                to_tensor(batch, &validation_set, device),
+                batch,
+                &validation_set,
+                &validation_full,
+                device,
                 &plain_smoother,
                 &params.energy,
-                together,
             );
-            total += tensor_values(loss)[0] as f64 * batch.len() as f64;
+            total += loss * batch.len() as f64;
             count += batch.len();
             progress.advance(1);
         }
@@ -273,8 +421,8 @@ pub fn train(
             progress.check_cancelled()?;
             // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
             autodiff.seed(state.rng.next_u64());
-            let loss = batch_loss(&model, to_tensor(batch, &train_set, &autodiff), &smoother, &energy_params, together);
-            let value = tensor_values(loss.clone())[0];
+            let (value, loss) = step_loss(&model, batch, &train_set, &train_full, &autodiff, &smoother, &energy_params);
+            let value = value as f32;
             if !value.is_finite() {
                 return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));
             }
