@@ -87,8 +87,12 @@ impl Default for OptimizeParams {
             match_resolution: true,
             // Measured on the 256×256×128 phantom at 0.9×1.0×1.6 mm (Greedy: 1.24 mm in 108 s):
             // stopping at 1/2 resolution (the limit was 2.5 mm) 1.77 mm in 15 s; full resolution
-            // for 45 / 60 / 90 iterations 1.16 / 1.12 / 0.94 mm in 33 / 38 / 49 s.
-            finest_voxel_mm: 1.5,
+            // for 45 / 60 / 90 iterations 1.16 / 1.12 / 0.94 mm in 33 / 38 / 49 s. On the
+            // 400×400×250 phantom at 0.5×0.6×0.9 mm (Greedy: 0.96 mm in 575 s), levels 1/4 and
+            // 1/2 (what a limit of 1.5 mm left) with 60 / 152 iterations at 1/2: 1.34 / 0.99 mm in
+            // 61 / 72 s; with 152 at 1/2 and 19 at full resolution 0.93 mm in 107 s. So no level
+            // is skipped; the budget below sets the finest levels' iterations.
+            finest_voxel_mm: 0.0,
             voxel_iterations: 7.6e8,
             match_intensity: true,
             region_margin_mm: 12.0,
@@ -165,6 +169,26 @@ impl OptimizeParams {
             iterations
         }
     }
+
+    /// The iterations each level runs on a full grid of `shape`: as configured, within the
+    /// voxel-iteration budget, and those the finest level cannot run within it added to the level
+    /// before (within that level's budget): a large grid then converges further at 1/2
+    /// resolution, where an iteration costs 1/8, before its few full-resolution iterations.
+    pub fn iterations_per_level(&self, shape: [usize; 3]) -> Vec<usize> {
+        let mut counts: Vec<usize> = self
+            .levels
+            .iter()
+            .zip(&self.iterations)
+            .map(|(&factor, &iterations)| self.iterations_within_budget(iterations, level_shape(shape, factor)))
+            .collect();
+        let n = counts.len();
+        if n >= 2 {
+            let short = self.iterations[n - 1] - counts[n - 1];
+            counts[n - 2] =
+                self.iterations_within_budget(self.iterations[n - 2] + short, level_shape(shape, self.levels[n - 2]));
+        }
+        counts
+    }
 }
 
 /// Optimises the velocity between two density images on the same grid of `shape`, with voxels
@@ -208,12 +232,11 @@ pub fn optimize_from(
     let (mut resolution, mut intensity) = (None, None);
     let tissue = (params.region_margin_mm > 0.0)
         .then(|| TissueMask::around(fixed, moving, shape, spacing_mm, params.region_margin_mm));
-    for (&factor, &iterations) in params.levels.iter().zip(&params.iterations) {
+    for (&factor, iterations) in params.levels.iter().zip(params.iterations_per_level(shape)) {
         let level = level_shape(shape, factor);
         if level.contains(&1) {
             return Err(Error::Invalid(format!("the grid {shape:?} is too small for level {factor}")));
         }
-        let iterations = params.iterations_within_budget(iterations, level);
         // Every level that starts from a velocity (the coarser levels', or a network's) compares
         // the images at the same resolution and on the same grey scale, both estimated with the
         // moving image warped by that velocity: left misaligned, the pair would ask for more
@@ -454,7 +477,7 @@ mod tests {
     /// Levels after one whose voxels are already within `finest_voxel_mm` are dropped.
     #[test]
     fn levels_follow_the_voxel_size() {
-        let params = OptimizeParams::default();
+        let params = OptimizeParams { finest_voxel_mm: 1.5, ..OptimizeParams::default() };
         assert_eq!((params.levels.clone(), params.iterations.clone()), (vec![4, 2, 1], vec![150, 60, 160]));
         // 1.8 mm voxels: level 2 has 3.6 mm, so full resolution still runs; 0.9–1.6 mm voxels
         // too (level 2: 2.3 mm).
@@ -465,8 +488,23 @@ mod tests {
         assert_eq!((fine.levels, fine.iterations), (vec![4, 2], vec![150, 60]));
         // 0.3 mm voxels: level 4 already has 1.2 mm.
         assert_eq!(params.for_spacing([0.3, 0.3, 0.3]).levels, vec![4]);
-        let every = OptimizeParams { finest_voxel_mm: 0.0, ..OptimizeParams::default() };
+        let every = OptimizeParams::default();
         assert_eq!(every.for_spacing([0.5, 0.5, 0.5]).levels, vec![4, 2, 1]);
+    }
+
+    /// What the finest level cannot run within the budget, the level before it runs: none on the
+    /// demo's grid, 70 on 256×256×128 (its full resolution runs 90 of 160), and on 400×400×250
+    /// the level before reaches its own budget (152) while full resolution runs 19.
+    #[test]
+    fn the_finest_levels_shortfall_goes_to_the_level_before() {
+        let params = OptimizeParams::default();
+        assert_eq!(params.iterations_per_level([128, 128, 128]), vec![150, 60, 160]);
+        assert_eq!(params.iterations_per_level([256, 256, 128]), vec![150, 130, 90]);
+        assert_eq!(params.iterations_per_level([400, 400, 250]), vec![150, 152, 19]);
+        let unlimited = OptimizeParams { voxel_iterations: 0.0, ..OptimizeParams::default() };
+        assert_eq!(unlimited.iterations_per_level([400, 400, 250]), vec![150, 60, 160]);
+        let one = OptimizeParams { levels: vec![1], iterations: vec![160], ..OptimizeParams::default() };
+        assert_eq!(one.iterations_per_level([400, 400, 250]), vec![19]);
     }
 
     /// The demo's 128³ grid runs every iteration asked; a 256×256×128 grid 90 at full
