@@ -88,7 +88,7 @@ pub fn prepare_pair(
         fixed: downsample(&fixed_density, shape, factor),
         moving: downsample(&moving_density, shape, factor),
         shape: level,
-        full: (params.objective == Objective::FullResolution).then(|| FullResolutionPair {
+        full: (params.objective == Objective::FullResolution).then_some(FullResolutionPair {
             fixed: fixed_density,
             moving: moving_density,
             shape,
