@@ -169,6 +169,11 @@ enum Command {
         /// Factor on the network's output (momentum), for faster learning.
         #[arg(long)]
         output_scale: Option<f64>,
+        /// Whether the network also derives the energy's force at the identity from its two
+        /// images (difference times gradient) and sees it beside them: true or false (true by
+        /// default for `--objective full`, false for `patch`).
+        #[arg(long)]
+        force_features: Option<bool>,
         /// λ of the regulariser (per voxel).
         #[arg(long)]
         lambda: Option<f32>,
@@ -194,8 +199,9 @@ enum Command {
         device: String,
         /// What a step minimises: patch (the SPEC energy of each patch at the network's
         /// resolution, the thesis' loss) or full (the optimiser's energy on the patch's box at full
-        /// resolution, images matched first, the network predicting whitened momentum; its
-        /// smoothing then defaults to the optimiser's, γ 0.05).
+        /// resolution, images matched first, the network predicting whitened momentum from the
+        /// images and their force channels; its smoothing then defaults to the optimiser's,
+        /// γ 0.05).
         #[arg(long, default_value = "patch")]
         objective: String,
     },
@@ -547,6 +553,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         base_channels,
         resolution_factor,
         output_scale,
+        force_features,
         lambda,
         similarity,
         warmup_epochs,
@@ -603,6 +610,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
             "full" => params = params.for_objective(diffeoreg::train::Objective::FullResolution),
             other => anyhow::bail!("unknown --objective {other:?}: use patch or full"),
         }
+        set!(force_features, params.network.force_features);
         match similarity.as_deref() {
             None => {}
             Some("mse") => params.energy.similarity = Similarity::Mse,

@@ -32,8 +32,50 @@ fn batch(device: &Device) -> Tensor<5> {
     Tensor::from_data(TensorData::new(values, [1, 2, SIDE, SIDE, SIDE]), device)
 }
 
+/// A tiny network deriving force channels, so that their path runs on flex and wgpu too.
 fn small() -> UNetConfig {
-    UNetConfig::new().with_base_channels(4)
+    UNetConfig::new().with_base_channels(4).with_force_features(true)
+}
+
+/// The force channels against their closed form: on a linear ramp moved by a constant, d is that
+/// constant and the mean's central differences are the ramp's slopes, inside the patch.
+#[test]
+fn force_channels_are_difference_times_gradient() {
+    use diffeoreg::net::with_force_channels;
+    let device = Device::flex();
+    let n = SIDE * SIDE * SIDE;
+    let slope = [0.05f32, 0.03, 0.02]; // per voxel along the tensor's axes D (k), H (j), W (i)
+    let mut values = vec![0.0f32; 2 * n];
+    for k in 0..SIDE {
+        for j in 0..SIDE {
+            for i in 0..SIDE {
+                let ramp = 1.0 + slope[0] * k as f32 + slope[1] * j as f32 + slope[2] * i as f32;
+                values[i + SIDE * (j + SIDE * k)] = ramp;
+                values[n + i + SIDE * (j + SIDE * k)] = ramp + 0.1;
+            }
+        }
+    }
+    let input = Tensor::<5>::from_data(TensorData::new(values.clone(), [1, 2, SIDE, SIDE, SIDE]), &device);
+    let out = tensor_values(with_force_channels(input, 10.0));
+    assert_eq!(out.len(), 8 * n);
+    assert_eq!(&out[..2 * n], &values[..], "the images come first, unchanged");
+    let weight = 0.2f32.powi(4) / (0.04f32 + 0.01).powi(2);
+    let mut checked = 0;
+    for k in 1..SIDE - 1 {
+        for j in 1..SIDE - 1 {
+            for i in 1..SIDE - 1 {
+                let at = i + SIDE * (j + SIDE * k);
+                for axis in 0..3 {
+                    let plain = out[(2 + axis) * n + at];
+                    let normalised = out[(5 + axis) * n + at];
+                    assert!((plain - 10.0 * 0.1 * slope[axis]).abs() < 1e-5, "axis {axis}: {plain}");
+                    assert!((normalised - 10.0 * 0.1 * slope[axis] * weight).abs() < 1e-5, "axis {axis}: {normalised}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * (SIDE - 2).pow(3));
 }
 
 fn loss(model: &UNet, input: Tensor<5>, smoother: &TensorSmoother) -> Tensor<1> {
@@ -98,21 +140,27 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
 
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
-    assert!(text.contains("\"format_version\": 2"), "{text}");
-    std::fs::write(&config_path, text.replace("\"format_version\": 2", "\"format_version\": 99")).unwrap();
+    assert!(text.contains("\"format_version\": 3"), "{text}");
+    std::fs::write(&config_path, text.replace("\"format_version\": 3", "\"format_version\": 99")).unwrap();
     let error = load_model(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
 
-    // A version-1 config (before whitened output and matched input) reads as one with both off.
-    let v1: String = text
-        .lines()
-        .filter(|l| !l.contains("whitened_output") && !l.contains("matched_input"))
-        .map(|l| l.replace("\"format_version\": 2", "\"format_version\": 1") + "\n")
-        .collect();
-    let v1 = v1.replace(",\n}", "\n}");
-    std::fs::write(&config_path, &v1).unwrap();
-    let (read, _) = load_model(&folder, &device).unwrap();
-    assert_eq!(read, config, "{v1}");
+    // Configs of version 1 (before whitened output and matched input) and 2 (before force
+    // channels) read as ones with the later fields off.
+    let plain = UNetConfig::new().with_base_channels(4);
+    save_model(&folder, &plain, &plain.init(&device)).unwrap();
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    for (version, dropped) in [(1, &["whitened_output", "matched_input", "force_"][..]), (2, &["force_"][..])] {
+        let old: String = text
+            .lines()
+            .filter(|l| !dropped.iter().any(|field| l.contains(field)))
+            .map(|l| l.replace("\"format_version\": 3", &format!("\"format_version\": {version}")) + "\n")
+            .collect();
+        let old = old.replace(",\n}", "\n}");
+        std::fs::write(&config_path, &old).unwrap();
+        let (read, _) = load_model(&folder, &device).unwrap();
+        assert_eq!(read, plain, "{old}");
+    }
 
     save_model(&folder, &config, &config.init(&device)).unwrap();
     std::fs::remove_file(folder.join("weights.bpk")).unwrap();

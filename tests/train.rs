@@ -178,7 +178,7 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
 
 /// `train --objective full`: the optimiser's energy at full resolution as the loss (boxes of the
 /// 48³ pairs at random places, 2× the 16³ patches of the network's grid); the model records a
-/// whitened output on matched input, and `register` predicts with it.
+/// whitened output with force channels on matched input, and `register` predicts with it.
 #[test]
 fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +195,8 @@ fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     }
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!((config["whitened_output"].as_bool(), config["matched_input"].as_bool()), (Some(true), Some(true)));
+    let flags = ["whitened_output", "matched_input", "force_features"].map(|f| config[f].as_bool());
+    assert_eq!(flags, [Some(true); 3], "{config}");
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
     assert_eq!(record["objective"], "FullResolution");

@@ -250,6 +250,10 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                     app.training.params = app.training.params.clone().for_objective(objective);
                 }
             });
+            ui.checkbox(
+                &mut app.training.params.network.force_features,
+                "network input: also the force at the identity (difference × gradient)",
+            );
             ui.separator();
             ui.heading("Model folder");
             ui.small(super::panels::displayable(ui, &app.training.out.display().to_string()));

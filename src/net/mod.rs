@@ -21,14 +21,14 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{Error, Result};
 
 /// Bumped whenever the architecture or the weights' layout changes meaning. Version 2 added
-/// `whitened_output` and `matched_input`; a version-1 model is read as one with both off,
-/// which is what it was.
-pub const MODEL_FORMAT_VERSION: u32 = 2;
+/// `whitened_output` and `matched_input`, version 3 `force_features`; a model of an earlier
+/// version is read as one with the later fields off, which is what it was.
+pub const MODEL_FORMAT_VERSION: u32 = 3;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
-    #[config(default = 2)]
+    #[config(default = 3)]
     pub format_version: u32,
     #[config(default = 2)]
     pub in_channels: usize,
@@ -62,7 +62,22 @@ pub struct UNetConfig {
     /// rigid alignment (`register::optimize::matched_at_alignment`), as it was trained.
     #[config(default = false)]
     pub matched_input: bool,
+    /// The network derives from its two density channels the force that the energy's gradient
+    /// puts on the velocity at the identity, and its first convolution sees it beside the two
+    /// images: the difference d = moving − fixed times the spatial gradient of the pair's mean
+    /// (central differences on the network's grid), once plainly (MSE) and once weighted by
+    /// a⁴/(a² + d²)² (the normalised MSE's, a = 0.2): 6 more channels, times `force_scale`.
+    /// A product of two inputs is what a small ReLU network learns slowest, and it is where
+    /// registration starts (a demons force). The input stays the two density channels.
+    #[config(default = false)]
+    pub force_features: bool,
+    /// Factor on the force channels, bringing them near the images' range.
+    #[config(default = 10.0)]
+    pub force_scale: f64,
 }
+
+/// Channels `UNetConfig::force_features` adds to the network's input.
+pub const FORCE_CHANNELS: usize = 6;
 
 #[derive(Module, Debug)]
 pub struct UNet {
@@ -81,6 +96,9 @@ pub struct UNet {
     negative_slope: f64,
     #[module(skip)]
     output_scale: f64,
+    /// `Some(force_scale)` when the network derives force channels (`UNetConfig::force_features`).
+    #[module(skip)]
+    force_scale: Option<f64>,
 }
 
 /// A 3×3×3 convolution keeping the size, dilated by `dilation`.
@@ -94,10 +112,11 @@ fn dilated(channels: [usize; 2], dilation: usize, device: &Device) -> Conv3d {
 impl UNetConfig {
     pub fn init(&self, device: &Device) -> UNet {
         let (c, c2) = (self.base_channels, 2 * self.base_channels);
+        let first_in = self.in_channels + if self.force_features { FORCE_CHANNELS } else { 0 };
         let down = |channels| Conv3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
         let up = |channels| ConvTranspose3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
         UNet {
-            encode_full: [dilated([self.in_channels, c], 1, device), dilated([c, c], 2, device)],
+            encode_full: [dilated([first_in, c], 1, device), dilated([c, c], 2, device)],
             down_half: down([c, c2]),
             encode_half: [dilated([c2, c2], 2, device), dilated([c2, c2], 4, device)],
             down_quarter: down([c2, c2]),
@@ -113,6 +132,7 @@ impl UNetConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             negative_slope: self.negative_slope,
             output_scale: self.output_scale,
+            force_scale: self.force_features.then_some(self.force_scale),
         }
     }
 }
@@ -122,6 +142,10 @@ impl UNet {
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
         let act = |x: Tensor<5>| leaky_relu(x, self.negative_slope);
         let pair = |layers: &[Conv3d; 2], x: Tensor<5>| act(layers[1].forward(act(layers[0].forward(x))));
+        let input = match self.force_scale {
+            Some(scale) => with_force_channels(input, scale),
+            None => input,
+        };
         let full = pair(&self.encode_full, input);
         let half = self.dropout.forward(act(self.down_half.forward(full.clone())));
         let half = pair(&self.encode_half, half);
@@ -134,6 +158,35 @@ impl UNet {
         let full = act(self.decode_full.forward(Tensor::cat(vec![up, full], 1)));
         self.head.forward(full) * self.output_scale
     }
+}
+
+/// The pair [B, 2, D, H, W] followed by its force channels (`UNetConfig::force_features`):
+/// d·∇s and d·a⁴/(a² + d²)²·∇s, with d = moving − fixed, s = (fixed + moving)/2, ∇ by central
+/// differences (zero outside the patch) along the three axes, all times `scale`.
+pub fn with_force_channels(input: Tensor<5>, scale: f64) -> Tensor<5> {
+    use burn::tensor::TensorData;
+    use burn::tensor::module::conv3d;
+    use burn::tensor::ops::ConvOptions;
+    const A2: f32 = 0.2 * 0.2;
+    let device = input.device();
+    let fixed = input.clone().narrow(1, 0, 1);
+    let moving = input.clone().narrow(1, 1, 1);
+    let difference = moving.clone() - fixed.clone();
+    let mean = (fixed + moving) * 0.5;
+    // Three 3×3×3 kernels, each a central difference along one axis.
+    let mut kernel = vec![0f32; 3 * 27];
+    for axis in 0..3 {
+        let stride = [9, 3, 1][axis];
+        kernel[axis * 27 + 13 + stride] = 0.5;
+        kernel[axis * 27 + 13 - stride] = -0.5;
+    }
+    let kernel = Tensor::<5>::from_data(TensorData::new(kernel, [3, 1, 3, 3, 3]), &device);
+    let gradient = conv3d(mean, kernel, None, ConvOptions::new([1; 3], [1; 3], [1; 3], 1));
+    let denominator = difference.clone().powi_scalar(2) + A2;
+    let weighted = difference.clone() * A2 * A2 / denominator.powi_scalar(2);
+    let force = gradient.clone() * difference.repeat_dim(1, 3) * scale;
+    let normalised = gradient * weighted.repeat_dim(1, 3) * scale;
+    Tensor::cat(vec![input, force, normalised], 1)
 }
 
 /// Writes a model's folder: `config.json` and `weights.bpk`.
@@ -185,18 +238,22 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(not_a_config)?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     match version {
-        Some(1) => {
-            // Version 1 had neither field; its models predicted plain momentum from unmatched images.
+        Some(v @ (1 | 2)) => {
+            // Version 1 predicted plain momentum from unmatched images; neither had force channels.
             if let Some(fields) = value.as_object_mut() {
-                fields.insert("whitened_output".into(), false.into());
-                fields.insert("matched_input".into(), false.into());
+                if v == 1 {
+                    fields.insert("whitened_output".into(), false.into());
+                    fields.insert("matched_input".into(), false.into());
+                }
+                fields.insert("force_features".into(), false.into());
+                fields.entry("force_scale").or_insert(10.0.into());
                 fields.insert("format_version".into(), MODEL_FORMAT_VERSION.into());
             }
         }
         Some(v) if v == MODEL_FORMAT_VERSION as u64 => {}
         _ => {
             return Err(Error::Invalid(format!(
-                "{name} is a model of format version {}; this diffeoreg reads versions 1 and {MODEL_FORMAT_VERSION}",
+                "{name} is a model of format version {}; this diffeoreg reads versions 1 to {MODEL_FORMAT_VERSION}",
                 version.map_or("(none)".to_string(), |v| v.to_string())
             )));
         }
