@@ -5,8 +5,9 @@
 //! training patch size (32, margin 8) against one large tile (64, margin 8), to show the larger
 //! tiles keep accuracy.
 //!
-//! Run: `cargo bench --bench network_accuracy [-- MODEL_DIR] [--seeds 9000,9001,…] [--methods network,hybrid]`; prints one
-//! JSON line per case and method, then the means.
+//! Run: `cargo bench --bench network_accuracy [-- MODEL_DIR] [--seeds 9000,9001,…] [--methods network,hybrid]
+//! [--cascade N]` (N predictions per case, `NetworkParams::cascade`); prints one JSON line per
+//! case and method, then the means.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,10 +22,14 @@ fn main() {
     let mut model = None;
     let mut seeds: Vec<u64> = vec![9000, 9001, 9002, 9003];
     let mut only: Option<Vec<String>> = None;
+    let mut cascade = 1;
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--seeds" {
             seeds = args[i + 1].split(',').map(|s| s.parse().expect("seeds are numbers")).collect();
+            i += 2;
+        } else if args[i] == "--cascade" {
+            cascade = args[i + 1].parse().expect("cascade is a number");
             i += 2;
         } else if args[i] == "--methods" {
             only = Some(args[i + 1].split(',').map(str::to_string).collect());
@@ -50,6 +55,7 @@ fn main() {
         for (name, method, tile, margin) in &variants {
             let mut params = RegisterParams { method: method.clone(), ..RegisterParams::default() };
             params.network.model = model.clone();
+            params.network.cascade = cascade;
             (params.network.tile, params.network.margin) = (*tile, *margin);
             let clock = Instant::now();
             let result = register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).expect("registers");

@@ -60,6 +60,10 @@ enum Command {
         /// Inference tile side and discarded margin, voxels of the model's grid (e.g. 64,8).
         #[arg(long, value_delimiter = ',')]
         tile: Option<Vec<usize>>,
+        /// Network and hybrid: how many times the network predicts, each time on the moving
+        /// image warped by the deformation so far (default 1).
+        #[arg(long)]
+        cascade: Option<usize>,
         /// Network and hybrid: predict on the GPU (wgpu) instead of the CPU.
         #[arg(long)]
         gpu: bool,
@@ -174,6 +178,11 @@ enum Command {
         /// default for `--objective full`, false for `patch`).
         #[arg(long)]
         force_features: Option<bool>,
+        /// Whether the network's input also carries the force at the identity measured on the
+        /// full-resolution pair and averaged onto its grid, with the images' structure tensor
+        /// (12 channels; then it derives no force of its own): true or false (default false).
+        #[arg(long)]
+        pooled_force: Option<bool>,
         /// λ of the regulariser (per voxel).
         #[arg(long)]
         lambda: Option<f32>,
@@ -255,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             method,
             model,
             tile,
+            cascade,
             gpu,
             levels,
             iterations,
@@ -272,6 +282,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             params.network.model = model;
             params.network.gpu = gpu;
+            if let Some(cascade) = cascade {
+                params.network.cascade = cascade;
+            }
             if let Some(tile) = tile {
                 let [side, margin] = tile[..] else { anyhow::bail!("--tile takes two values: side,margin") };
                 (params.network.tile, params.network.margin) = (side, margin);
@@ -554,6 +567,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         resolution_factor,
         output_scale,
         force_features,
+        pooled_force,
         lambda,
         similarity,
         warmup_epochs,
@@ -611,6 +625,11 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
             other => anyhow::bail!("unknown --objective {other:?}: use patch or full"),
         }
         set!(force_features, params.network.force_features);
+        set!(pooled_force, params.network.pooled_force);
+        if params.network.pooled_force {
+            // The pooled force replaces the one the network would derive.
+            params.network.force_features = false;
+        }
         match similarity.as_deref() {
             None => {}
             Some("mse") => params.energy.similarity = Similarity::Mse,

@@ -130,6 +130,82 @@ fn trains_saves_reloads_and_runs_on_flex_and_wgpu() {
     assert!(diff / norm < 1e-4, "wgpu vs flex forward: relative difference {:e}", diff / norm);
 }
 
+/// The pooled force (`net::pooled_force`): at factor 1 its force channels are the network's own
+/// (the same central differences, zero outside; its axes x, y, z are the tensor's W, H, D),
+/// and on a ramp moved by a constant, pooled by 2, every box holds the closed form: d times the
+/// slopes per network voxel, and their products for the structure tensor.
+#[test]
+fn the_pooled_force_is_the_derived_force_averaged_over_boxes() {
+    use diffeoreg::net::pooled_force::{POOLED_FORCE_CHANNELS, pooled_force_channels};
+    use diffeoreg::net::with_force_channels;
+    let device = Device::flex();
+    let n = SIDE * SIDE * SIDE;
+    let index = |i: usize, j: usize, k: usize| i + SIDE * (j + SIDE * k);
+    let mut fixed = vec![0.0f32; n];
+    let mut moving = vec![0.0f32; n];
+    for k in 0..SIDE {
+        for j in 0..SIDE {
+            for i in 0..SIDE {
+                let (x, y, z) = (i as f32, j as f32, k as f32);
+                fixed[index(i, j, k)] = 1.0 + 0.3 * (0.7 * x + 0.2 * y).sin() * (0.4 * z).cos();
+                moving[index(i, j, k)] = 1.0 + 0.3 * (0.7 * x + 0.2 * y + 0.5).sin() * (0.4 * z - 0.3).cos();
+            }
+        }
+    }
+    let shape = [SIDE; 3];
+    let pooled = pooled_force_channels(&fixed, &moving, shape, 1, 10.0);
+    assert_eq!(pooled.len(), POOLED_FORCE_CHANNELS);
+    let input = Tensor::<5>::from_data(
+        TensorData::new([fixed.clone(), moving.clone()].concat(), [1, 2, SIDE, SIDE, SIDE]),
+        &device,
+    );
+    let derived = tensor_values(with_force_channels(input, 10.0));
+    for axis in 0..3 {
+        for (ours, theirs) in [(axis, 2 + (2 - axis)), (3 + axis, 5 + (2 - axis))] {
+            for v in 0..n {
+                let (a, b) = (pooled[ours][v], derived[theirs * n + v]);
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "channel {ours}, voxel {v}: {a} against {b}");
+            }
+        }
+    }
+
+    // A ramp moved by d = 0.1, pooled by 2: the slope per network voxel is twice the slope per voxel.
+    let slope = [0.02f32, 0.03, 0.05];
+    for k in 0..SIDE {
+        for j in 0..SIDE {
+            for i in 0..SIDE {
+                let ramp = 1.0 + slope[0] * i as f32 + slope[1] * j as f32 + slope[2] * k as f32;
+                fixed[index(i, j, k)] = ramp;
+                moving[index(i, j, k)] = ramp + 0.1;
+            }
+        }
+    }
+    let pooled = pooled_force_channels(&fixed, &moving, shape, 2, 10.0);
+    let g = slope.map(|s| 2.0 * s);
+    let weight = 0.2f32.powi(4) / (0.04f32 + 0.01).powi(2);
+    let products = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)];
+    let half = SIDE / 2;
+    let mut checked = 0;
+    // Boxes away from the border, whose voxels all have both neighbours.
+    for k in 1..half - 1 {
+        for j in 1..half - 1 {
+            for i in 1..half - 1 {
+                let at = i + half * (j + half * k);
+                let mut expected = Vec::new();
+                expected.extend(g.map(|s| 10.0 * 0.1 * s));
+                expected.extend(g.map(|s| 10.0 * 0.1 * weight * s));
+                expected.extend(products.map(|(a, b)| 10.0 * g[a] * g[b]));
+                for (channel, want) in expected.iter().enumerate() {
+                    let got = pooled[channel][at];
+                    assert!((got - want).abs() < 1e-5, "channel {channel} at box {at}: {got} against {want}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 12 * (half - 2).pow(3));
+}
+
 #[test]
 fn model_folders_of_another_format_or_incomplete_are_refused() {
     let device = Device::flex();
@@ -140,21 +216,26 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
 
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
-    assert!(text.contains("\"format_version\": 3"), "{text}");
-    std::fs::write(&config_path, text.replace("\"format_version\": 3", "\"format_version\": 99")).unwrap();
+    assert!(text.contains("\"format_version\": 4"), "{text}");
+    std::fs::write(&config_path, text.replace("\"format_version\": 4", "\"format_version\": 99")).unwrap();
     let error = load_model(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
 
-    // Configs of version 1 (before whitened output and matched input) and 2 (before force
-    // channels) read as ones with the later fields off.
+    // Configs of version 1 (before whitened output and matched input), 2 (before force
+    // channels) and 3 (before the pooled force) read as ones with the later fields off.
     let plain = UNetConfig::new().with_base_channels(4);
     save_model(&folder, &plain, &plain.init(&device)).unwrap();
     let text = std::fs::read_to_string(&config_path).unwrap();
-    for (version, dropped) in [(1, &["whitened_output", "matched_input", "force_"][..]), (2, &["force_"][..])] {
+    let versions = [
+        (1, &["whitened_output", "matched_input", "force_", "pooled_force"][..]),
+        (2, &["force_", "pooled_force"][..]),
+        (3, &["pooled_force"][..]),
+    ];
+    for (version, dropped) in versions {
         let old: String = text
             .lines()
             .filter(|l| !dropped.iter().any(|field| l.contains(field)))
-            .map(|l| l.replace("\"format_version\": 3", &format!("\"format_version\": {version}")) + "\n")
+            .map(|l| l.replace("\"format_version\": 4", &format!("\"format_version\": {version}")) + "\n")
             .collect();
         let old = old.replace(",\n}", "\n}");
         std::fs::write(&config_path, &old).unwrap();
@@ -205,7 +286,7 @@ fn patchwise_prediction_assembles_the_networks_centres() {
     let fixed: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3).sin()).collect();
     let moving: Vec<f32> = (0..n).map(|v| 1.0 + 0.3 * ((v % 40) as f32 * 0.3 + 0.4).sin()).collect();
     let tiling = Tiling { patch: SIDE, margin: 4 };
-    let (momentum, statistics) = predict_momentum(&model, &fixed, &moving, shape, tiling, &device, &|| {});
+    let (momentum, statistics) = predict_momentum(&model, &[&fixed, &moving], shape, tiling, &device, &|| {});
     assert_eq!(statistics.patches(), tiles(shape, tiling).len());
     assert!(momentum.components[0].iter().any(|v| *v != 0.0));
 

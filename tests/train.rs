@@ -216,3 +216,33 @@ fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
     assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
 }
+
+/// `train --pooled-force true`: the network's input carries the force measured at full
+/// resolution (12 more channels, the config says so and derives none itself); `register` then
+/// computes those channels for its tiles, also in a cascade of two predictions.
+#[test]
+fn trains_with_the_pooled_force_and_registers_in_a_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let run = train(&out, &["--objective", "full", "--pooled-force", "true", "--epochs", "1"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let flags = ["pooled_force", "force_features"].map(|f| config[f].as_bool());
+    assert_eq!(flags, [Some(true), Some(false)], "{config}");
+    let losses = epoch_losses(&out);
+    assert_eq!(losses.len(), 3, "{losses:?}");
+
+    let result = dir.path().join("result");
+    let run = Command::new(binary())
+        .args(["register", "--method", "network", "--cascade", "2", "--model"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&result)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
+}

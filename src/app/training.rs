@@ -254,6 +254,10 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 &mut app.training.params.network.force_features,
                 "network input: also the force at the identity (difference × gradient)",
             );
+            ui.checkbox(
+                &mut app.training.params.network.pooled_force,
+                "network input: the force and slopes measured at full resolution, averaged onto its grid",
+            );
             ui.separator();
             ui.heading("Model folder");
             ui.small(super::panels::displayable(ui, &app.training.out.display().to_string()));

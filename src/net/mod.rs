@@ -8,6 +8,8 @@
 //! A model lives in a folder: `config.json` (this `UNetConfig`, with the file format version)
 //! and `weights.bpk` (Burn's burnpack), so any model can be rebuilt from its folder.
 
+pub mod pooled_force;
+
 use std::path::Path;
 
 use burn::config::Config;
@@ -21,14 +23,14 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{Error, Result};
 
 /// Bumped whenever the architecture or the weights' layout changes meaning. Version 2 added
-/// `whitened_output` and `matched_input`, version 3 `force_features`; a model of an earlier
-/// version is read as one with the later fields off, which is what it was.
-pub const MODEL_FORMAT_VERSION: u32 = 3;
+/// `whitened_output` and `matched_input`, version 3 `force_features`, version 4 `pooled_force`;
+/// a model of an earlier version is read as one with the later fields off, which is what it was.
+pub const MODEL_FORMAT_VERSION: u32 = 4;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
-    #[config(default = 3)]
+    #[config(default = 4)]
     pub format_version: u32,
     #[config(default = 2)]
     pub in_channels: usize,
@@ -74,10 +76,34 @@ pub struct UNetConfig {
     /// Factor on the force channels, bringing them near the images' range.
     #[config(default = 10.0)]
     pub force_scale: f64,
+    /// The input carries, after the two density channels, the force at the identity measured
+    /// on the full-resolution pair and averaged onto the network's grid, with the structure
+    /// tensor of the images' slopes (`pooled_force::pooled_force_channels`, times
+    /// `force_scale`; 12 channels): where edges lie within the network's coarse voxels, which
+    /// the downsampled images no longer show. The caller computes them; the network then
+    /// derives no force channels of its own (`force_features` is ignored).
+    #[config(default = false)]
+    pub pooled_force: bool,
 }
 
 /// Channels `UNetConfig::force_features` adds to the network's input.
 pub const FORCE_CHANNELS: usize = 6;
+
+impl UNetConfig {
+    /// Channels of the input tensor: the density channels, and the pooled force's.
+    pub fn input_channels(&self) -> usize {
+        self.in_channels + if self.pooled_force { pooled_force::POOLED_FORCE_CHANNELS } else { 0 }
+    }
+
+    /// Channels the first convolution sees (the input's, and the force channels derived from it).
+    fn first_channels(&self) -> usize {
+        self.input_channels() + if self.derives_force() { FORCE_CHANNELS } else { 0 }
+    }
+
+    fn derives_force(&self) -> bool {
+        self.force_features && !self.pooled_force
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct UNet {
@@ -112,7 +138,7 @@ fn dilated(channels: [usize; 2], dilation: usize, device: &Device) -> Conv3d {
 impl UNetConfig {
     pub fn init(&self, device: &Device) -> UNet {
         let (c, c2) = (self.base_channels, 2 * self.base_channels);
-        let first_in = self.in_channels + if self.force_features { FORCE_CHANNELS } else { 0 };
+        let first_in = self.first_channels();
         let down = |channels| Conv3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
         let up = |channels| ConvTranspose3dConfig::new(channels, [2, 2, 2]).with_stride([2, 2, 2]).init(device);
         UNet {
@@ -132,13 +158,14 @@ impl UNetConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             negative_slope: self.negative_slope,
             output_scale: self.output_scale,
-            force_scale: self.force_features.then_some(self.force_scale),
+            force_scale: self.derives_force().then_some(self.force_scale),
         }
     }
 }
 
 impl UNet {
-    /// Momentum [B, 3, D, H, W] from density patches [B, 2, D, H, W] (D, H, W multiples of 4).
+    /// Momentum [B, 3, D, H, W] from density patches [B, 2, D, H, W] (D, H, W multiples of 4),
+    /// followed by the pooled force channels for a network with `pooled_force`.
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
         let act = |x: Tensor<5>| leaky_relu(x, self.negative_slope);
         let pair = |layers: &[Conv3d; 2], x: Tensor<5>| act(layers[1].forward(act(layers[0].forward(x))));
@@ -238,15 +265,19 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(not_a_config)?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     match version {
-        Some(v @ (1 | 2)) => {
-            // Version 1 predicted plain momentum from unmatched images; neither had force channels.
+        Some(v @ 1..=3) => {
+            // Version 1 predicted plain momentum from unmatched images; versions 1 and 2 had no
+            // force channels, none of them a pooled force.
             if let Some(fields) = value.as_object_mut() {
                 if v == 1 {
                     fields.insert("whitened_output".into(), false.into());
                     fields.insert("matched_input".into(), false.into());
                 }
-                fields.insert("force_features".into(), false.into());
-                fields.entry("force_scale").or_insert(10.0.into());
+                if v <= 2 {
+                    fields.insert("force_features".into(), false.into());
+                    fields.entry("force_scale").or_insert(10.0.into());
+                }
+                fields.insert("pooled_force".into(), false.into());
                 fields.insert("format_version".into(), MODEL_FORMAT_VERSION.into());
             }
         }
@@ -279,14 +310,28 @@ fn load_weights(config: &UNetConfig, mut store: BurnpackStore, name: &str, devic
     Ok(model)
 }
 
-/// Predicts the momentum of a pair of density volumes on one grid of `shape` ([X, Y, Z]) patch
-/// by patch (SPEC §3): each patch's centre is kept (the volume's border regions too), the kept
+/// The network's input channels for a pair of density volumes on one full-resolution grid of
+/// `shape`: both downsampled by the model's resolution factor, then, for a model with
+/// `pooled_force`, its pooled force channels (all on the downsampled grid).
+pub fn network_input(config: &UNetConfig, fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> Vec<Vec<f32>> {
+    let factor = config.resolution_factor;
+    let mut channels = vec![
+        crate::diffeo::pyramid::downsample(fixed, shape, factor),
+        crate::diffeo::pyramid::downsample(moving, shape, factor),
+    ];
+    if config.pooled_force {
+        channels.extend(pooled_force::pooled_force_channels(fixed, moving, shape, factor, config.force_scale as f32));
+    }
+    channels
+}
+
+/// Predicts the momentum of the network's input channels (`network_input`: a pair's density
+/// volumes, and any pooled force) on one grid of `shape` ([X, Y, Z]) patch by patch (SPEC §3): each patch's centre is kept (the volume's border regions too), the kept
 /// parts are assembled into one momentum volume (voxels), and the patch-border statistics of
 /// every predicted patch are gathered. Smoothing and exponentiating the whole volume follow.
 pub fn predict_momentum(
     model: &UNet,
-    fixed: &[f32],
-    moving: &[f32],
+    channels: &[&[f32]],
     shape: [usize; 3],
     tiling: crate::patch::tiling::Tiling,
     device: &Device,
@@ -296,8 +341,9 @@ pub fn predict_momentum(
     let size = tiling.patch;
     assert!(size.is_multiple_of(4), "patch sides must be multiples of 4 for the U-Net");
     let mut statistics = crate::patch::border::BorderStatistics::new(size);
-    let channels = crate::patch::tiling::predict_tiled(&[fixed, moving], shape, tiling, 3, |patch| {
-        let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, 2, size, size, size]), device);
+    let count = channels.len();
+    let channels = crate::patch::tiling::predict_tiled(channels, shape, tiling, 3, |patch| {
+        let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, count, size, size, size]), device);
         let momentum = crate::diffeo::tensor::tensor_values(model.forward(input));
         statistics.add(&momentum);
         on_patch();

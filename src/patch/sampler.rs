@@ -51,14 +51,18 @@ pub fn epoch_batches(shapes: &[[usize; 3]], params: &SamplerParams, rng: &mut Se
     batches
 }
 
-/// The network input of a batch, [B, 2, P, P, P] flattened: fixed then moving density of each
-/// patch. `pairs[i]` holds pair i's fixed and moving volumes (one grid) and its shape.
-pub fn batch_input(batch: &[PatchRef], pairs: &[(&[f32], &[f32], [usize; 3])], patch: usize) -> Vec<f32> {
+/// A pair's input channels on one grid (fixed density, moving density, then any pooled force)
+/// and that grid's shape.
+pub type PairChannels<'a> = (Vec<&'a [f32]>, [usize; 3]);
+
+/// The network input of a batch, [B, C, P, P, P] flattened: each patch's channels in order,
+/// patches from `pairs[PatchRef::pair]`.
+pub fn batch_input(batch: &[PatchRef], pairs: &[PairChannels], patch: usize) -> Vec<f32> {
     batch
         .iter()
         .flat_map(|r| {
-            let (fixed, moving, shape) = pairs[r.pair];
-            extract(&[fixed, moving], shape, r.start, patch)
+            let (channels, shape) = &pairs[r.pair];
+            extract(channels, *shape, r.start, patch)
         })
         .collect()
 }
@@ -103,7 +107,7 @@ mod tests {
         let fixed: Vec<f32> = (0..n).map(|v| v as f32).collect();
         let moving: Vec<f32> = (0..n).map(|v| -(v as f32)).collect();
         let batch = [PatchRef { pair: 0, start: [2, 3, 1] }, PatchRef { pair: 0, start: [0, 0, 0] }];
-        let input = batch_input(&batch, &[(&fixed, &moving, shape)], 4);
+        let input = batch_input(&batch, &[(vec![&fixed, &moving], shape)], 4);
         assert_eq!(input.len(), 2 * 2 * 64);
         let first_voxel = 2 + 10 * (3 + 9);
         assert_eq!(input[0], first_voxel as f32);

@@ -3,16 +3,22 @@
 //! volume smoothed at once (so regularisation flows across tile borders) into the velocity.
 //! `hybrid` then refines that velocity by direct optimisation of the same energy.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::diffeo::pyramid::{downsample, level_shape};
+use crate::diffeo::VectorField;
+use crate::diffeo::integrate::exp;
+use crate::diffeo::pyramid::{level_shape, refine_field};
 use crate::diffeo::smooth::{SmoothParams, Smoother};
+use crate::diffeo::warp::warp_image;
 use crate::error::{Error, Result};
-use crate::net::{BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, load_model, predict_momentum};
+use crate::net::{
+    BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, load_model, network_input, predict_momentum,
+};
 use crate::patch::border::BorderStatistics;
 use crate::patch::tiling::{Tiling, axis_tiles, tiles};
 use crate::progress::Progress;
@@ -32,6 +38,15 @@ pub struct NetworkParams {
     /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
     #[serde(default)]
     pub gpu: bool,
+    /// How many times the network predicts: after the first prediction the moving image is
+    /// warped by the deformation so far and the network predicts what remains, its momentum
+    /// added to the sum (1: a single prediction, as the thesis does).
+    #[serde(default = "one")]
+    pub cascade: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for NetworkParams {
@@ -43,6 +58,7 @@ impl Default for NetworkParams {
             hybrid_levels: vec![2],
             hybrid_iterations: vec![40],
             gpu: false,
+            cascade: 1,
         }
     }
 }
@@ -161,18 +177,41 @@ pub fn predict_velocity(
             params.tile, params.margin
         )));
     }
+    if params.cascade == 0 {
+        return Err(Error::Invalid("the network must predict at least once (cascade ≥ 1)".into()));
+    }
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
-    progress.start_stage("predicting momentum", tiles(level, tiling).len() as u64);
-    let (fixed_level, moving_level) = if loaded.config.matched_input {
+    progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);
+    let (fixed, moving): (Cow<[f32]>, Cow<[f32]>) = if loaded.config.matched_input {
         let (fixed, moving) = matched_at_alignment(fixed, moving, shape, matching);
-        (downsample(&fixed, shape, factor), downsample(&moving, shape, factor))
+        (fixed.into(), moving.into())
     } else {
-        (downsample(fixed, shape, factor), downsample(moving, shape, factor))
+        (fixed.into(), moving.into())
     };
-    let (momentum, border) =
-        predict_momentum(&loaded.model, &fixed_level, &moving_level, level, tiling, device, &|| progress.advance(1));
-    progress.check_cancelled()?;
+    let smoother = if loaded.config.whitened_output {
+        Smoother::half(level, &loaded.smooth)
+    } else {
+        Smoother::new(level, &loaded.smooth)
+    };
+    let mut momentum = VectorField::zeros(level);
+    let mut border = None;
+    for round in 0..params.cascade {
+        let input = if round == 0 {
+            network_input(&loaded.config, &fixed, &moving, shape)
+        } else {
+            let so_far = smoother.apply(&momentum);
+            let u = refine_field(&exp(&so_far, matching.energy.steps), shape, factor, 1);
+            network_input(&loaded.config, &fixed, &warp_image(&moving, &u).0, shape)
+        };
+        let channels: Vec<&[f32]> = input.iter().map(Vec::as_slice).collect();
+        let (predicted, statistics) =
+            predict_momentum(&loaded.model, &channels, level, tiling, device, &|| progress.advance(1));
+        progress.check_cancelled()?;
+        momentum.add_scaled(1.0, &predicted);
+        border.get_or_insert(statistics);
+    }
+    let border = border.expect("at least one prediction");
     let predict_s = clock.elapsed().as_secs_f64();
     let magnitude = (0..momentum.components[0].len()).map(|n| {
         let m = momentum.at(n);
@@ -180,11 +219,7 @@ pub fn predict_velocity(
     });
     let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
-    let velocity = if loaded.config.whitened_output {
-        Smoother::half(level, &loaded.smooth).apply(&momentum)
-    } else {
-        Smoother::new(level, &loaded.smooth).apply(&momentum)
-    };
+    let velocity = smoother.apply(&momentum);
     let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
     Ok((
         Optimized { velocity, factor, history: Vec::new(), resolution: None, intensity: None },

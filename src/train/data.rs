@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::diffeo::pyramid::{downsample, level_shape};
+use crate::diffeo::pyramid::level_shape;
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
+use crate::net::network_input;
 use crate::phantom::synthetic_phantom;
 use crate::progress::Progress;
 use crate::register::optimize::matched_at_alignment;
@@ -41,6 +42,8 @@ pub struct TrainingPair {
     pub name: String,
     pub fixed: Vec<f32>,
     pub moving: Vec<f32>,
+    /// The pooled force channels, for a network with `pooled_force` (else none).
+    pub force: Vec<Vec<f32>>,
     pub shape: [usize; 3],
     pub full: Option<FullResolutionPair>,
 }
@@ -83,10 +86,15 @@ pub fn prepare_pair(
     } else {
         (aligned.fixed_density.voxels, aligned.moving_on_fixed.voxels)
     };
+    let mut channels = network_input(&params.network, &fixed_density, &moving_density, shape);
+    let force = channels.split_off(2);
+    let [fixed_level, moving_level]: [Vec<f32>; 2] =
+        channels.try_into().expect("the network's input starts with the two images");
     Ok(TrainingPair {
         name: name.to_string(),
-        fixed: downsample(&fixed_density, shape, factor),
-        moving: downsample(&moving_density, shape, factor),
+        fixed: fixed_level,
+        moving: moving_level,
+        force,
         shape: level,
         full: (params.objective == Objective::FullResolution).then_some(FullResolutionPair {
             fixed: fixed_density,

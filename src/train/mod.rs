@@ -26,7 +26,7 @@ use crate::diffeo::tensor::smooth::TensorSmoother;
 use crate::diffeo::tensor::tensor_values;
 use crate::error::{Error, Result};
 use crate::net::{UNet, UNetConfig, save_model};
-use crate::patch::sampler::{PatchRef, SamplerParams, batch_input, epoch_batches};
+use crate::patch::sampler::{PairChannels, PatchRef, SamplerParams, batch_input, epoch_batches};
 use crate::patch::tiling::extract;
 use crate::phantom::random::SeededRng;
 use crate::progress::Progress;
@@ -313,11 +313,26 @@ pub fn train(
     curves::restart_batches_csv(out, &state.batches)?;
 
     let (train_ids, validation_ids) = split_pairs(pairs.len(), params.validation_share, params.seed);
-    let view = |ids: &[usize]| -> Vec<(&[f32], &[f32], [usize; 3])> {
-        ids.iter().map(|&i| (pairs[i].fixed.as_slice(), pairs[i].moving.as_slice(), pairs[i].shape)).collect()
+    let channels = params.network.input_channels();
+    let view = |ids: &[usize]| -> Result<Vec<PairChannels>> {
+        ids.iter()
+            .map(|&i| {
+                let pair = &pairs[i];
+                let input: Vec<&[f32]> =
+                    [&pair.fixed, &pair.moving].into_iter().chain(&pair.force).map(Vec::as_slice).collect();
+                if input.len() != channels {
+                    return Err(Error::Invalid(format!(
+                        "training pair {} was prepared with {} input channels, the network takes {channels}",
+                        pair.name,
+                        input.len()
+                    )));
+                }
+                Ok((input, pair.shape))
+            })
+            .collect()
     };
-    let (train_set, validation_set) = (view(&train_ids), view(&validation_ids));
-    let shapes = |set: &[(&[f32], &[f32], [usize; 3])]| set.iter().map(|p| p.2).collect::<Vec<_>>();
+    let (train_set, validation_set) = (view(&train_ids)?, view(&validation_ids)?);
+    let shapes = |set: &[PairChannels]| set.iter().map(|p| p.1).collect::<Vec<_>>();
     // The validation patches are drawn once, so every epoch is measured on the same ones.
     let validation_sampler =
         SamplerParams { patches_per_pair: params.validation_patches_per_pair, ..params.sampler.clone() };
@@ -326,9 +341,9 @@ pub fn train(
     let smoother = TensorSmoother::new([patch; 3], &params.smooth, &autodiff);
     let together = energies_together(device, params.sampler.batch);
     let plain_smoother = TensorSmoother::new([patch; 3], &params.smooth, device);
-    let to_tensor = |batch: &[PatchRef], set: &[(&[f32], &[f32], [usize; 3])], device: &Device| {
+    let to_tensor = |batch: &[PatchRef], set: &[PairChannels], device: &Device| {
         let values = batch_input(batch, set, patch);
-        Tensor::<5>::from_data(TensorData::new(values, [batch.len(), 2, patch, patch, patch]), device)
+        Tensor::<5>::from_data(TensorData::new(values, [batch.len(), channels, patch, patch, patch]), device)
     };
     let factor = params.network.resolution_factor;
     let full_of = |ids: &[usize]| -> Result<Vec<&FullResolutionPair>> {
@@ -351,7 +366,7 @@ pub fn train(
     // A batch's mean loss and the tensor to differentiate for it (on `device`).
     let step_loss = |model: &UNet,
                      batch: &[PatchRef],
-                     set: &[(&[f32], &[f32], [usize; 3])],
+                     set: &[PairChannels],
                      full: &[&FullResolutionPair],
                      device: &Device,
                      smoother: &TensorSmoother,
