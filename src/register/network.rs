@@ -209,6 +209,7 @@ pub fn predict_velocity(
             predict_momentum(&loaded.model, &channels, level, tiling, device, &|| progress.advance(1));
         progress.check_cancelled()?;
         momentum.add_scaled(1.0, &predicted);
+        // The patch-border check describes the first prediction, the one from the pair as given.
         border.get_or_insert(statistics);
     }
     let border = border.expect("at least one prediction");
