@@ -202,18 +202,7 @@ fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     assert_eq!(record["objective"], "FullResolution");
     assert_eq!(record["smooth"]["gamma"].as_f64(), Some(0.05), "the optimiser's smoothing: {record}");
 
-    let result = dir.path().join("result");
-    let run = Command::new(binary())
-        .args(["register", "--method", "network", "--model"])
-        .arg(&out)
-        .arg("--out")
-        .arg(&result)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(result.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
+    let report = register_with_model(&out, &dir.path().join("result"), &[]);
     assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
 }
 
@@ -233,16 +222,24 @@ fn trains_with_the_pooled_force_and_registers_in_a_cascade() {
     let losses = epoch_losses(&out);
     assert_eq!(losses.len(), 3, "{losses:?}");
 
-    let result = dir.path().join("result");
+    register_with_model(&out, &dir.path().join("result"), &["--cascade", "2"]);
+}
+
+/// `register --method network` on the demo case with the model in `model`, into `result`: its
+/// report, checked to have no folding voxel.
+fn register_with_model(model: &Path, result: &Path, extra: &[&str]) -> serde_json::Value {
     let run = Command::new(binary())
-        .args(["register", "--method", "network", "--cascade", "2", "--model"])
-        .arg(&out)
+        .args(["register", "--method", "network"])
+        .args(extra)
+        .arg("--model")
+        .arg(model)
         .arg("--out")
-        .arg(&result)
+        .arg(result)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(result.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
+    report
 }
