@@ -180,7 +180,8 @@ enum Command {
         force_features: Option<bool>,
         /// Whether the network's input also carries the force at the identity measured on the
         /// full-resolution pair and averaged onto its grid, with the images' structure tensor
-        /// (12 channels; then it derives no force of its own): true or false (default false).
+        /// (12 channels; it then derives no force of its own, whatever --force-features says):
+        /// true or false (default false).
         #[arg(long)]
         pooled_force: Option<bool>,
         /// λ of the regulariser (per voxel).
@@ -626,10 +627,6 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         }
         set!(force_features, params.network.force_features);
         set!(pooled_force, params.network.pooled_force);
-        if params.network.pooled_force {
-            // The pooled force replaces the one the network would derive.
-            params.network.force_features = false;
-        }
         match similarity.as_deref() {
             None => {}
             Some("mse") => params.energy.similarity = Similarity::Mse,

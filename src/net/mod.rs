@@ -164,8 +164,8 @@ impl UNetConfig {
 }
 
 impl UNet {
-    /// Momentum [B, 3, D, H, W] from density patches [B, 2, D, H, W] (D, H, W multiples of 4),
-    /// followed by the pooled force channels for a network with `pooled_force`.
+    /// Momentum [B, 3, D, H, W] from input patches [B, C, D, H, W] (D, H, W multiples of 4): the
+    /// two density channels, then for a network with `pooled_force` its 12 pooled force channels.
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
         let act = |x: Tensor<5>| leaky_relu(x, self.negative_slope);
         let pair = |layers: &[Conv3d; 2], x: Tensor<5>| act(layers[1].forward(act(layers[0].forward(x))));
@@ -326,9 +326,10 @@ pub fn network_input(config: &UNetConfig, fixed: &[f32], moving: &[f32], shape: 
 }
 
 /// Predicts the momentum of the network's input channels (`network_input`: a pair's density
-/// volumes, and any pooled force) on one grid of `shape` ([X, Y, Z]) patch by patch (SPEC §3): each patch's centre is kept (the volume's border regions too), the kept
-/// parts are assembled into one momentum volume (voxels), and the patch-border statistics of
-/// every predicted patch are gathered. Smoothing and exponentiating the whole volume follow.
+/// volumes, and any pooled force) on one grid of `shape` ([X, Y, Z]) patch by patch (SPEC §3):
+/// each patch's centre is kept (the volume's border regions too), the kept parts are assembled
+/// into one momentum volume (voxels), and the patch-border statistics of every predicted patch
+/// are gathered. Smoothing and exponentiating the whole volume follow.
 pub fn predict_momentum(
     model: &UNet,
     channels: &[&[f32]],
