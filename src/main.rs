@@ -211,9 +211,14 @@ enum Command {
         /// resolution, the thesis' loss) or full (the optimiser's energy on the patch's box at full
         /// resolution, images matched first, the network predicting whitened momentum from the
         /// images and their force channels; its smoothing then defaults to the optimiser's,
-        /// γ 0.05).
+        /// γ 0.05) or distill (the same network taught the velocity `register --method optimize`
+        /// finds for each pair: one optimisation per pair first, kept in OUT/targets/).
         #[arg(long, default_value = "patch")]
         objective: String,
+        /// Start from this model folder's weights (fine-tuning) instead of a fresh network; the
+        /// options above must describe its network.
+        #[arg(long)]
+        init_from: Option<PathBuf>,
     },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
@@ -578,6 +583,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         synthetic_seed,
         device,
         objective,
+        init_from,
     } = command
     else {
         unreachable!("called for the train command")
@@ -623,10 +629,12 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         match objective.as_str() {
             "patch" => {}
             "full" => params = params.for_objective(diffeoreg::train::Objective::FullResolution),
-            other => anyhow::bail!("unknown --objective {other:?}: use patch or full"),
+            "distill" => params = params.for_objective(diffeoreg::train::Objective::Distill),
+            other => anyhow::bail!("unknown --objective {other:?}: use patch, full or distill"),
         }
         set!(force_features, params.network.force_features);
         set!(pooled_force, params.network.pooled_force);
+        params.initial_model = init_from;
         match similarity.as_deref() {
             None => {}
             Some("mse") => params.energy.similarity = Similarity::Mse,
@@ -644,7 +652,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         other => anyhow::bail!("unknown --device {other:?}: use flex or wgpu"),
     };
     let clock = std::time::Instant::now();
-    let pairs = load_pairs(&params, progress)?;
+    let pairs = load_pairs(&params, Some(&out.join(diffeoreg::train::distill::TARGETS_DIR)), progress)?;
     progress.finish();
     eprintln!(
         "{} pairs ready in {:.1} s (1/{} resolution: {:?} voxels each, first pair)",

@@ -210,6 +210,15 @@ fn trains_from_the_training_tab_stops_resumes_and_registers_with_the_model() {
     wait_until_idle(&mut harness, Duration::from_secs(120));
     harness.get_by_label("Training").click();
     harness.step();
+    // The loss radio sets the objective and what its network needs.
+    harness.get_by_label("optimiser's velocity (one optimisation per pair first)").click();
+    harness.step();
+    let params = &harness.state().training.params;
+    assert_eq!(params.objective, diffeoreg::train::Objective::Distill);
+    assert!(params.network.whitened_output && params.network.matched_input);
+    harness.get_by_label("patch energy at the network's resolution").click();
+    harness.step();
+    assert_eq!(harness.state().training.params.objective, diffeoreg::train::Objective::PatchEnergy);
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("model");
     {

@@ -206,6 +206,66 @@ fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
 }
 
+/// `train --objective distill`: every pair's target is the velocity `register --method
+/// optimize` finds for it, kept in OUT/targets/ (one file per pair) and read back, not
+/// recomputed, when the training resumes; `register` predicts with the model.
+#[test]
+fn trains_by_distillation_keeping_its_targets_and_registers_with_that_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let run = train(&out, &["--objective", "distill", "--epochs", "2"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let targets: Vec<_> = std::fs::read_dir(out.join("targets")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    let stamps = |paths: &[std::path::PathBuf]| -> Vec<_> {
+        paths.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect()
+    };
+    let before = stamps(&targets);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["objective"], "Distill");
+
+    let run = train(&out, &["--objective", "distill", "--resume", "--epochs", "3"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(stamps(&targets), before, "resuming optimised the pairs again");
+    let losses = epoch_losses(&out);
+    assert_eq!(losses.len(), 5, "{losses:?}");
+    // The untrained network predicts no motion: its loss is half the targets' mean square, not 0.
+    // (Three pairs teach a 2-channel network nothing across pairs; that the loss's gradient
+    // fits a network is tested in tests/distill.rs.)
+    let column = |row: &str, n: usize| row.split(',').nth(n).unwrap().parse::<f64>().unwrap();
+    let untrained = column(&losses[1], 3);
+    assert!(untrained > 1e-4, "{losses:?}");
+    for row in &losses[2..] {
+        let (train_loss, validation) = (column(row, 2), column(row, 3));
+        assert!(train_loss.is_finite() && validation < 2.0 * untrained, "{losses:?}");
+    }
+
+    let report = register_with_model(&out, &dir.path().join("result"), &[]);
+    assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
+}
+
+/// `train --init-from MODEL`: training starts from that model's weights (its validation loss
+/// before the first step is the one the model ended with, on the same patches), and a model of
+/// another configuration is refused with the reason.
+#[test]
+fn fine_tuning_starts_from_a_models_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, tuned, other) = (dir.path().join("first"), dir.path().join("tuned"), dir.path().join("other"));
+    let run = train(&first, &["--epochs", "1"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let init = ["--init-from", first.to_str().unwrap()];
+    let run = train(&tuned, &[&init[..], &["--epochs", "1"]].concat()).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let validation = |out: &Path, row: usize| epoch_losses(out)[row].split(',').nth(3).unwrap().to_string();
+    assert_eq!(validation(&tuned, 1), validation(&first, 2), "{:?}", epoch_losses(&tuned));
+    assert_ne!(validation(&tuned, 1), validation(&first, 1));
+
+    let run = train(&other, &[&init[..], &["--epochs", "1", "--output-scale", "2"]].concat()).output().unwrap();
+    let error = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && error.contains("first") && error.contains("another network"), "{error}");
+}
+
 /// `train --pooled-force true`: the network's input carries the force measured at full
 /// resolution (12 more channels, recorded in its config); `register` then computes those
 /// channels for its tiles, also in a cascade of two predictions, whose second one changes the

@@ -130,7 +130,7 @@ impl DiffeoregApp {
         self.start_job(
             if resume { "resume training" } else { "train" },
             Box::new(move |board| {
-                let pairs = load_pairs(&params, board)?;
+                let pairs = load_pairs(&params, Some(&out.join(crate::train::distill::TARGETS_DIR)), board)?;
                 let device = burn::tensor::Device::flex();
                 let result = train(&pairs, &out, &params, resume, &device, board, &mut |event| {
                     let mut log = live.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,14 +240,18 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                     *similarity = Similarity::NormalizedMse { a: 0.2 };
                 }
             });
-            let mut full = app.training.params.objective == Objective::FullResolution;
+            let mut objective = app.training.params.objective.clone();
             ui.horizontal(|ui| {
                 ui.label("loss");
-                let patch = ui.radio_value(&mut full, false, "patch energy at the network's resolution").clicked();
-                let whole = ui.radio_value(&mut full, true, "optimiser's energy at full resolution").clicked();
-                if patch || whole {
-                    let objective = if full { Objective::FullResolution } else { Objective::PatchEnergy };
-                    app.training.params = app.training.params.clone().for_objective(objective);
+                let choices = [
+                    (Objective::PatchEnergy, "patch energy at the network's resolution"),
+                    (Objective::FullResolution, "optimiser's energy at full resolution"),
+                    (Objective::Distill, "optimiser's velocity (one optimisation per pair first)"),
+                ];
+                for (choice, label) in choices {
+                    if ui.radio_value(&mut objective, choice, label).clicked() {
+                        app.training.params = app.training.params.clone().for_objective(objective.clone());
+                    }
                 }
             });
             ui.checkbox(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::diffeo::VectorField;
 use crate::diffeo::pyramid::level_shape;
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
@@ -16,7 +17,7 @@ use crate::phantom::synthetic_phantom;
 use crate::progress::Progress;
 use crate::register::optimize::matched_at_alignment;
 use crate::register::pipeline::align_rigidly;
-use crate::train::{Objective, TrainParams};
+use crate::train::{Objective, TrainParams, distill};
 use crate::volume::Volume;
 
 /// Where the training pairs come from.
@@ -46,6 +47,9 @@ pub struct TrainingPair {
     pub force: Vec<Vec<f32>>,
     pub shape: [usize; 3],
     pub full: Option<FullResolutionPair>,
+    /// For the distillation objective: the optimiser's velocity for this pair on the network's
+    /// grid, in its voxels (`distill::optimiser_velocity`).
+    pub target: Option<VectorField>,
 }
 
 /// Both density images of a pair on the fixed grid at full resolution, matched as the network's
@@ -60,11 +64,13 @@ pub struct FullResolutionPair {
 
 /// Aligns `moving` to `fixed` rigidly and keeps both densities on the fixed grid, downsampled
 /// by the network's resolution factor (and what `params`' network and objective need besides).
+/// Distillation targets are read from, or stored into, `targets` when given.
 pub fn prepare_pair(
     name: &str,
     fixed: &Volume,
     moving: &Volume,
     params: &TrainParams,
+    targets: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<TrainingPair> {
     let aligned = align_rigidly(fixed, moving, &params.register, progress)
@@ -75,6 +81,26 @@ pub fn prepare_pair(
     if level.iter().any(|&n| n < 4) {
         return Err(Error::Invalid(format!("training pair {name}: {shape:?} is too small at 1/{factor} resolution")));
     }
+    let spacing_mm = fixed.geometry.spacing_mm;
+    // The optimiser's answer, found as `register --method optimize` finds it (before matching).
+    let target = match params.objective {
+        Objective::Distill => {
+            Some(distill::cached_target(targets, name, shape, spacing_mm, factor, &params.register, || {
+                progress.start_stage(&format!("optimising {name} (distillation target)"), 0);
+                distill::optimiser_velocity(
+                    &aligned.fixed_density.voxels,
+                    &aligned.moving_on_fixed.voxels,
+                    shape,
+                    spacing_mm,
+                    factor,
+                    &params.register,
+                    progress,
+                )
+                .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))
+            })?)
+        }
+        _ => None,
+    };
     let (fixed_density, moving_density) = if params.network.matched_input {
         progress.start_stage(&format!("matching {name}"), 0);
         matched_at_alignment(
@@ -100,8 +126,9 @@ pub fn prepare_pair(
             fixed: fixed_density,
             moving: moving_density,
             shape,
-            spacing_mm: fixed.geometry.spacing_mm,
+            spacing_mm,
         }),
+        target,
     })
 }
 
@@ -159,8 +186,9 @@ pub fn read_pair_folder(folder: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(pairs)
 }
 
-/// Loads (or generates) every pair of `params.source`, prepared for its network and objective.
-pub fn load_pairs(params: &TrainParams, progress: &dyn Progress) -> Result<Vec<TrainingPair>> {
+/// Loads (or generates) every pair of `params.source`, prepared for its network and objective;
+/// distillation targets are kept in `targets` (a model folder's `distill::TARGETS_DIR`) if given.
+pub fn load_pairs(params: &TrainParams, targets: Option<&Path>, progress: &dyn Progress) -> Result<Vec<TrainingPair>> {
     match &params.source {
         PairSource::Csv(_) | PairSource::Folder(_) => {
             let list = match &params.source {
@@ -174,7 +202,7 @@ pub fn load_pairs(params: &TrainParams, progress: &dyn Progress) -> Result<Vec<T
                 let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
                 let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
                 let name = format!("{} / {}", fixed_path.display(), moving_path.display());
-                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, params, progress)?);
+                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, params, targets, progress)?);
             }
             Ok(pairs)
         }
@@ -185,7 +213,7 @@ pub fn load_pairs(params: &TrainParams, progress: &dyn Progress) -> Result<Vec<T
             .map(|i| {
                 progress.check_cancelled()?;
                 let seed = first_seed + i;
-                synthetic_pair(seed, *shape, *spacing_mm, *max_mm, params, progress)
+                synthetic_pair(seed, *shape, *spacing_mm, *max_mm, params, targets, progress)
             })
             .collect(),
     }
@@ -198,11 +226,12 @@ pub fn synthetic_pair(
     spacing_mm: [f64; 3],
     max_mm: f64,
     params: &TrainParams,
+    targets: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<TrainingPair> {
     progress.start_stage(&format!("making synthetic pair {seed}"), 0);
     let phantom = synthetic_phantom(seed, shape, spacing_mm, max_mm)?;
-    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, params, progress)
+    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, params, targets, progress)
 }
 
 #[cfg(test)]

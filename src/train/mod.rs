@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod curves;
 pub mod data;
+pub mod distill;
 
 use std::path::Path;
 use std::time::Instant;
@@ -61,6 +62,10 @@ pub struct TrainParams {
     /// What a step minimises. (Absent from records written before it existed: the patch energy.)
     #[serde(default)]
     pub objective: Objective,
+    /// A model folder whose weights training starts from (fine-tuning), instead of a fresh
+    /// network; its config must be `network`. (Absent from older records: a fresh start.)
+    #[serde(default)]
+    pub initial_model: Option<std::path::PathBuf>,
 }
 
 /// What a training step minimises.
@@ -80,6 +85,11 @@ pub enum Objective {
     /// carries that gradient through the network. Needs a network with `whitened_output` and
     /// `matched_input`.
     FullResolution,
+    /// Distillation: the network's velocity L⁻¹z on each patch is compared, in the mean square,
+    /// with the velocity the optimiser (`register --method optimize`) found for that pair, on
+    /// the network's grid (`distill`). The targets take one optimisation per pair before
+    /// training and are kept in the model folder. Needs a network with `whitened_output`.
+    Distill,
 }
 
 impl Default for TrainParams {
@@ -105,6 +115,7 @@ impl Default for TrainParams {
             seed: 1,
             register: RegisterParams::default(),
             objective: Objective::PatchEnergy,
+            initial_model: None,
         }
     }
 }
@@ -115,11 +126,12 @@ impl TrainParams {
         if epoch < self.warmup_epochs { self.energy.lambda * self.warmup_lambda_scale } else { self.energy.lambda }
     }
 
-    /// These parameters set to train for `objective` with what it needs: the full-resolution
-    /// objective trains a network with whitened output and force channels on matched input,
-    /// with the optimiser's smoothing (the energy its last level minimises).
+    /// These parameters set to train for `objective` with what it needs: the full-resolution and
+    /// distillation objectives train a network with whitened output and force channels on
+    /// matched input, with the optimiser's smoothing (the energy its last level minimises, the
+    /// L⁻¹ its velocity is made with).
     pub fn for_objective(mut self, objective: Objective) -> Self {
-        let full = objective == Objective::FullResolution;
+        let full = objective != Objective::PatchEnergy;
         (self.network.whitened_output, self.network.matched_input) = (full, full);
         // Without the force channels the network did not learn across pairs on this objective
         // (validation energy flat over 1140 steps); with them it did (README, "The network").
@@ -268,6 +280,9 @@ pub fn train(
             "the full-resolution objective trains a network with whitened output and matched input".into(),
         ));
     }
+    if params.objective == Objective::Distill && !params.network.whitened_output {
+        return Err(Error::Invalid("the distillation objective trains a network with whitened output".into()));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let params_path = out.join(TRAINING_JSON);
     let autodiff = device.clone().autodiff();
@@ -296,7 +311,21 @@ pub fn train(
             )));
         }
         autodiff.seed(params.seed);
-        let model = params.network.init(&autodiff);
+        let model = match &params.initial_model {
+            None => params.network.init(&autodiff),
+            Some(folder) => {
+                let (config, model) = crate::net::load_model(folder, &autodiff)?;
+                if config != params.network {
+                    return Err(Error::Invalid(format!(
+                        "{} holds another network than configured ({config:?}, not {:?}); start from a model of \
+                         the same configuration",
+                        folder.display(),
+                        params.network
+                    )));
+                }
+                model
+            }
+        };
         let state = TrainState {
             epochs_done: 0,
             rng: SeededRng::new(params.seed),
@@ -359,8 +388,31 @@ pub fn train(
             .collect()
     };
     let (train_full, validation_full) = match params.objective {
-        Objective::PatchEnergy => (Vec::new(), Vec::new()),
         Objective::FullResolution => (full_of(&train_ids)?, full_of(&validation_ids)?),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let targets_of = |ids: &[usize]| -> Result<Vec<&VectorField>> {
+        ids.iter()
+            .map(|&i| {
+                let target = pairs[i].target.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "training pair {} was prepared without its distillation target",
+                        pairs[i].name
+                    ))
+                })?;
+                if target.shape != pairs[i].shape {
+                    return Err(Error::Invalid(format!(
+                        "training pair {}: its distillation target is on a {:?} grid, the network's on {:?}",
+                        pairs[i].name, target.shape, pairs[i].shape
+                    )));
+                }
+                Ok(target)
+            })
+            .collect()
+    };
+    let (train_targets, validation_targets) = match params.objective {
+        Objective::Distill => (targets_of(&train_ids)?, targets_of(&validation_ids)?),
+        _ => (Vec::new(), Vec::new()),
     };
     let half = Smoother::half([patch; 3], &params.smooth);
     // A batch's mean loss and the tensor to differentiate for it (on `device`).
@@ -368,6 +420,7 @@ pub fn train(
                      batch: &[PatchRef],
                      set: &[PairChannels],
                      full: &[&FullResolutionPair],
+                     targets: &[&VectorField],
                      device: &Device,
                      smoother: &TensorSmoother,
                      energy: &EnergyParams|
@@ -395,6 +448,13 @@ pub fn train(
                 // Its gradient with respect to z is the energy's (already divided by the batch size).
                 (value, (z * gradient).sum())
             }
+            Objective::Distill => {
+                let z = model.forward(input);
+                let (value, gradient) =
+                    distill::distillation_loss(&tensor_values(z.clone()), batch, targets, patch, &half);
+                let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), device);
+                (value, (z * gradient).sum())
+            }
         }
     };
     // The mean energy of the fixed validation patches at the full λ, dropout off.
@@ -412,6 +472,7 @@ pub fn train(
                 batch,
                 &validation_set,
                 &validation_full,
+                &validation_targets,
                 device,
                 &plain_smoother,
                 &params.energy,
@@ -439,7 +500,8 @@ pub fn train(
             progress.check_cancelled()?;
             // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
             autodiff.seed(state.rng.next_u64());
-            let (value, loss) = step_loss(&model, batch, &train_set, &train_full, &autodiff, &smoother, &energy_params);
+            let (value, loss) =
+                step_loss(&model, batch, &train_set, &train_full, &train_targets, &autodiff, &smoother, &energy_params);
             let value = value as f32;
             if !value.is_finite() {
                 return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));
