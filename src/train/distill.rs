@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::diffeo::VectorField;
-use crate::diffeo::pyramid::{downsample, refine_field};
+use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
 use crate::diffeo::smooth::Smoother;
 use crate::error::{Error, Result};
 use crate::patch::sampler::PatchRef;
@@ -63,7 +63,7 @@ pub fn on_level(velocity: &VectorField, full_shape: [usize; 3], from: usize, to:
         return refine_field(velocity, full_shape, from, to);
     }
     let full = refine_field(velocity, full_shape, from, 1);
-    let shape = crate::diffeo::pyramid::level_shape(full_shape, to);
+    let shape = level_shape(full_shape, to);
     let components =
         full.components.map(|c| downsample(&c, full_shape, to).into_iter().map(|v| v / to as f32).collect());
     VectorField { shape, components }

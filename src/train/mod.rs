@@ -3,7 +3,10 @@
 //! patch (regularisation plus symmetric similarity, samples leaving the patch masked) is the
 //! loss. λ can start lower for the first epochs (warm-up). A share of the pairs is held out for
 //! a validation loss per epoch; after every epoch a checkpoint allows resuming exactly where
-//! training stopped, and the model folder holds the best epoch so far.
+//! training stopped, and the model folder holds the best epoch so far. Other objectives: the
+//! optimiser's energy at full resolution (`full_resolution_energy`), and the velocity the
+//! optimiser finds for each pair as a target (`distill`). Training may start from a model's
+//! weights (`TrainParams::initial_model`).
 
 pub mod checkpoint;
 pub mod curves;
