@@ -1,7 +1,7 @@
 //! The distillation objective (`train::distill`): its loss against the velocity computed
 //! directly, the padding of a patch beyond its grid left out, its gradient against a central
 //! difference, Adam steps of the network fitting a target through it, targets moved between
-//! levels, and the target cache (read back, recomputed for other parameters, damaged files named).
+//! levels, and the target cache (read back, recomputed for other parameters or images, damaged files named).
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -11,7 +11,7 @@ use diffeoreg::diffeo::tensor::tensor_values;
 use diffeoreg::net::UNetConfig;
 use diffeoreg::patch::sampler::PatchRef;
 use diffeoreg::register::pipeline::RegisterParams;
-use diffeoreg::train::distill::{cached_target, distillation_loss, on_level, target_path};
+use diffeoreg::train::distill::{cached_target, content_hash, distillation_loss, on_level, target_path};
 
 const PATCH: usize = 8;
 
@@ -155,8 +155,10 @@ fn targets_are_kept_per_pair_and_parameters() {
         calls.set(calls.get() + 1);
         Ok(field.clone())
     };
+    let content = content_hash(&[&[1.0, 2.0], &[3.0]]);
+    assert_ne!(content, content_hash(&[&[1.0, 2.0], &[3.5]]));
     let get = |name: &str, params: &RegisterParams, compute: &dyn Fn() -> diffeoreg::error::Result<VectorField>| {
-        cached_target(Some(&folder), name, [20, 16, 12], [1.0, 1.0, 2.0], 4, params, compute)
+        cached_target(Some(&folder), name, content, [20, 16, 12], [1.0, 1.0, 2.0], 4, params, compute)
     };
     assert_eq!(get("synthetic 1000", &params, &compute).unwrap(), field);
     assert_eq!(get("synthetic 1000", &params, &compute).unwrap(), field);
@@ -167,6 +169,10 @@ fn targets_are_kept_per_pair_and_parameters() {
     assert_eq!(calls.get(), 2, "other parameters read the old target");
     get("synthetic 1001", &params, &compute).unwrap();
     assert_eq!(calls.get(), 3);
+    // The same pair name with other images (a file replaced): computed again.
+    cached_target(Some(&folder), "synthetic 1000", content + 1, [20, 16, 12], [1.0, 1.0, 2.0], 4, &params, compute)
+        .unwrap();
+    assert_eq!(calls.get(), 4);
 
     let path = target_path(&folder, "synthetic 1001");
     let bytes = std::fs::read(&path).unwrap();
@@ -177,6 +183,6 @@ fn targets_are_kept_per_pair_and_parameters() {
         "{error}"
     );
     // Without a folder nothing is kept.
-    cached_target(None, "synthetic 1000", [20, 16, 12], [1.0, 1.0, 2.0], 4, &params, compute).unwrap();
-    assert_eq!(calls.get(), 4);
+    cached_target(None, "synthetic 1000", content, [20, 16, 12], [1.0, 1.0, 2.0], 4, &params, compute).unwrap();
+    assert_eq!(calls.get(), 5);
 }

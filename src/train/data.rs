@@ -85,7 +85,9 @@ pub fn prepare_pair(
     // The optimiser's answer, found as `register --method optimize` finds it (before matching).
     let target = match params.objective {
         Objective::Distill => {
-            Some(distill::cached_target(targets, name, shape, spacing_mm, factor, &params.register, || {
+            let images = [aligned.fixed_density.voxels.as_slice(), aligned.moving_on_fixed.voxels.as_slice()];
+            let content = distill::content_hash(&images);
+            Some(distill::cached_target(targets, name, content, shape, spacing_mm, factor, &params.register, || {
                 progress.start_stage(&format!("optimising {name} (distillation target)"), 0);
                 distill::optimiser_velocity(
                     &aligned.fixed_density.voxels,

@@ -33,6 +33,9 @@ const MAGIC: &[u8; 8] = b"DRTARG01";
 #[derive(Serialize)]
 struct TargetKey<'a> {
     pair: &'a str,
+    /// `content_hash` of the pair's images as the optimiser received them, so that a file
+    /// replaced under the same name is optimised again.
+    content: u64,
     full_shape: [usize; 3],
     spacing_mm: [f64; 3],
     network_factor: usize,
@@ -69,19 +72,28 @@ pub fn on_level(velocity: &VectorField, full_shape: [usize; 3], from: usize, to:
     VectorField { shape, components }
 }
 
-/// The distillation target of pair `name`: read from `cache` when a file there was made for
-/// this pair with these parameters, otherwise computed by `compute` (and then stored there).
+/// FNV-1a (64 bits) of the bits of `images`: stable across runs and platforms, unlike std's hasher.
+pub fn content_hash(images: &[&[f32]]) -> u64 {
+    images.iter().flat_map(|image| image.iter()).fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        v.to_bits().to_le_bytes().iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    })
+}
+
+/// The distillation target of pair `name` with images of `content_hash` `content`: read from
+/// `cache` when a file there was made for this pair, these images and these parameters,
+/// otherwise computed by `compute` (and then stored there).
 #[allow(clippy::too_many_arguments)]
 pub fn cached_target(
     cache: Option<&Path>,
     name: &str,
+    content: u64,
     full_shape: [usize; 3],
     spacing_mm: [f64; 3],
     network_factor: usize,
     register: &RegisterParams,
     compute: impl FnOnce() -> Result<VectorField>,
 ) -> Result<VectorField> {
-    let key = TargetKey { pair: name, full_shape, spacing_mm, network_factor, register };
+    let key = TargetKey { pair: name, content, full_shape, spacing_mm, network_factor, register };
     let key = serde_json::to_string(&key).map_err(|e| Error::Invalid(e.to_string()))?;
     let Some(folder) = cache else { return compute() };
     let path = target_path(folder, name);
@@ -108,10 +120,9 @@ pub fn cached_target(
     Ok(field)
 }
 
-/// Where the target of pair `name` is kept in `folder` (a hash of the name; the file itself
-/// records the name).
+/// Where the target of pair `name` is kept in `folder` (an FNV-1a hash of the name; the file
+/// itself records the name).
 pub fn target_path(folder: &Path, name: &str) -> PathBuf {
-    // FNV-1a, 64 bits: stable across runs and platforms, unlike std's hasher.
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
     folder.join(format!("{hash:016x}.target"))
 }
