@@ -72,11 +72,14 @@ pub fn on_level(velocity: &VectorField, full_shape: [usize; 3], from: usize, to:
     VectorField { shape, components }
 }
 
-/// FNV-1a (64 bits) of the bits of `images`: stable across runs and platforms, unlike std's hasher.
+/// FNV-1a (64 bits) of `bytes`: stable across runs and platforms, unlike std's hasher.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A hash of the values of `images` (FNV-1a of their little-endian bits).
 pub fn content_hash(images: &[&[f32]]) -> u64 {
-    images.iter().flat_map(|image| image.iter()).fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
-        v.to_bits().to_le_bytes().iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-    })
+    fnv1a(images.iter().flat_map(|image| image.iter()).flat_map(|v| v.to_le_bytes()))
 }
 
 /// The distillation target of pair `name` with images of `content_hash` `content`: read from
@@ -103,19 +106,12 @@ pub fn cached_target(
     let field = compute()?;
     std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
     crate::io::atomic::write_atomically(&path, |w| {
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 8 + key.len() + 24 + 12 * field.components[0].len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(key.as_bytes());
-        for n in field.shape {
-            bytes.extend_from_slice(&(n as u64).to_le_bytes());
-        }
-        for component in &field.components {
-            for v in component {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        w.write_all(&bytes).map_err(|e| Error::io(&path, e))
+        let header = [MAGIC.as_slice(), &(key.len() as u64).to_le_bytes(), key.as_bytes()].concat();
+        let shape: Vec<u8> = field.shape.iter().flat_map(|&n| (n as u64).to_le_bytes()).collect();
+        w.write_all(&header)
+            .and_then(|()| w.write_all(&shape))
+            .and_then(|()| field.components.iter().flatten().try_for_each(|v| w.write_all(&v.to_le_bytes())))
+            .map_err(|e| Error::io(&path, e))
     })?;
     Ok(field)
 }
@@ -123,7 +119,7 @@ pub fn cached_target(
 /// Where the target of pair `name` is kept in `folder` (an FNV-1a hash of the name; the file
 /// itself records the name).
 pub fn target_path(folder: &Path, name: &str) -> PathBuf {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let hash = fnv1a(name.bytes());
     folder.join(format!("{hash:016x}.target"))
 }
 
