@@ -153,6 +153,9 @@ enum Command {
         epochs: Option<usize>,
         #[arg(long)]
         learning_rate: Option<f64>,
+        /// Adam's ε (10⁻⁸ by default).
+        #[arg(long)]
+        adam_epsilon: Option<f64>,
         /// Patch side, voxels (a multiple of 4; SPEC default 48).
         #[arg(long)]
         patch: Option<usize>,
@@ -212,7 +215,9 @@ enum Command {
         /// resolution, images matched first, the network predicting whitened momentum from the
         /// images and their force channels; its smoothing then defaults to the optimiser's,
         /// γ 0.05) or distill (the same network taught the velocity `register --method optimize`
-        /// finds for each pair: one optimisation per pair first, kept in OUT/targets/).
+        /// finds for each pair: one optimisation per pair first, kept in OUT/targets/) or truth
+        /// (the same network taught the velocity of each pair's known deformation: synthetic
+        /// pairs, or pair folders holding the truth_fwd field `phantom` writes).
         #[arg(long, default_value = "patch")]
         objective: String,
         /// Start from this model folder's weights (fine-tuning) instead of a fresh network; the
@@ -565,6 +570,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         resume,
         epochs,
         learning_rate,
+        adam_epsilon,
         patch,
         batch,
         patches_per_pair,
@@ -616,6 +622,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
             };
         }
         set!(learning_rate, params.learning_rate);
+        set!(adam_epsilon, params.adam_epsilon);
         set!(patch, params.sampler.patch);
         set!(batch, params.sampler.batch);
         set!(patches_per_pair, params.sampler.patches_per_pair);
@@ -630,7 +637,8 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
             "patch" => {}
             "full" => params = params.for_objective(diffeoreg::train::Objective::FullResolution),
             "distill" => params = params.for_objective(diffeoreg::train::Objective::Distill),
-            other => anyhow::bail!("unknown --objective {other:?}: use patch, full or distill"),
+            "truth" => params = params.for_objective(diffeoreg::train::Objective::Truth),
+            other => anyhow::bail!("unknown --objective {other:?}: use patch, full, distill or truth"),
         }
         set!(force_features, params.network.force_features);
         set!(pooled_force, params.network.pooled_force);

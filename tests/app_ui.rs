@@ -216,6 +216,9 @@ fn trains_from_the_training_tab_stops_resumes_and_registers_with_the_model() {
     let params = &harness.state().training.params;
     assert_eq!(params.objective, diffeoreg::train::Objective::Distill);
     assert!(params.network.whitened_output && params.network.matched_input);
+    harness.get_by_label("known deformation's velocity (synthetic pairs, phantom folders)").click();
+    harness.step();
+    assert_eq!(harness.state().training.params.objective, diffeoreg::train::Objective::Truth);
     harness.get_by_label("patch energy at the network's resolution").click();
     harness.step();
     assert_eq!(harness.state().training.params.objective, diffeoreg::train::Objective::PatchEnergy);

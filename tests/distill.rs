@@ -186,3 +186,43 @@ fn targets_are_kept_per_pair_and_parameters() {
     cached_target(None, "synthetic 1000", content, [20, 16, 12], [1.0, 1.0, 2.0], 4, &params, compute).unwrap();
     assert_eq!(calls.get(), 5);
 }
+
+/// `truth_velocity`: the rigid stage's transform is taken out of the known deformation, the
+/// result is expressed on the network's grid in its voxels, and its exponential is the known
+/// deformation there (the exponential inverted, not the displacement taken as the velocity).
+#[test]
+fn the_truth_velocity_removes_the_rigid_part_and_exponentiates_to_the_known_deformation() {
+    use diffeoreg::diffeo::integrate::exp;
+    use diffeoreg::train::distill::truth_velocity;
+    use diffeoreg::volume::affine::AffineTransform;
+    use diffeoreg::volume::{DisplacementField, Geometry};
+    let geometry = Geometry::axis_aligned([16, 12, 8], [2.0, 1.5, 3.0], [-10.0, 4.0, 7.0]).unwrap();
+    // A translation by (3, −1.5, 6) mm, of which the rigid stage found (1, 0.5, −2): what is left
+    // is (2, −2, 8) mm = (1, −4/3, 8/3) voxels of the fixed grid, (0.5, −2/3, 4/3) at factor 2.
+    let truth = DisplacementField::from_fn(geometry.clone(), |_| [3.0, -1.5, 6.0]);
+    let rigid = AffineTransform::from_euler([0.0; 3], [1.0, 0.5, -2.0], [0.0; 3]);
+    let velocity = truth_velocity(&truth, &rigid, 2, 7);
+    assert_eq!(velocity.shape, [8, 6, 4]);
+    for (c, want) in [0.5f32, -2.0 / 3.0, 4.0 / 3.0].into_iter().enumerate() {
+        assert!(velocity.components[c].iter().all(|v| (v - want).abs() < 1e-4), "component {c}");
+    }
+
+    // A smooth deformation with no rigid part: exp(v) is the deformation, box-averaged onto the
+    // network's grid, where v itself differs from it by the exponential's second-order term.
+    let wave = DisplacementField::from_fn(geometry.clone(), |x| {
+        let s = (x[0] * 0.12).sin() * (x[1] * 0.1).cos();
+        [4.0 * s, -3.0 * (x[2] * 0.08).sin(), 2.5 * s]
+    });
+    let identity = AffineTransform::from_euler([0.0; 3], [0.0; 3], [0.0; 3]);
+    let velocity = truth_velocity(&wave, &identity, 2, 7);
+    let full = VectorField::from_displacement_mm(&wave);
+    let wanted = on_level(&full, geometry.shape, 1, 2);
+    let reached = exp(&velocity, 7);
+    let largest = |a: &VectorField, b: &VectorField| {
+        (0..3)
+            .flat_map(|c| a.components[c].iter().zip(&b.components[c]).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max)
+    };
+    let (error, naive) = (largest(&reached, &wanted), largest(&velocity, &wanted));
+    assert!(error < 2e-3 && naive > 20.0 * error, "exp(v) off by {error} voxels, v off by {naive}");
+}

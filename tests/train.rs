@@ -245,6 +245,67 @@ fn trains_by_distillation_keeping_its_targets_and_registers_with_that_model() {
     assert!(report["model"].as_str().unwrap().contains("model"), "{}", report["model"]);
 }
 
+/// `train --objective truth`: each pair's target is the velocity of its known deformation —
+/// synthetic pairs, or the pair folders `phantom` writes (with `truth_fwd.nii.gz`); a list of
+/// pairs with no known deformation is refused with the reason. `register` predicts with the model.
+#[test]
+fn trains_on_known_deformations_of_synthetic_pairs_and_phantom_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let run = train(&out, &["--objective", "truth", "--epochs", "2"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["objective"], "Truth");
+    let losses = epoch_losses(&out);
+    assert_eq!(losses.len(), 4, "{losses:?}");
+    let column = |row: &str, n: usize| row.split(',').nth(n).unwrap().parse::<f64>().unwrap();
+    // The untrained network predicts no motion: half the mean square of a 7 mm deformation's
+    // velocity (in voxels of 8.6–10 mm), far from 0.
+    let untrained = column(&losses[1], 3);
+    assert!(untrained > 1e-3, "{losses:?}");
+    assert!(!out.join("targets").exists(), "known deformations need no stored targets");
+    register_with_model(&out, &dir.path().join("result"), &[]);
+
+    // Phantom folders: `phantom` writes fixed, moving and truth_fwd side by side.
+    let pairs = dir.path().join("pairs");
+    for seed in ["1", "2"] {
+        let run = Command::new(binary())
+            .args(["phantom", "--head-shape", "40,44,40", "--head-spacing-mm", "5.0,5.5,5.5", "--seed", seed])
+            .arg("--out")
+            .arg(pairs.join(format!("case{seed}")))
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    }
+    let args = ["--patch", "16", "--batch", "4", "--patches-per-pair", "4", "--base-channels", "2", "--epochs", "1"];
+    let from_folder = dir.path().join("model-from-folder");
+    let mut command = Command::new(binary());
+    command.arg("train").arg("--pairs").arg(&pairs).args(args).args(["--objective", "truth"]);
+    let run = command.arg("--out").arg(&from_folder).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(column(&epoch_losses(&from_folder)[1], 3) > 1e-3, "{:?}", epoch_losses(&from_folder));
+
+    // The same pairs listed in a CSV carry no known deformation.
+    let list = dir.path().join("pairs.csv");
+    let mut csv = String::from("fixed,moving\n");
+    for seed in [1, 2] {
+        let entry = |prefix: &str| {
+            let folder = pairs.join(format!("case{seed}"));
+            let mut names: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
+            names.sort();
+            names.into_iter().find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix)).unwrap()
+        };
+        csv += &format!("{},{}\n", entry("fixed").display(), entry("moving").display());
+    }
+    std::fs::write(&list, csv).unwrap();
+    let mut command = Command::new(binary());
+    command.arg("train").arg("--pairs").arg(&list).args(args).args(["--objective", "truth"]);
+    let run = command.arg("--out").arg(dir.path().join("refused")).output().unwrap();
+    let error = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && error.contains("known deformation"), "{error}");
+}
+
 /// `train --init-from MODEL`: training starts from that model's weights (its validation loss
 /// before the first step is the one the model ended with, on the same patches), and a model of
 /// another configuration is refused with the reason.

@@ -247,6 +247,7 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                     (Objective::PatchEnergy, "patch energy at the network's resolution"),
                     (Objective::FullResolution, "optimiser's energy at full resolution"),
                     (Objective::Distill, "optimiser's velocity (one optimisation per pair first)"),
+                    (Objective::Truth, "known deformation's velocity (synthetic pairs, phantom folders)"),
                 ];
                 for (choice, label) in choices {
                     if ui.radio_value(&mut objective, choice, label).clicked() {

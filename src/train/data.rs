@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::register::optimize::matched_at_alignment;
 use crate::register::pipeline::align_rigidly;
 use crate::train::{Objective, TrainParams, distill};
-use crate::volume::Volume;
+use crate::volume::{DisplacementField, Volume};
 
 /// Where the training pairs come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,11 +64,13 @@ pub struct FullResolutionPair {
 
 /// Aligns `moving` to `fixed` rigidly and keeps both densities on the fixed grid, downsampled
 /// by the network's resolution factor (and what `params`' network and objective need besides).
-/// Distillation targets are read from, or stored into, `targets` when given.
+/// Distillation targets are read from, or stored into, `targets` when given; `truth` is the
+/// pair's known deformation (fixed grid, fixed → moving points), which the truth objective needs.
 pub fn prepare_pair(
     name: &str,
     fixed: &Volume,
     moving: &Volume,
+    truth: Option<&DisplacementField>,
     params: &TrainParams,
     targets: Option<&Path>,
     progress: &dyn Progress,
@@ -100,6 +102,25 @@ pub fn prepare_pair(
                 )
                 .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))
             })?)
+        }
+        Objective::Truth => {
+            let truth = truth.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "training pair {name}: the truth objective needs the pair's known deformation \
+                     (synthetic pairs, or pair folders holding a truth_fwd field as `phantom` writes them)"
+                ))
+            })?;
+            if !truth.geometry.same_grid(&fixed.geometry, 1e-3) {
+                return Err(Error::Invalid(format!(
+                    "training pair {name}: its truth_fwd field does not lie on the fixed image's grid"
+                )));
+            }
+            Some(distill::truth_velocity(
+                truth,
+                &aligned.rigid.transform,
+                factor,
+                params.register.optimize.energy.steps,
+            ))
         }
         _ => None,
     };
@@ -204,7 +225,12 @@ pub fn load_pairs(params: &TrainParams, targets: Option<&Path>, progress: &dyn P
                 let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
                 let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
                 let name = format!("{} / {}", fixed_path.display(), moving_path.display());
-                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, params, targets, progress)?);
+                let truth = match (&params.source, &params.objective) {
+                    (PairSource::Folder(_), Objective::Truth) => truth_beside(fixed_path)?,
+                    _ => None,
+                };
+                let truth = truth.as_ref();
+                pairs.push(prepare_pair(&name, &fixed.volume, &moving.volume, truth, params, targets, progress)?);
             }
             Ok(pairs)
         }
@@ -233,7 +259,21 @@ pub fn synthetic_pair(
 ) -> Result<TrainingPair> {
     progress.start_stage(&format!("making synthetic pair {seed}"), 0);
     let phantom = synthetic_phantom(seed, shape, spacing_mm, max_mm)?;
-    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, params, targets, progress)
+    let truth = Some(&phantom.truth_fwd);
+    prepare_pair(&format!("synthetic {seed}"), &phantom.fixed, &phantom.moving, truth, params, targets, progress)
+}
+
+/// The known deformation of a pair folder (`PairSource::Folder`): the entry beside the fixed
+/// image whose name starts with `truth_fwd`, as `phantom` writes it; none when absent.
+pub fn truth_beside(fixed_path: &Path) -> Result<Option<DisplacementField>> {
+    let folder = fixed_path.parent().unwrap_or(Path::new("."));
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("truth_fwd")))
+        .collect();
+    entries.sort();
+    entries.first().map(|path| io::fields::read_field(path)).transpose()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::diffeo::VectorField;
+use crate::diffeo::integrate::exp;
 use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
 use crate::diffeo::smooth::Smoother;
 use crate::error::{Error, Result};
@@ -22,6 +23,9 @@ use crate::patch::tiling::extract;
 use crate::progress::Progress;
 use crate::register::optimize::optimize;
 use crate::register::pipeline::RegisterParams;
+use crate::volume::DisplacementField;
+use crate::volume::affine::AffineTransform;
+use crate::volume::geometry::{add, sub};
 
 /// The folder of a model folder that keeps the distillation targets.
 pub const TARGETS_DIR: &str = "targets";
@@ -57,6 +61,49 @@ pub fn optimiser_velocity(
     let options = register.optimize.for_spacing(spacing_mm);
     let found = optimize(fixed, moving, shape, spacing_mm, &options, progress)?;
     Ok(on_level(&found.velocity, shape, found.factor, factor))
+}
+
+/// Fixed-point steps `truth_velocity` takes to invert the exponential.
+const LOG_STEPS: usize = 8;
+
+/// The velocity, on the network's grid (1/`factor` resolution, in that grid's voxels), whose
+/// exponential is the known deformation `truth` (fixed grid, mm: fixed point x maps to moving
+/// point x + truth(x)) once the rigid stage's `rigid` (fixed → moving points) is taken out: the
+/// deformable part u(x) = rigid⁻¹(x + truth(x)) − x that `register` composes with the rigid
+/// transform. u is box-averaged onto the network's grid and v found by v ← v + (u − exp(v))
+/// (`LOG_STEPS` times, each exp by scaling and squaring in `steps` steps), which converges for
+/// the smooth deformations phantoms hold.
+pub fn truth_velocity(truth: &DisplacementField, rigid: &AffineTransform, factor: usize, steps: u32) -> VectorField {
+    let back = rigid.inverse();
+    let geometry = &truth.geometry;
+    let to_index = geometry.world_to_index_matrix();
+    let mut components: [Vec<f32>; 3] = Default::default();
+    for c in &mut components {
+        c.reserve(geometry.voxel_count());
+    }
+    let [nx, ny, nz] = geometry.shape;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let x = geometry.index_to_world([i as f64, j as f64, k as f64]);
+                let n = geometry.linear_index(i, j, k);
+                let mm = sub(back.apply(add(x, truth.at(n))), x);
+                let voxels = crate::volume::geometry::mat_vec(&to_index, mm);
+                for d in 0..3 {
+                    components[d].push(voxels[d] as f32);
+                }
+            }
+        }
+    }
+    let full = VectorField { shape: geometry.shape, components };
+    let wanted = on_level(&full, geometry.shape, 1, factor);
+    let mut velocity = wanted.clone();
+    for _ in 0..LOG_STEPS {
+        let reached = exp(&velocity, steps);
+        velocity.add_scaled(1.0, &wanted);
+        velocity.add_scaled(-1.0, &reached);
+    }
+    velocity
 }
 
 /// A voxel-unit velocity of level `from` on level `to` of a grid of `full_shape`: refined

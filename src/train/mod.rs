@@ -48,6 +48,12 @@ pub struct TrainParams {
     pub sampler: SamplerParams,
     pub epochs: usize,
     pub learning_rate: f64,
+    /// Adam's ε, added to the root of the second moment. Burn's default, 10⁻⁵, is large beside
+    /// the gradients a loss averaged over a patch's voxels gives the deeper weights, and then
+    /// shrinks their steps; 10⁻⁸ is the usual value. (Absent from records written before it
+    /// existed: those trained with 10⁻⁵.)
+    #[serde(default = "burn_adam_epsilon")]
+    pub adam_epsilon: f64,
     /// The SPEC energy (λ, similarity, scaling-and-squaring steps), on each patch's own grid.
     pub energy: EnergyParams,
     pub smooth: SmoothParams,
@@ -69,6 +75,11 @@ pub struct TrainParams {
     /// network; its config must be `network`. (Absent from older records: a fresh start.)
     #[serde(default)]
     pub initial_model: Option<std::path::PathBuf>,
+}
+
+/// Adam's ε in Burn's `AdamConfig` by default, which trainings before `adam_epsilon` used.
+fn burn_adam_epsilon() -> f64 {
+    1e-5
 }
 
 /// What a training step minimises.
@@ -93,6 +104,18 @@ pub enum Objective {
     /// the network's grid (`distill`). The targets take one optimisation per pair before
     /// training and are kept in the model folder. Needs a network with `whitened_output`.
     Distill,
+    /// Supervised by the known deformation: the same comparison as `Distill`, with the velocity
+    /// whose exponential is the pair's true deformation (`distill::truth_velocity`) as the
+    /// target. Only pairs with a known answer qualify: synthetic pairs, and pair folders that
+    /// hold the `truth_fwd` field `phantom` writes. Needs a network with `whitened_output`.
+    Truth,
+}
+
+impl Objective {
+    /// Whether a step compares the network's velocity with a target velocity per pair.
+    pub fn has_targets(&self) -> bool {
+        matches!(self, Objective::Distill | Objective::Truth)
+    }
 }
 
 impl Default for TrainParams {
@@ -109,6 +132,7 @@ impl Default for TrainParams {
             sampler: SamplerParams::default(),
             epochs: 20,
             learning_rate: 1e-3,
+            adam_epsilon: 1e-8,
             energy: crate::register::optimize::OptimizeParams::default().energy,
             smooth: SmoothParams::default(),
             warmup_epochs: 1,
@@ -283,13 +307,16 @@ pub fn train(
             "the full-resolution objective trains a network with whitened output and matched input".into(),
         ));
     }
-    if params.objective == Objective::Distill && !params.network.whitened_output {
-        return Err(Error::Invalid("the distillation objective trains a network with whitened output".into()));
+    if params.objective.has_targets() && !params.network.whitened_output {
+        return Err(Error::Invalid(format!(
+            "the {:?} objective trains a network with whitened output",
+            params.objective
+        )));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let params_path = out.join(TRAINING_JSON);
     let autodiff = device.clone().autodiff();
-    let fresh_optimizer = || AdamConfig::new().init();
+    let fresh_optimizer = || AdamConfig::new().with_epsilon(params.adam_epsilon as f32).init();
     let existing = checkpoints(out)?;
     let (mut model, mut optimizer, mut state): (UNet, ModuleOptimizer, TrainState) = if resume {
         let Some(latest) = existing.last() else {
@@ -398,14 +425,11 @@ pub fn train(
         ids.iter()
             .map(|&i| {
                 let target = pairs[i].target.as_ref().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "training pair {} was prepared without its distillation target",
-                        pairs[i].name
-                    ))
+                    Error::Invalid(format!("training pair {} was prepared without its target velocity", pairs[i].name))
                 })?;
                 if target.shape != pairs[i].shape {
                     return Err(Error::Invalid(format!(
-                        "training pair {}: its distillation target is on a {:?} grid, the network's on {:?}",
+                        "training pair {}: its target velocity is on a {:?} grid, the network's on {:?}",
                         pairs[i].name, target.shape, pairs[i].shape
                     )));
                 }
@@ -414,7 +438,7 @@ pub fn train(
             .collect()
     };
     let (train_targets, validation_targets) = match params.objective {
-        Objective::Distill => (targets_of(&train_ids)?, targets_of(&validation_ids)?),
+        Objective::Distill | Objective::Truth => (targets_of(&train_ids)?, targets_of(&validation_ids)?),
         _ => (Vec::new(), Vec::new()),
     };
     let half = Smoother::half([patch; 3], &params.smooth);
@@ -451,7 +475,7 @@ pub fn train(
                 // Its gradient with respect to z is the energy's (already divided by the batch size).
                 (value, (z * gradient).sum())
             }
-            Objective::Distill => {
+            Objective::Distill | Objective::Truth => {
                 let z = model.forward(input);
                 let (value, gradient) =
                     distill::distillation_loss(&tensor_values(z.clone()), batch, targets, patch, &half);
@@ -568,5 +592,17 @@ mod tests {
         assert_eq!(params.lambda_at(0), lambda * 0.1);
         assert_eq!(params.lambda_at(1), lambda * 0.1);
         assert_eq!(params.lambda_at(2), lambda);
+    }
+
+    #[test]
+    fn records_written_before_adams_epsilon_was_recorded_read_as_burns_default() {
+        let fresh = TrainParams::default();
+        let mut record = serde_json::to_value(&fresh).unwrap();
+        record.as_object_mut().unwrap().remove("adam_epsilon").expect("recorded");
+        let old: TrainParams = serde_json::from_value(record).unwrap();
+        assert_eq!(old.adam_epsilon, 1e-5);
+        assert_eq!(fresh.adam_epsilon, 1e-8);
+        let again: TrainParams = serde_json::from_str(&serde_json::to_string(&fresh).unwrap()).unwrap();
+        assert_eq!(again, fresh);
     }
 }
