@@ -76,9 +76,8 @@ const LOG_STEPS: usize = 8;
 pub fn truth_velocity(truth: &DisplacementField, rigid: &AffineTransform, factor: usize, steps: u32) -> VectorField {
     let back = rigid.inverse();
     let geometry = &truth.geometry;
-    let to_index = geometry.world_to_index_matrix();
-    let mut components: [Vec<f32>; 3] = Default::default();
-    for c in &mut components {
+    let mut components_mm: [Vec<f32>; 3] = Default::default();
+    for c in &mut components_mm {
         c.reserve(geometry.voxel_count());
     }
     let [nx, ny, nz] = geometry.shape;
@@ -86,16 +85,15 @@ pub fn truth_velocity(truth: &DisplacementField, rigid: &AffineTransform, factor
         for j in 0..ny {
             for i in 0..nx {
                 let x = geometry.index_to_world([i as f64, j as f64, k as f64]);
-                let n = geometry.linear_index(i, j, k);
-                let mm = sub(back.apply(add(x, truth.at(n))), x);
-                let voxels = crate::volume::geometry::mat_vec(&to_index, mm);
+                let mm = sub(back.apply(add(x, truth.at(geometry.linear_index(i, j, k)))), x);
                 for d in 0..3 {
-                    components[d].push(voxels[d] as f32);
+                    components_mm[d].push(mm[d] as f32);
                 }
             }
         }
     }
-    let full = VectorField { shape: geometry.shape, components };
+    let deformable = DisplacementField::new(geometry.clone(), components_mm).expect("components on the truth's grid");
+    let full = VectorField::from_displacement_mm(&deformable);
     let wanted = on_level(&full, geometry.shape, 1, factor);
     let mut velocity = wanted.clone();
     for _ in 0..LOG_STEPS {
