@@ -41,6 +41,15 @@ fn train(out: &Path, extra: &[&str]) -> Command {
     command
 }
 
+/// One quick epoch on a few listed pairs: 16³ patches, a 2-channel network.
+const LISTED: &[&str] =
+    &["--patch", "16", "--batch", "4", "--patches-per-pair", "4", "--base-channels", "2", "--epochs", "1"];
+
+/// `train --pairs LIST` (a CSV or a folder of pair folders) with `args`, into `out`.
+fn train_pairs(list: &Path, args: &[&str], out: &Path) -> std::process::Output {
+    Command::new(binary()).arg("train").arg("--pairs").arg(list).args(args).arg("--out").arg(out).output().unwrap()
+}
+
 /// losses.csv without its timing columns.
 fn epoch_losses(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("losses.csv")).unwrap();
@@ -133,9 +142,7 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
     let list = dir.path().join("pairs.csv");
     std::fs::write(&list, &csv).unwrap();
     let out = dir.path().join("model");
-    let args = ["--patch", "16", "--batch", "4", "--patches-per-pair", "4", "--base-channels", "2", "--epochs", "1"];
-    let run = Command::new(binary()).arg("train").arg("--pairs").arg(&list).args(args).arg("--out").arg(&out).output();
-    let run = run.unwrap();
+    let run = train_pairs(&list, LISTED, &out);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let losses = epoch_losses(&out);
     assert_eq!(losses.len(), 3);
@@ -152,9 +159,7 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
 
     // The same pairs as a folder of pair folders (the `model` folder, holding neither, is passed over).
     let from_folder = dir.path().join("model-from-folder");
-    let mut command = Command::new(binary());
-    command.arg("train").arg("--pairs").arg(dir.path()).args(args).arg("--out").arg(&from_folder);
-    let run = command.output().unwrap();
+    let run = train_pairs(dir.path(), LISTED, &from_folder);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(from_folder.join("training.json")).unwrap()).unwrap();
@@ -163,15 +168,7 @@ fn trains_on_a_csv_of_nifti_pairs_and_names_bad_lists() {
 
     // A missing file is named.
     std::fs::write(&list, format!("{csv}case9/ct.nii.gz,case9/pct.nii.gz\n")).unwrap();
-    let run = Command::new(binary())
-        .arg("train")
-        .arg("--pairs")
-        .arg(&list)
-        .args(args)
-        .arg("--out")
-        .arg(dir.path().join("other"))
-        .output()
-        .unwrap();
+    let run = train_pairs(&list, LISTED, &dir.path().join("other"));
     let error = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && error.contains("case9") && error.contains("does not exist"), "{error}");
 }
@@ -278,30 +275,17 @@ fn trains_on_known_deformations_of_synthetic_pairs_and_phantom_folders() {
             .unwrap();
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     }
-    let args = ["--patch", "16", "--batch", "4", "--patches-per-pair", "4", "--base-channels", "2", "--epochs", "1"];
+    let args = [LISTED, &["--objective", "truth"]].concat();
     let from_folder = dir.path().join("model-from-folder");
-    let mut command = Command::new(binary());
-    command.arg("train").arg("--pairs").arg(&pairs).args(args).args(["--objective", "truth"]);
-    let run = command.arg("--out").arg(&from_folder).output().unwrap();
+    let run = train_pairs(&pairs, &args, &from_folder);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(column(&epoch_losses(&from_folder)[1], 3) > 1e-3, "{:?}", epoch_losses(&from_folder));
 
     // The same pairs listed in a CSV carry no known deformation.
     let list = dir.path().join("pairs.csv");
-    let mut csv = String::from("fixed,moving\n");
-    for seed in [1, 2] {
-        let entry = |prefix: &str| {
-            let folder = pairs.join(format!("case{seed}"));
-            let mut names: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
-            names.sort();
-            names.into_iter().find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix)).unwrap()
-        };
-        csv += &format!("{},{}\n", entry("fixed").display(), entry("moving").display());
-    }
-    std::fs::write(&list, csv).unwrap();
-    let mut command = Command::new(binary());
-    command.arg("train").arg("--pairs").arg(&list).args(args).args(["--objective", "truth"]);
-    let run = command.arg("--out").arg(dir.path().join("refused")).output().unwrap();
+    let rows = "fixed,moving\npairs/case1/fixed.nii.gz,pairs/case1/moving.nii.gz\npairs/case2/fixed.nii.gz,pairs/case2/moving.nii.gz\n";
+    std::fs::write(&list, rows).unwrap();
+    let run = train_pairs(&list, &args, &dir.path().join("refused"));
     let error = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && error.contains("known deformation"), "{error}");
 }
