@@ -6,8 +6,9 @@
 //! tiles keep accuracy.
 //!
 //! Run: `cargo bench --bench network_accuracy [-- MODEL_DIR] [--seeds 9000,9001,…] [--methods network,hybrid]
-//! [--cascade N]` (N predictions per case, `NetworkParams::cascade`); prints one JSON line per
-//! case and method, then the means.
+//! [--cascade N] [--hybrid-levels 4,2 --hybrid-iterations 40,40]` (N predictions per case,
+//! `NetworkParams::cascade`; the levels and iterations of hybrid's optimisation); prints one
+//! JSON line per case and method, then the means.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,6 +24,7 @@ fn main() {
     let mut seeds: Vec<u64> = vec![9000, 9001, 9002, 9003];
     let mut only: Option<Vec<String>> = None;
     let mut cascade = 1;
+    let (mut hybrid_levels, mut hybrid_iterations): (Option<Vec<usize>>, Option<Vec<usize>>) = (None, None);
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--seeds" {
@@ -30,6 +32,13 @@ fn main() {
             i += 2;
         } else if args[i] == "--cascade" {
             cascade = args[i + 1].parse().expect("cascade is a number");
+            i += 2;
+        } else if args[i] == "--hybrid-levels" {
+            hybrid_levels = Some(args[i + 1].split(',').map(|v| v.parse().expect("levels are numbers")).collect());
+            i += 2;
+        } else if args[i] == "--hybrid-iterations" {
+            hybrid_iterations =
+                Some(args[i + 1].split(',').map(|v| v.parse().expect("iterations are numbers")).collect());
             i += 2;
         } else if args[i] == "--methods" {
             only = Some(args[i + 1].split(',').map(str::to_string).collect());
@@ -56,6 +65,12 @@ fn main() {
             let mut params = RegisterParams { method: method.clone(), ..RegisterParams::default() };
             params.network.model = model.clone();
             params.network.cascade = cascade;
+            if let Some(levels) = &hybrid_levels {
+                params.network.hybrid_levels = levels.clone();
+            }
+            if let Some(iterations) = &hybrid_iterations {
+                params.network.hybrid_iterations = iterations.clone();
+            }
             (params.network.tile, params.network.margin) = (*tile, *margin);
             let clock = Instant::now();
             let result = register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).expect("registers");
@@ -66,13 +81,14 @@ fn main() {
             let t = &result.timings;
             println!(
                 "{{\"seed\":{seed},\"method\":\"{name}\",\"rigid_epe_mm\":{:.3},\"epe_mm\":{:.3},\"epe_p95_mm\":{:.3},\
-                 \"ratio_to_rigid\":{:.3},\"folding_voxels\":{},\"wall_s\":{wall:.2},\"predict_s\":{:.2},\"smooth_s\":{:.2},\
+                 \"ratio_to_rigid\":{:.3},\"folding_voxels\":{},\"wall_s\":{wall:.2},\"local_estimate_s\":{:.2},\"predict_s\":{:.2},\"smooth_s\":{:.2},\
                  \"optimize_s\":{:.2}}}",
                 rigid.mean_mm,
                 epe.mean_mm,
                 epe.p95_mm,
                 epe.mean_mm / rigid.mean_mm,
                 result.quality.folding_voxels,
+                t.local_estimate_s,
                 t.predict_s,
                 t.smooth_s,
                 t.optimize_s

@@ -17,6 +17,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per run: the size of its largest variant (train's many options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Describe a volume (NIfTI file, DICOM folder or DICOM file): geometry, values, series.
@@ -187,6 +189,22 @@ enum Command {
         /// true or false (default false).
         #[arg(long)]
         pooled_force: Option<bool>,
+        /// Passes of the closed-form local estimate (Lucas–Kanade spread by normalised
+        /// convolution) that the network corrects: its velocity is the estimate's plus its own,
+        /// and it sees the moving image warped by the estimate. 0: the network alone (default).
+        #[arg(long)]
+        local_prior_passes: Option<usize>,
+        /// Whether the distill and truth objectives count each voxel by its share of body (where
+        /// endpoint error is measured) rather than all alike: true or false (default true).
+        #[arg(long)]
+        target_in_body: Option<bool>,
+        /// α and γ of the smoothing that takes the network's output to velocity (K⁻¹, or L⁻¹
+        /// for whitened output; voxels of the network's grid). Default: the optimiser's for
+        /// the full, distill and truth objectives, SPEC's for patch.
+        #[arg(long)]
+        smooth_alpha: Option<f64>,
+        #[arg(long)]
+        smooth_gamma: Option<f64>,
         /// λ of the regulariser (per voxel).
         #[arg(long)]
         lambda: Option<f32>,
@@ -510,10 +528,11 @@ fn register(
         );
     }
     println!(
-        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  predict {:.1}  smooth {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
+        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  local estimate {:.1}  predict {:.1}  smooth {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
         t.load_s,
         t.rigid_s,
         t.resample_s,
+        t.local_estimate_s,
         t.predict_s,
         t.smooth_s,
         t.optimize_s,
@@ -580,6 +599,10 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         output_scale,
         force_features,
         pooled_force,
+        local_prior_passes,
+        target_in_body,
+        smooth_alpha,
+        smooth_gamma,
         lambda,
         similarity,
         warmup_epochs,
@@ -642,6 +665,13 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         }
         set!(force_features, params.network.force_features);
         set!(pooled_force, params.network.pooled_force);
+        set!(target_in_body, params.target_in_body);
+        set!(smooth_alpha, params.smooth.alpha);
+        set!(smooth_gamma, params.smooth.gamma);
+        if let Some(passes) = local_prior_passes {
+            params.network.local_prior =
+                (passes > 0).then(|| diffeoreg::register::local_flow::LocalFlowParams { passes, ..Default::default() });
+        }
         params.initial_model = init_from;
         match similarity.as_deref() {
             None => {}

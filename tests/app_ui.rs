@@ -219,6 +219,19 @@ fn trains_from_the_training_tab_stops_resumes_and_registers_with_the_model() {
     harness.get_by_label("known deformation's velocity (synthetic pairs, phantom folders)").click();
     harness.step();
     assert_eq!(harness.state().training.params.objective, diffeoreg::train::Objective::Truth);
+    // The local prior's checkbox gives the network the estimate's default passes; the body
+    // weighting is on by default and its checkbox turns it off.
+    harness.get_by_label("network corrects a closed-form local estimate (Lucas–Kanade, 10 passes)").click();
+    harness.step();
+    let prior = harness.state().training.params.network.local_prior.clone();
+    assert_eq!(prior.map(|p| p.passes), Some(10));
+    harness.get_by_label("network corrects a closed-form local estimate (Lucas–Kanade, 10 passes)").click();
+    harness.step();
+    assert!(harness.state().training.params.network.local_prior.is_none());
+    assert!(harness.state().training.params.target_in_body);
+    harness.get_by_label("compare velocities inside the body only (distillation, known deformation)").click();
+    harness.step();
+    assert!(!harness.state().training.params.target_in_body);
     harness.get_by_label("patch energy at the network's resolution").click();
     harness.step();
     assert_eq!(harness.state().training.params.objective, diffeoreg::train::Objective::PatchEnergy);

@@ -11,7 +11,9 @@ use diffeoreg::diffeo::tensor::tensor_values;
 use diffeoreg::net::UNetConfig;
 use diffeoreg::patch::sampler::PatchRef;
 use diffeoreg::register::pipeline::RegisterParams;
-use diffeoreg::train::distill::{cached_target, content_hash, distillation_loss, on_level, target_path};
+use diffeoreg::train::distill::{
+    cached_target, content_hash, distillation_loss, on_level, target_path, weighted_distillation_loss,
+};
 
 const PATCH: usize = 8;
 
@@ -95,6 +97,38 @@ fn the_loss_compares_velocities_inside_the_grid_and_its_gradient_is_exact() {
         assert!((g - 0.5 * s).abs() <= 1e-6 * s.abs().max(1e-6));
     }
     assert!(both[z.len()..].iter().all(|g| g.abs() < 1e-9));
+
+    // Weights (the body's share per voxel): all ones change nothing; ones on the slab x < 3 and
+    // zeros elsewhere give the loss of that slab alone; the gradient again by a central difference.
+    let ones = vec![1.0f32; shape.iter().product()];
+    let (same, same_gradient) = weighted_distillation_loss(&z, &[item], &[&constant], &[Some(&ones)], PATCH, &half);
+    assert!((same - loss).abs() < 1e-9 * loss && same_gradient == gradient, "{same} vs {loss}");
+    let slab: Vec<f32> = (0..ones.len()).map(|n| if n % shape[0] < 3 { 1.0 } else { 0.0 }).collect();
+    let weighted = |z: &[f32]| weighted_distillation_loss(z, &[item], &[&constant], &[Some(&slab)], PATCH, &half);
+    let (slab_loss, slab_gradient) = weighted(&z);
+    let mut direct = 0.0f64;
+    for k in 0..5 {
+        for j in 0..8 {
+            for i in 0..3 {
+                let n = i + PATCH * (j + PATCH * k);
+                let r = [0.2, -0.1, 0.05];
+                direct += (0..3).map(|c| (velocity.components[c][n] as f64 - r[c]).powi(2)).sum::<f64>();
+            }
+        }
+    }
+    direct *= 0.5 / (3 * 8 * 5) as f64;
+    assert!((slab_loss - direct).abs() < 1e-6 * direct, "{slab_loss} vs {direct}");
+    let at = |t: f32| -> f64 {
+        let moved: Vec<f32> = z.iter().zip(&direction).map(|(a, d)| a + t * d).collect();
+        weighted(&moved).0
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+    let analytic: f64 = slab_gradient.iter().zip(&direction).map(|(g, d)| (*g as f64) * (*d as f64)).sum();
+    assert!((numeric - analytic).abs() < 1e-3 * analytic.abs(), "central difference {numeric} vs gradient {analytic}");
+    // A patch wholly outside the body: no loss, no gradient.
+    let air = vec![0.0f32; ones.len()];
+    let (nothing, no_gradient) = weighted_distillation_loss(&z, &[item], &[&constant], &[Some(&air)], PATCH, &half);
+    assert!(nothing == 0.0 && no_gradient.iter().all(|g| *g == 0.0));
 }
 
 /// Adam steps of a small network through the distillation gradient bring its velocity towards

@@ -216,26 +216,28 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
 
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
-    assert!(text.contains("\"format_version\": 4"), "{text}");
-    std::fs::write(&config_path, text.replace("\"format_version\": 4", "\"format_version\": 99")).unwrap();
+    assert!(text.contains("\"format_version\": 5"), "{text}");
+    std::fs::write(&config_path, text.replace("\"format_version\": 5", "\"format_version\": 99")).unwrap();
     let error = load_model(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
 
     // Configs of version 1 (before whitened output and matched input), 2 (before force
-    // channels) and 3 (before the pooled force) read as ones with the later fields off.
+    // channels), 3 (before the pooled force) and 4 (before the local prior) read as ones with
+    // the later fields off.
     let plain = UNetConfig::new().with_base_channels(4);
     save_model(&folder, &plain, &plain.init(&device)).unwrap();
     let text = std::fs::read_to_string(&config_path).unwrap();
     let versions = [
-        (1, &["whitened_output", "matched_input", "force_", "pooled_force"][..]),
-        (2, &["force_", "pooled_force"][..]),
-        (3, &["pooled_force"][..]),
+        (1, &["whitened_output", "matched_input", "force_", "pooled_force", "local_prior"][..]),
+        (2, &["force_", "pooled_force", "local_prior"][..]),
+        (3, &["pooled_force", "local_prior"][..]),
+        (4, &["local_prior"][..]),
     ];
     for (version, dropped) in versions {
         let old: String = text
             .lines()
             .filter(|l| !dropped.iter().any(|field| l.contains(field)))
-            .map(|l| l.replace("\"format_version\": 4", &format!("\"format_version\": {version}")) + "\n")
+            .map(|l| l.replace("\"format_version\": 5", &format!("\"format_version\": {version}")) + "\n")
             .collect();
         let old = old.replace(",\n}", "\n}");
         std::fs::write(&config_path, &old).unwrap();

@@ -78,9 +78,18 @@ fn register_on_files_writes_outputs_that_greedy_reads() {
     assert_eq!(report["levels_run"], serde_json::json!([4]));
     assert!(report["resolution_match"].is_null());
     assert!(report["intensity_match"].is_null());
-    for stage in
-        ["load_s", "rigid_s", "resample_s", "optimize_s", "integrate_s", "warp_s", "metrics_s", "write_s", "total_s"]
-    {
+    for stage in [
+        "load_s",
+        "rigid_s",
+        "resample_s",
+        "local_estimate_s",
+        "optimize_s",
+        "integrate_s",
+        "warp_s",
+        "metrics_s",
+        "write_s",
+        "total_s",
+    ] {
         assert!(report["timings"][stage].as_f64().unwrap() >= 0.0, "{stage}");
     }
     assert_eq!(report["inputs"][0]["role"], "fixed");

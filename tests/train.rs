@@ -352,3 +352,25 @@ fn register_with_model(model: &Path, result: &Path, extra: &[&str]) -> serde_jso
     assert_eq!(report["deformable_quality"]["folding_voxels"].as_u64(), Some(0), "{}", report["deformable_quality"]);
     report
 }
+
+/// `train --local-prior-passes N`: the network learns what the closed-form local estimate leaves
+/// (recorded in its config), so before any step its validation loss is the estimate's, below
+/// that of no motion; `register` then starts from the same estimate.
+#[test]
+fn trains_a_correction_of_the_local_estimate_and_registers_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alone, corrected) = (dir.path().join("alone"), dir.path().join("corrected"));
+    let truth = ["--objective", "truth", "--epochs", "1"];
+    let run = train(&alone, &truth).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = train(&corrected, &[&truth[..], &["--local-prior-passes", "3"]].concat()).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(corrected.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["local_prior"]["passes"].as_u64(), Some(3), "{config}");
+    let untrained = |out: &Path| epoch_losses(out)[1].split(',').nth(3).unwrap().parse::<f64>().unwrap();
+    let (no_motion, estimate) = (untrained(&alone), untrained(&corrected));
+    assert!(estimate < 0.8 * no_motion, "validation loss of the estimate {estimate}, of no motion {no_motion}");
+    let report = register_with_model(&corrected, &dir.path().join("result"), &[]);
+    assert!(report["timings"]["local_estimate_s"].as_f64().is_some_and(|s| s > 0.0), "{}", report["timings"]);
+}

@@ -176,8 +176,16 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 }
                 let t = &result.registration.timings;
                 ui.label(format!(
-                    "Time {:.1} s: rigid {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
-                    t.total_s, t.rigid_s, t.predict_s, t.smooth_s, t.optimize_s, t.integrate_s, t.warp_s, t.metrics_s
+                    "Time {:.1} s: rigid {:.1}, local estimate {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
+                    t.total_s,
+                    t.rigid_s,
+                    t.local_estimate_s,
+                    t.predict_s,
+                    t.smooth_s,
+                    t.optimize_s,
+                    t.integrate_s,
+                    t.warp_s,
+                    t.metrics_s
                 ));
             }
             ui.separator();

@@ -263,6 +263,18 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 &mut app.training.params.network.pooled_force,
                 "network input: the force and slopes measured at full resolution, averaged onto its grid",
             );
+            ui.checkbox(
+                &mut app.training.params.target_in_body,
+                "compare velocities inside the body only (distillation, known deformation)",
+            );
+            let mut prior = app.training.params.network.local_prior.is_some();
+            if ui
+                .checkbox(&mut prior, "network corrects a closed-form local estimate (Lucas–Kanade, 10 passes)")
+                .changed()
+            {
+                app.training.params.network.local_prior =
+                    prior.then(crate::register::local_flow::LocalFlowParams::default);
+            }
             ui.separator();
             ui.heading("Model folder");
             ui.small(super::panels::displayable(ui, &app.training.out.display().to_string()));

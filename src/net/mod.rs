@@ -23,14 +23,15 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{Error, Result};
 
 /// Bumped whenever the architecture or the weights' layout changes meaning. Version 2 added
-/// `whitened_output` and `matched_input`, version 3 `force_features`, version 4 `pooled_force`;
-/// a model of an earlier version is read as one with the later fields off, which is what it was.
-pub const MODEL_FORMAT_VERSION: u32 = 4;
+/// `whitened_output` and `matched_input`, version 3 `force_features`, version 4 `pooled_force`,
+/// version 5 `local_prior`; a model of an earlier version is read as one with the later fields
+/// off, which is what it was.
+pub const MODEL_FORMAT_VERSION: u32 = 5;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
-    #[config(default = 4)]
+    #[config(default = 5)]
     pub format_version: u32,
     #[config(default = 2)]
     pub in_channels: usize,
@@ -84,6 +85,12 @@ pub struct UNetConfig {
     /// derives no force channels of its own (`force_features` is ignored).
     #[config(default = false)]
     pub pooled_force: bool,
+    /// The network corrects a closed-form local estimate (`register::local_flow`): the velocity
+    /// is that estimate plus the network's, and the network sees the moving image warped by the
+    /// estimate (its pooled force measured on that pair). Training compares the sum with the
+    /// target, so the network learns what the estimate gets wrong. None: the network alone.
+    #[config(default = "None")]
+    pub local_prior: Option<crate::register::local_flow::LocalFlowParams>,
 }
 
 /// Channels `UNetConfig::force_features` adds to the network's input.
@@ -265,9 +272,9 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(not_a_config)?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     match version {
-        Some(v @ 1..=3) => {
+        Some(v @ 1..=4) => {
             // Version 1 predicted plain momentum from unmatched images; versions 1 and 2 had no
-            // force channels, none of them a pooled force.
+            // force channels, versions 1 to 3 no pooled force, none of them a local prior.
             if let Some(fields) = value.as_object_mut() {
                 if v == 1 {
                     fields.insert("whitened_output".into(), false.into());
@@ -277,7 +284,10 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
                     fields.insert("force_features".into(), false.into());
                     fields.entry("force_scale").or_insert(10.0.into());
                 }
-                fields.insert("pooled_force".into(), false.into());
+                if v <= 3 {
+                    fields.insert("pooled_force".into(), false.into());
+                }
+                fields.insert("local_prior".into(), serde_json::Value::Null);
                 fields.insert("format_version".into(), MODEL_FORMAT_VERSION.into());
             }
         }

@@ -3,6 +3,7 @@
 //! prediction (`network`) and the whole run from files to outputs (`pipeline`).
 
 pub mod intensity;
+pub mod local_flow;
 pub mod network;
 pub mod optimize;
 pub mod pipeline;

@@ -22,6 +22,7 @@ use crate::net::{
 use crate::patch::border::BorderStatistics;
 use crate::patch::tiling::{Tiling, axis_tiles, tiles};
 use crate::progress::Progress;
+use crate::register::local_flow::local_velocity;
 use crate::register::optimize::{OptimizeParams, Optimized, matched_at_alignment};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,6 +152,16 @@ impl MomentumMap {
     }
 }
 
+/// Seconds spent by `predict_velocity`: the closed-form local estimate (models with a local
+/// prior), the network's tiles (all rounds of a cascade, with the pair's matching and the
+/// network's input), and smoothing the momentum into the velocity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PredictionTimings {
+    pub local_estimate_s: f64,
+    pub predict_s: f64,
+    pub smooth_s: f64,
+}
+
 /// The velocity the network predicts for two density images on one grid of `shape`, on the
 /// grid downsampled by the model's resolution factor, and the patch-border statistics. A model
 /// trained on matched pairs sees the pair matched as `matching` says (its resolution and
@@ -165,7 +176,7 @@ pub fn predict_velocity(
     matching: &OptimizeParams,
     device: &Device,
     progress: &dyn Progress,
-) -> Result<(Optimized, BorderStatistics, MomentumMap, (f64, f64))> {
+) -> Result<(Optimized, BorderStatistics, MomentumMap, PredictionTimings)> {
     let factor = loaded.config.resolution_factor;
     let level = level_shape(shape, factor);
     if level.iter().any(|&n| n < 4) {
@@ -182,7 +193,6 @@ pub fn predict_velocity(
     }
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
-    progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);
     let (fixed, moving): (Cow<[f32]>, Cow<[f32]>) = if loaded.config.matched_input {
         let (fixed, moving) = matched_at_alignment(fixed, moving, shape, matching);
         (fixed.into(), moving.into())
@@ -194,14 +204,31 @@ pub fn predict_velocity(
     } else {
         Smoother::new(level, &loaded.smooth)
     };
+    // The closed-form estimate the network corrects, for a model with a local prior.
+    let local_start = clock.elapsed().as_secs_f64();
+    let prior = match &loaded.config.local_prior {
+        Some(local) => {
+            progress.start_stage("local estimate", local.passes as u64);
+            Some(local_velocity(&fixed, &moving, shape, factor, local, matching.energy.steps, progress)?)
+        }
+        None => None,
+    };
+    let local_estimate_s = clock.elapsed().as_secs_f64() - local_start;
+    progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);
     let mut momentum = VectorField::zeros(level);
+    let velocity_of = |momentum: &VectorField| {
+        let mut velocity = smoother.apply(momentum);
+        if let Some(prior) = &prior {
+            velocity.add_scaled(1.0, prior);
+        }
+        velocity
+    };
     let mut border = None;
     for round in 0..params.cascade {
-        let input = if round == 0 {
+        let input = if round == 0 && prior.is_none() {
             network_input(&loaded.config, &fixed, &moving, shape)
         } else {
-            let so_far = smoother.apply(&momentum);
-            let u = refine_field(&exp(&so_far, matching.energy.steps), shape, factor, 1);
+            let u = refine_field(&exp(&velocity_of(&momentum), matching.energy.steps), shape, factor, 1);
             network_input(&loaded.config, &fixed, &warp_image(&moving, &u).0, shape)
         };
         let channels: Vec<&[f32]> = input.iter().map(Vec::as_slice).collect();
@@ -213,21 +240,20 @@ pub fn predict_velocity(
         border.get_or_insert(statistics);
     }
     let border = border.expect("at least one prediction");
-    let predict_s = clock.elapsed().as_secs_f64();
+    let predict_s = clock.elapsed().as_secs_f64() - local_estimate_s;
     let magnitude = (0..momentum.components[0].len()).map(|n| {
         let m = momentum.at(n);
         (m[0] * m[0] + m[1] * m[1] + m[2] * m[2]).sqrt()
     });
     let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
-    let velocity = smoother.apply(&momentum);
-    let smooth_s = clock.elapsed().as_secs_f64() - predict_s;
-    Ok((
-        Optimized { velocity, factor, history: Vec::new(), resolution: None, intensity: None },
-        border,
-        map,
-        (predict_s, smooth_s),
-    ))
+    let velocity = velocity_of(&momentum);
+    let seconds = PredictionTimings {
+        local_estimate_s,
+        predict_s,
+        smooth_s: clock.elapsed().as_secs_f64() - predict_s - local_estimate_s,
+    };
+    Ok((Optimized { velocity, factor, history: Vec::new(), resolution: None, intensity: None }, border, map, seconds))
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub struct Timings {
     pub calibrate_s: f64,
     pub rigid_s: f64,
     pub resample_s: f64,
+    /// The closed-form local estimate a model with a local prior corrects.
+    pub local_estimate_s: f64,
     /// The network's momentum prediction (network and hybrid).
     pub predict_s: f64,
     /// Smoothing the predicted momentum into the velocity.
@@ -213,7 +215,8 @@ pub fn register_volumes(
                 &device,
                 progress,
             )?;
-            (timings.predict_s, timings.smooth_s) = seconds;
+            (timings.local_estimate_s, timings.predict_s, timings.smooth_s) =
+                (seconds.local_estimate_s, seconds.predict_s, seconds.smooth_s);
             border = Some((statistics, params.network.margin));
             model = Some(loaded.source);
             momentum = Some(map);

@@ -9,12 +9,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
-use crate::diffeo::pyramid::level_shape;
+use crate::diffeo::integrate::exp;
+use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
+use crate::diffeo::warp::warp_image;
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
 use crate::net::network_input;
 use crate::phantom::synthetic_phantom;
 use crate::progress::Progress;
+use crate::register::local_flow::local_velocity;
 use crate::register::optimize::matched_at_alignment;
 use crate::register::pipeline::align_rigidly;
 use crate::train::{Objective, TrainParams, distill};
@@ -47,9 +50,13 @@ pub struct TrainingPair {
     pub force: Vec<Vec<f32>>,
     pub shape: [usize; 3],
     pub full: Option<FullResolutionPair>,
-    /// For the distillation objective: the optimiser's velocity for this pair on the network's
-    /// grid, in its voxels (`distill::optimiser_velocity`).
+    /// For the distillation and truth objectives: the optimiser's velocity for this pair, or
+    /// its known deformation's, on the network's grid in its voxels, less the local estimate
+    /// for a network with a local prior.
     pub target: Option<VectorField>,
+    /// The weight of each voxel of the network's grid in the target's loss
+    /// (`TrainParams::target_in_body`: its share of body), or none (every voxel alike).
+    pub target_weight: Option<Vec<f32>>,
 }
 
 /// Both density images of a pair on the fixed grid at full resolution, matched as the network's
@@ -124,6 +131,15 @@ pub fn prepare_pair(
         }
         _ => None,
     };
+    let target_weight = (target.is_some() && params.target_in_body).then(|| {
+        let body: Vec<f32> = aligned
+            .fixed_density
+            .voxels
+            .iter()
+            .map(|&density| if density >= crate::metrics::BODY_DENSITY { 1.0 } else { 0.0 })
+            .collect();
+        downsample(&body, shape, factor)
+    });
     let (fixed_density, moving_density) = if params.network.matched_input {
         progress.start_stage(&format!("matching {name}"), 0);
         matched_at_alignment(
@@ -134,6 +150,18 @@ pub fn prepare_pair(
         )
     } else {
         (aligned.fixed_density.voxels, aligned.moving_on_fixed.voxels)
+    };
+    // A network with a local prior sees the pair as that estimate leaves it and learns the rest.
+    let (moving_density, target) = match &params.network.local_prior {
+        Some(local) => {
+            progress.start_stage(&format!("local estimate of {name}"), local.passes as u64);
+            let steps = params.register.optimize.energy.steps;
+            let prior = local_velocity(&fixed_density, &moving_density, shape, factor, local, steps, progress)?;
+            let u = refine_field(&exp(&prior, steps), shape, factor, 1);
+            let warped = warp_image(&moving_density, &u).0;
+            (warped, target.map(|target| target.plus_scaled(-1.0, &prior)))
+        }
+        None => (moving_density, target),
     };
     let mut channels = network_input(&params.network, &fixed_density, &moving_density, shape);
     let force = channels.split_off(2);
@@ -152,6 +180,7 @@ pub fn prepare_pair(
             spacing_mm,
         }),
         target,
+        target_weight,
     })
 }
 

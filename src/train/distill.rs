@@ -218,12 +218,29 @@ pub fn distillation_loss(
     patch: usize,
     half: &Smoother,
 ) -> (f64, Vec<f32>) {
+    weighted_distillation_loss(z, batch, targets, &[], patch, half)
+}
+
+/// `distillation_loss` with a weight per voxel of each pair's grid (`weights[item.pair]`, none
+/// for a pair beyond the slice: weight 1): loss_b = ½ Σ w |L⁻¹z − v*|² / Σ w over the patch's
+/// voxels inside the grid (0, with no gradient, where that sum is 0), and its gradient L⁻¹ of
+/// the weighted residual divided by Σ w. With w the share of each voxel inside the body, the
+/// loss counts the motion where endpoint error is measured, not that of the air around it.
+pub fn weighted_distillation_loss(
+    z: &[f32],
+    batch: &[PatchRef],
+    targets: &[&VectorField],
+    weights: &[Option<&[f32]>],
+    patch: usize,
+    half: &Smoother,
+) -> (f64, Vec<f32>) {
     let voxels = patch * patch * patch;
     let (mut total, mut gradient) = (0.0f64, vec![0.0f32; z.len()]);
     for (b, item) in batch.iter().enumerate() {
         let target = targets[item.pair];
         let shape = target.shape;
         let wanted = extract(&target.components.each_ref().map(Vec::as_slice), shape, item.start, patch);
+        let weight = weights.get(item.pair).copied().flatten().map(|w| extract(&[w], shape, item.start, patch));
         let field = VectorField {
             shape: [patch; 3],
             components: std::array::from_fn(|c| z[(3 * b + c) * voxels..(3 * b + c + 1) * voxels].to_vec()),
@@ -231,22 +248,25 @@ pub fn distillation_loss(
         let velocity = half.apply(&field);
         let inside = |d: usize, i: usize| item.start[d] + i < shape[d];
         let mut residual = VectorField::zeros([patch; 3]);
-        let (mut sum, mut count) = (0.0f64, 0usize);
+        let (mut sum, mut count) = (0.0f64, 0.0f64);
         for k in (0..patch).filter(|&k| inside(2, k)) {
             for j in (0..patch).filter(|&j| inside(1, j)) {
                 for i in (0..patch).filter(|&i| inside(0, i)) {
                     let n = i + patch * (j + patch * k);
-                    count += 1;
+                    let w = weight.as_ref().map_or(1.0, |w| w[n]);
+                    count += w as f64;
                     for c in 0..3 {
                         let r = velocity.components[c][n] - wanted[c * voxels + n];
-                        residual.components[c][n] = r;
-                        sum += (r as f64) * (r as f64);
+                        residual.components[c][n] = w * r;
+                        sum += w as f64 * (r as f64) * (r as f64);
                     }
                 }
             }
         }
-        let count = count.max(1);
-        total += 0.5 * sum / count as f64;
+        if count <= 0.0 {
+            continue;
+        }
+        total += 0.5 * sum / count;
         let back = half.apply(&residual);
         let scale = 1.0 / (count as f32 * batch.len() as f32);
         for c in 0..3 {

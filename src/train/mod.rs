@@ -75,6 +75,12 @@ pub struct TrainParams {
     /// network; its config must be `network`. (Absent from older records: a fresh start.)
     #[serde(default)]
     pub initial_model: Option<std::path::PathBuf>,
+    /// The distillation and truth objectives weigh each voxel of the network's grid by its
+    /// share of body (fixed density ≥ `metrics::BODY_DENSITY`), where endpoint error is
+    /// measured; the motion of the air around the head, which the images cannot show, then
+    /// counts for nothing. (Absent from older records: every voxel counted alike.)
+    #[serde(default)]
+    pub target_in_body: bool,
 }
 
 /// Adam's ε in Burn's `AdamConfig` by default, which trainings before `adam_epsilon` used.
@@ -143,6 +149,7 @@ impl Default for TrainParams {
             register: RegisterParams::default(),
             objective: Objective::PatchEnergy,
             initial_model: None,
+            target_in_body: true,
         }
     }
 }
@@ -437,6 +444,9 @@ pub fn train(
             })
             .collect()
     };
+    let weights_of =
+        |ids: &[usize]| -> Vec<Option<&[f32]>> { ids.iter().map(|&i| pairs[i].target_weight.as_deref()).collect() };
+    let (train_weights, validation_weights) = (weights_of(&train_ids), weights_of(&validation_ids));
     let (train_targets, validation_targets) = match params.objective {
         Objective::Distill | Objective::Truth => (targets_of(&train_ids)?, targets_of(&validation_ids)?),
         _ => (Vec::new(), Vec::new()),
@@ -448,6 +458,7 @@ pub fn train(
                      set: &[PairChannels],
                      full: &[&FullResolutionPair],
                      targets: &[&VectorField],
+                     weights: &[Option<&[f32]>],
                      device: &Device,
                      smoother: &TensorSmoother,
                      energy: &EnergyParams|
@@ -477,8 +488,14 @@ pub fn train(
             }
             Objective::Distill | Objective::Truth => {
                 let z = model.forward(input);
-                let (value, gradient) =
-                    distill::distillation_loss(&tensor_values(z.clone()), batch, targets, patch, &half);
+                let (value, gradient) = distill::weighted_distillation_loss(
+                    &tensor_values(z.clone()),
+                    batch,
+                    targets,
+                    weights,
+                    patch,
+                    &half,
+                );
                 let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), device);
                 (value, (z * gradient).sum())
             }
@@ -500,6 +517,7 @@ pub fn train(
                 &validation_set,
                 &validation_full,
                 &validation_targets,
+                &validation_weights,
                 device,
                 &plain_smoother,
                 &params.energy,
@@ -527,8 +545,17 @@ pub fn train(
             progress.check_cancelled()?;
             // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
             autodiff.seed(state.rng.next_u64());
-            let (value, loss) =
-                step_loss(&model, batch, &train_set, &train_full, &train_targets, &autodiff, &smoother, &energy_params);
+            let (value, loss) = step_loss(
+                &model,
+                batch,
+                &train_set,
+                &train_full,
+                &train_targets,
+                &train_weights,
+                &autodiff,
+                &smoother,
+                &energy_params,
+            );
             let value = value as f32;
             if !value.is_finite() {
                 return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));

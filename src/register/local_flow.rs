@@ -1,0 +1,217 @@
+//! A closed-form local estimate of the velocity, on the network's coarse grid, that a network
+//! with `UNetConfig::local_prior` starts from and corrects (no learning, no optimisation).
+//!
+//! Each pass solves Lucas–Kanade per coarse voxel and spreads the answer by normalised
+//! convolution, then warps the moving image by the estimate so far and repeats:
+//!
+//! - per full-resolution voxel, d = moving − fixed and g = ∇(fixed + moving)/2 (central
+//!   differences, one-sided at the grid's faces) in voxels of the coarse grid;
+//! - d·g and g·gᵀ averaged over each coarse voxel's box, then blurred by a Gaussian of
+//!   `window` coarse voxels (the Lucas–Kanade window);
+//! - the displacement that cancels d to first order, u = −(T + εI)⁻¹ Σ d·g, with
+//!   ε = `regularisation` × the grid's mean trace / 3;
+//! - its confidence c = det(T + εI) / tr(T + εI)² (largest where the slopes point every way,
+//!   near zero along an edge or in flat tissue), and u spread by normalised convolution,
+//!   G(c·u) / G(c) with a Gaussian of `spread` coarse voxels, so that flat regions take the
+//!   motion of the edges around them.
+//!
+//! Measured on held-out phantoms (README, "Local prior"): about half the rigid stage's error
+//! remains after 10 passes; the network learns what is left.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::diffeo::VectorField;
+use crate::diffeo::integrate::exp;
+use crate::diffeo::pyramid::{level_shape, refine_field};
+use crate::diffeo::warp::warp_image;
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::volume::filter::gaussian_blur;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalFlowParams {
+    /// Gaussian σ of the Lucas–Kanade window, in voxels of the coarse grid.
+    pub window: f32,
+    /// Gaussian σ of the normalised convolution that spreads each pass's estimate, coarse voxels.
+    pub spread: f32,
+    /// ε of T + εI as a fraction of the mean trace of T / 3.
+    pub regularisation: f32,
+    /// Passes: estimate, add, warp the moving image by the sum, estimate again.
+    pub passes: usize,
+}
+
+impl Default for LocalFlowParams {
+    fn default() -> Self {
+        LocalFlowParams { window: 0.7, spread: 3.0, regularisation: 0.01, passes: 10 }
+    }
+}
+
+/// Box sums over each coarse voxel of d·g (3) and g·gᵀ (6: xx, yy, zz, xy, xz, yz), divided by
+/// the box's voxel count: 9 values per coarse voxel, slopes in coarse voxels. Where `inside`
+/// is given, a voxel counts only when it and its six neighbours are inside (a moving image
+/// warped from beyond the grid has no values there, and its edge would read as motion).
+pub fn pooled_products(
+    fixed: &[f32],
+    moving: &[f32],
+    inside: Option<&[bool]>,
+    shape: [usize; 3],
+    factor: usize,
+) -> Vec<[f32; 9]> {
+    let n: usize = shape.iter().product();
+    assert!(fixed.len() == n && moving.len() == n, "both images on the grid of {shape:?}");
+    assert!(inside.is_none_or(|inside| inside.len() == n), "the mask on the grid of {shape:?}");
+    let [nx, ny, nz] = shape;
+    let coarse = level_shape(shape, factor);
+    let (cx, cy) = (coarse[0], coarse[1]);
+    let mean = |x: usize, y: usize, z: usize| {
+        let i = x + nx * (y + ny * z);
+        0.5 * (fixed[i] + moving[i])
+    };
+    // Central differences in full-resolution voxels, times the factor: slopes per coarse voxel.
+    let slope = |c: usize, size: usize, at: &dyn Fn(usize) -> f32| {
+        let (lo, hi) = (c.saturating_sub(1), (c + 1).min(size - 1));
+        if hi == lo { 0.0 } else { factor as f32 * (at(hi) - at(lo)) / (hi - lo) as f32 }
+    };
+    let mut out = vec![[0.0f32; 9]; coarse.iter().product()];
+    out.par_chunks_mut(cx * cy).enumerate().for_each(|(k, slab)| {
+        let mut sums = vec![[0.0f64; 9]; cx * cy];
+        for z in k * factor..((k + 1) * factor).min(nz) {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let i = x + nx * (y + ny * z);
+                    if let Some(inside) = inside {
+                        let neighbours = [
+                            x.saturating_sub(1) + nx * (y + ny * z),
+                            (x + 1).min(nx - 1) + nx * (y + ny * z),
+                            x + nx * (y.saturating_sub(1) + ny * z),
+                            x + nx * ((y + 1).min(ny - 1) + ny * z),
+                            x + nx * (y + ny * z.saturating_sub(1)),
+                            x + nx * (y + ny * (z + 1).min(nz - 1)),
+                        ];
+                        if !inside[i] || neighbours.iter().any(|&j| !inside[j]) {
+                            continue;
+                        }
+                    }
+                    let d = moving[i] - fixed[i];
+                    let g = [
+                        slope(x, nx, &|c| mean(c, y, z)),
+                        slope(y, ny, &|c| mean(x, c, z)),
+                        slope(z, nz, &|c| mean(x, y, c)),
+                    ];
+                    let cell = x / factor + cx * (y / factor);
+                    let s = &mut sums[cell];
+                    let values = [
+                        d * g[0],
+                        d * g[1],
+                        d * g[2],
+                        g[0] * g[0],
+                        g[1] * g[1],
+                        g[2] * g[2],
+                        g[0] * g[1],
+                        g[0] * g[2],
+                        g[1] * g[2],
+                    ];
+                    for (total, value) in s.iter_mut().zip(values) {
+                        *total += value as f64;
+                    }
+                }
+            }
+        }
+        // Each box divided by its whole voxel count, so that a box mostly outside weighs less.
+        let box_side = |c: usize, axis: usize| ((c + 1) * factor).min(shape[axis]) - c * factor;
+        let depth = box_side(k, 2);
+        for (cell, (slot, total)) in slab.iter_mut().zip(sums.iter()).enumerate() {
+            let count = (box_side(cell % cx, 0) * box_side(cell / cx, 1) * depth) as f64;
+            *slot = std::array::from_fn(|c| (total[c] / count) as f32);
+        }
+    });
+    out
+}
+
+fn determinant(t: &[[f64; 3]; 3]) -> f64 {
+    t[0][0] * (t[1][1] * t[2][2] - t[1][2] * t[2][1]) - t[0][1] * (t[1][0] * t[2][2] - t[1][2] * t[2][0])
+        + t[0][2] * (t[1][0] * t[2][1] - t[1][1] * t[2][0])
+}
+
+/// One pass on a pair already warped by the estimate so far: the spread Lucas–Kanade
+/// displacement on the grid downsampled by `factor`, in its voxels.
+pub fn local_displacement(
+    fixed: &[f32],
+    moving: &[f32],
+    inside: Option<&[bool]>,
+    shape: [usize; 3],
+    factor: usize,
+    params: &LocalFlowParams,
+) -> VectorField {
+    let coarse = level_shape(shape, factor);
+    let products = pooled_products(fixed, moving, inside, shape, factor);
+    let mut channels: Vec<Vec<f32>> = (0..9).map(|c| products.iter().map(|p| p[c]).collect()).collect();
+    for channel in &mut channels {
+        gaussian_blur(channel, coarse, params.window);
+    }
+    let count = products.len();
+    let mean_trace = (0..count).map(|i| (channels[3][i] + channels[4][i] + channels[5][i]) as f64).sum::<f64>()
+        / count.max(1) as f64;
+    let epsilon = params.regularisation as f64 * mean_trace / 3.0;
+    let solved: Vec<([f32; 3], f32)> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let c = |k: usize| channels[k][i] as f64;
+            let t = [[c(3) + epsilon, c(6), c(7)], [c(6), c(4) + epsilon, c(8)], [c(7), c(8), c(5) + epsilon]];
+            let b = [-c(0), -c(1), -c(2)];
+            let det = determinant(&t);
+            let trace = t[0][0] + t[1][1] + t[2][2];
+            if !(det > 1e-30 && trace > 0.0) {
+                return ([0.0; 3], 0.0);
+            }
+            // Cramer's rule.
+            let u = std::array::from_fn(|axis| {
+                let mut replaced = t;
+                for (row, value) in replaced.iter_mut().zip(b) {
+                    row[axis] = value;
+                }
+                (determinant(&replaced) / det) as f32
+            });
+            (u, (det / (trace * trace)) as f32)
+        })
+        .collect();
+    let mut confidence: Vec<f32> = solved.iter().map(|s| s.1).collect();
+    let components = std::array::from_fn(|axis| {
+        let mut weighted: Vec<f32> = solved.iter().map(|(u, c)| u[axis] * c).collect();
+        gaussian_blur(&mut weighted, coarse, params.spread);
+        weighted
+    });
+    gaussian_blur(&mut confidence, coarse, params.spread);
+    let components = components.map(|weighted: Vec<f32>| {
+        weighted.iter().zip(&confidence).map(|(w, c)| if *c > 1e-20 { w / c } else { 0.0 }).collect()
+    });
+    VectorField { shape: coarse, components }
+}
+
+/// The local estimate of the velocity taking `moving` onto `fixed` (one grid of `shape`), on
+/// the grid downsampled by `factor`, in its voxels: `params.passes` passes, the moving image
+/// warped by exp of the sum before each but the first (`steps` squarings).
+pub fn local_velocity(
+    fixed: &[f32],
+    moving: &[f32],
+    shape: [usize; 3],
+    factor: usize,
+    params: &LocalFlowParams,
+    steps: u32,
+    progress: &dyn Progress,
+) -> Result<VectorField> {
+    let mut velocity = VectorField::zeros(level_shape(shape, factor));
+    for pass in 0..params.passes {
+        progress.check_cancelled()?;
+        let step = if pass == 0 {
+            local_displacement(fixed, moving, None, shape, factor, params)
+        } else {
+            let (warped, inside) = warp_image(moving, &refine_field(&exp(&velocity, steps), shape, factor, 1));
+            local_displacement(fixed, &warped, Some(&inside), shape, factor, params)
+        };
+        velocity.add_scaled(1.0, &step);
+        progress.advance(1);
+    }
+    Ok(velocity)
+}

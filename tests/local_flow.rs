@@ -1,0 +1,174 @@
+//! The closed-form local estimate a network with `local_prior` corrects
+//! (`register::local_flow`): its pooled products against a direct sum, a translation of a
+//! textured volume recovered, nothing found between identical images, and an untrained network
+//! with a local prior predicting exactly that estimate.
+
+use diffeoreg::diffeo::VectorField;
+use diffeoreg::diffeo::pyramid::level_shape;
+use diffeoreg::progress::Silent;
+use diffeoreg::register::local_flow::{LocalFlowParams, local_displacement, local_velocity, pooled_products};
+
+const SHAPE: [usize; 3] = [64, 60, 56];
+const FACTOR: usize = 4;
+const BLOBS: usize = 400;
+
+/// A smooth texture of Gaussian blobs of varied sizes and signs, evaluated at any point (voxels).
+fn texture(p: [f64; 3]) -> f32 {
+    // splitmix64, one stream for the whole texture.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut value = 0.0;
+    for _ in 0..BLOBS {
+        let centre = [uniform() * SHAPE[0] as f64, uniform() * SHAPE[1] as f64, uniform() * SHAPE[2] as f64];
+        let sigma = 2.0 + 2.0 * uniform();
+        let weight = uniform() - 0.4;
+        let r2: f64 = (0..3).map(|a| (p[a] - centre[a]).powi(2)).sum();
+        value += weight * (-r2 / (2.0 * sigma * sigma)).exp();
+    }
+    value as f32
+}
+
+fn sampled(shift: [f64; 3]) -> Vec<f32> {
+    let [nx, ny, nz] = SHAPE;
+    let mut out = Vec::with_capacity(nx * ny * nz);
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                out.push(texture([x as f64 - shift[0], y as f64 - shift[1], z as f64 - shift[2]]));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn pooled_products_are_box_averages_of_difference_times_slope_and_slope_products() {
+    let fixed = sampled([0.0; 3]);
+    let moving: Vec<f32> = sampled([0.7, -0.4, 0.3]).iter().map(|v| 1.1 * v + 0.02).collect();
+    let products = pooled_products(&fixed, &moving, None, SHAPE, FACTOR);
+    let coarse = level_shape(SHAPE, FACTOR);
+    assert_eq!(products.len(), coarse.iter().product::<usize>());
+    // The same sums written out plainly: mean image s, central differences (one-sided at the
+    // faces) times the factor, summed over each box in f64 and divided by its voxel count.
+    let [nx, ny, nz] = SHAPE;
+    let at = |x: usize, y: usize, z: usize| x + nx * (y + ny * z);
+    let s = |i: usize| 0.5 * (fixed[i] as f64 + moving[i] as f64);
+    for (cx, cy, cz) in [(0, 0, 0), (5, 4, 3), (10, 9, 8), (3, 9, 0)] {
+        let mut sums = [0.0f64; 9];
+        let mut count = 0.0;
+        for z in cz * FACTOR..((cz + 1) * FACTOR).min(nz) {
+            for y in cy * FACTOR..((cy + 1) * FACTOR).min(ny) {
+                for x in cx * FACTOR..((cx + 1) * FACTOR).min(nx) {
+                    let c = [x, y, z];
+                    let g: Vec<f64> = (0..3)
+                        .map(|a| {
+                            let mut lo = c;
+                            let mut hi = c;
+                            lo[a] = c[a].saturating_sub(1);
+                            hi[a] = (c[a] + 1).min(SHAPE[a] - 1);
+                            FACTOR as f64 * (s(at(hi[0], hi[1], hi[2])) - s(at(lo[0], lo[1], lo[2])))
+                                / (hi[a] - lo[a]) as f64
+                        })
+                        .collect();
+                    let d = moving[at(x, y, z)] as f64 - fixed[at(x, y, z)] as f64;
+                    let values = [
+                        d * g[0],
+                        d * g[1],
+                        d * g[2],
+                        g[0] * g[0],
+                        g[1] * g[1],
+                        g[2] * g[2],
+                        g[0] * g[1],
+                        g[0] * g[2],
+                        g[1] * g[2],
+                    ];
+                    for (total, value) in sums.iter_mut().zip(values) {
+                        *total += value;
+                    }
+                    count += 1.0;
+                }
+            }
+        }
+        let got = products[cx + coarse[0] * (cy + coarse[1] * cz)];
+        for c in 0..9 {
+            let expected = sums[c] / count;
+            assert!(
+                (got[c] as f64 - expected).abs() <= 1e-5 * (1.0 + expected.abs()),
+                "box ({cx}, {cy}, {cz}) product {c}: {} against {expected}",
+                got[c]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_translation_of_a_textured_volume_is_recovered_in_a_few_passes() {
+    // moving(x) = fixed(x − t): warping the moving image by u = t brings it onto the fixed one.
+    let t = [1.2, -0.8, 0.5];
+    let fixed = sampled([0.0; 3]);
+    let moving = sampled(t);
+    let coarse = level_shape(SHAPE, FACTOR);
+    // Away from the faces, where content came in from outside the grid.
+    let error_of = |v: &VectorField| {
+        let mut worst = 0.0f64;
+        for z in 2..coarse[2] - 2 {
+            for y in 2..coarse[1] - 2 {
+                for x in 2..coarse[0] - 2 {
+                    let got = v.at(x + coarse[0] * (y + coarse[1] * z));
+                    let error: f64 = (0..3).map(|a| (got[a] as f64 * FACTOR as f64 - t[a]).powi(2)).sum::<f64>().sqrt();
+                    worst = worst.max(error);
+                }
+            }
+        }
+        worst
+    };
+    let length = (t.iter().map(|x| x * x).sum::<f64>()).sqrt();
+    let one = local_displacement(&fixed, &moving, None, SHAPE, FACTOR, &LocalFlowParams::default());
+    let params = LocalFlowParams { passes: 6, ..LocalFlowParams::default() };
+    let velocity = local_velocity(&fixed, &moving, SHAPE, FACTOR, &params, 7, &Silent).unwrap();
+    let (first, last) = (error_of(&one), error_of(&velocity));
+    assert!(first < 0.5 * length, "one pass leaves {first} of {length} voxels");
+    assert!(last < 0.03 * length && last < 0.5 * first, "six passes leave {last} voxels (one pass {first})");
+
+    // Identical images: no motion (to rounding).
+    let still = local_velocity(&fixed, &fixed, SHAPE, FACTOR, &params, 7, &Silent).unwrap();
+    assert!(still.max_norm() < 1e-9, "{}", still.max_norm());
+}
+
+#[test]
+fn an_untrained_network_with_a_local_prior_predicts_the_estimate_itself() {
+    use burn::tensor::Device;
+    use diffeoreg::diffeo::smooth::SmoothParams;
+    use diffeoreg::net::UNetConfig;
+    use diffeoreg::register::network::{LoadedModel, NetworkParams, predict_velocity};
+    use diffeoreg::register::optimize::OptimizeParams;
+    let fixed = sampled([0.0; 3]);
+    let moving = sampled([0.9, 0.6, -0.4]);
+    let local = LocalFlowParams { passes: 3, ..LocalFlowParams::default() };
+    let config = UNetConfig::new()
+        .with_base_channels(2)
+        .with_resolution_factor(FACTOR)
+        .with_whitened_output(true)
+        .with_pooled_force(true)
+        .with_local_prior(Some(local.clone()));
+    let device = Device::flex();
+    let loaded =
+        LoadedModel { model: config.init(&device), config, smooth: SmoothParams::default(), source: "test".into() };
+    let matching = OptimizeParams::default();
+    let expected = local_velocity(&fixed, &moving, SHAPE, FACTOR, &local, matching.energy.steps, &Silent).unwrap();
+    assert!(expected.max_norm() > 0.1, "the estimate moves");
+    // The network's head starts at zero: it adds nothing, however often it predicts.
+    for cascade in [1, 2] {
+        let params = NetworkParams { tile: 12, margin: 2, cascade, ..NetworkParams::default() };
+        let (predicted, ..) =
+            predict_velocity(&fixed, &moving, SHAPE, &loaded, &params, &matching, &device, &Silent).unwrap();
+        assert_eq!(predicted.factor, FACTOR);
+        assert_eq!(predicted.velocity, expected, "cascade {cascade}");
+    }
+}
