@@ -527,20 +527,8 @@ fn register(
             error.mean_mm, error.p95_mm, error.max_mm
         );
     }
-    println!(
-        "  stages (s)   load {:.1}  rigid {:.1}  resample {:.1}  local estimate {:.1}  predict {:.1}  smooth {:.1}  optimise {:.1}  integrate {:.1}  warp {:.1}  metrics {:.1}  write {:.1}",
-        t.load_s,
-        t.rigid_s,
-        t.resample_s,
-        t.local_estimate_s,
-        t.predict_s,
-        t.smooth_s,
-        t.optimize_s,
-        t.integrate_s,
-        t.warp_s,
-        t.metrics_s,
-        t.write_s
-    );
+    let stages: Vec<String> = t.stages().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
+    println!("  stages (s)   {}", stages.join("  "));
     if let Some(model) = &report.model {
         println!("  model        {model}");
     }

@@ -160,7 +160,10 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 }
                 if let Some(found) = &result.registration.resolution {
                     ui.label(if found.sigma_voxels > 0.0 {
-                        format!("Resolutions matched: {:?} image blurred by σ {} voxels", found.blurred, found.sigma_voxels)
+                        format!(
+                            "Resolutions matched: {:?} image blurred by σ {} voxels",
+                            found.blurred, found.sigma_voxels
+                        )
                     } else {
                         "Resolutions matched as they were: no blur".to_string()
                     });
@@ -175,18 +178,9 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                     ));
                 }
                 let t = &result.registration.timings;
-                ui.label(format!(
-                    "Time {:.1} s: rigid {:.1}, local estimate {:.1}, predict {:.1}, smooth {:.1}, optimise {:.1}, integrate {:.1}, warp {:.1}, metrics {:.1}",
-                    t.total_s,
-                    t.rigid_s,
-                    t.local_estimate_s,
-                    t.predict_s,
-                    t.smooth_s,
-                    t.optimize_s,
-                    t.integrate_s,
-                    t.warp_s,
-                    t.metrics_s
-                ));
+                let stages: Vec<String> =
+                    t.stages().iter().map(|(name, seconds)| format!("{name} {seconds:.1}")).collect();
+                ui.label(format!("Time {:.1} s: {}", t.total_s, stages.join(", ")));
             }
             ui.separator();
             export_section(app, ui);

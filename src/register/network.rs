@@ -1,6 +1,8 @@
 //! Registration by the network (SPEC §3): both density images downsampled to the model's
 //! resolution, momentum predicted tile by tile (each tile's centre kept), the whole momentum
 //! volume smoothed at once (so regularisation flows across tile borders) into the velocity.
+//! A model with a local prior adds that velocity to a closed-form local estimate
+//! (`register::local_flow`), having seen the moving image warped by the estimate.
 //! `hybrid` then refines that velocity by direct optimisation of the same energy.
 
 use std::borrow::Cow;
@@ -33,7 +35,9 @@ pub struct NetworkParams {
     /// The network is fully convolutional, so tiles may be larger than its training patches.
     pub tile: usize,
     pub margin: usize,
-    /// Resolution levels and iterations of the optimisation that refines the prediction (hybrid).
+    /// Resolution levels and iterations of the optimisation that refines the prediction
+    /// (hybrid). Full resolution: at 1/2 the energy's own optimum is about 0.5× rigid on the
+    /// held-out phantoms, so starting from a better prediction it made that worse (README).
     pub hybrid_levels: Vec<usize>,
     pub hybrid_iterations: Vec<usize>,
     /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
@@ -56,7 +60,7 @@ impl Default for NetworkParams {
             model: None,
             tile: 64,
             margin: 8,
-            hybrid_levels: vec![2],
+            hybrid_levels: vec![1],
             hybrid_iterations: vec![40],
             gpu: false,
             cascade: 1,

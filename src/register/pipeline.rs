@@ -96,6 +96,26 @@ pub struct Timings {
     pub total_s: f64,
 }
 
+impl Timings {
+    /// Each stage's seconds in the order they run, named as the terminal and the app show them.
+    pub fn stages(&self) -> [(&'static str, f64); 12] {
+        [
+            ("load", self.load_s),
+            ("calibrate", self.calibrate_s),
+            ("rigid", self.rigid_s),
+            ("resample", self.resample_s),
+            ("local estimate", self.local_estimate_s),
+            ("predict", self.predict_s),
+            ("smooth", self.smooth_s),
+            ("optimise", self.optimize_s),
+            ("integrate", self.integrate_s),
+            ("warp", self.warp_s),
+            ("metrics", self.metrics_s),
+            ("write", self.write_s),
+        ]
+    }
+}
+
 /// What the deformation looks like, measured on the fixed grid.
 #[derive(Clone, Debug, Serialize)]
 pub struct FieldQuality {
