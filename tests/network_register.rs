@@ -40,14 +40,15 @@ fn network_and_hybrid_register_a_held_out_phantom() {
         assert!(dir.path().join(name).is_file(), "{name} missing");
     }
 
-    // Tiles of half the network's grid (the built-in model sees the 128³ phantom at 1/4
-    // resolution, a 32³ grid, the size of its training patches: 16³ tiles with margin 4, 8 of
-    // them, against one tile).
+    // Tiles smaller than the network's grid (the built-in model sees the 128³ phantom at 1/4
+    // resolution, a 32³ grid, the size of its training patches: 28³ tiles with the default
+    // margin of 8, 8 of them, against one tile). Its correction is smoothed mildly, so a margin
+    // of 4–6 shows where tiles meet (0.09–0.17 mm on this case); 8 does not.
     let mut tiled = network.clone();
-    (tiled.network.tile, tiled.network.margin) = (16, 4);
+    (tiled.network.tile, tiled.network.margin) = (28, 8);
     let (tiled_result, tiled_epe) = error(&tiled);
     assert!(tiled_result.border.as_ref().unwrap().0.patches() > statistics.patches());
-    assert!((tiled_epe - network_epe).abs() < 0.1, "tiles 16: {tiled_epe:.3} mm, one tile: {network_epe:.3} mm");
+    assert!((tiled_epe - network_epe).abs() < 0.05, "tiles 28: {tiled_epe:.3} mm, one tile: {network_epe:.3} mm");
 
     let hybrid = RegisterParams { method: Method::Hybrid, ..RegisterParams::default() };
     let (hybrid_result, hybrid_epe) = error(&hybrid);
@@ -57,7 +58,7 @@ fn network_and_hybrid_register_a_held_out_phantom() {
         "rigid {rigid_epe:.3}, network {network_epe:.3}, hybrid {hybrid_epe:.3} mm"
     );
     eprintln!(
-        "held-out phantom: rigid {rigid_epe:.3} mm, network {network_epe:.3} (tiles 16: {tiled_epe:.3}), hybrid {hybrid_epe:.3}"
+        "held-out phantom: rigid {rigid_epe:.3} mm, network {network_epe:.3} (tiles 28: {tiled_epe:.3}), hybrid {hybrid_epe:.3}"
     );
 }
 
