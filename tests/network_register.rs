@@ -1,8 +1,9 @@
 //! `register --method network` and `--method hybrid` with the built-in model, on a synthetic
 //! phantom held out from training (its head and deformation seeds are not among the training
-//! seeds): every output is written, with the patch-border plot; no voxel folds; the network's
-//! prediction is the same with tiles of the training patch size as with one large tile; the
-//! hybrid refinement improves on the network alone; on the GPU (wgpu) the field is the CPU's.
+//! seeds): every output is written, with the patch-border plot; no voxel folds; the network
+//! leaves at most half the rigid stage's endpoint error; its prediction is the same with several
+//! tiles as with one large tile; the hybrid refinement improves on the network alone; on the GPU
+//! (wgpu) the field is the CPU's.
 //! A model folder that is not one is refused.
 
 use diffeoreg::metrics::{body_mask, endpoint_error};
@@ -28,6 +29,10 @@ fn network_and_hybrid_register_a_held_out_phantom() {
     assert_eq!(*margin, network.network.margin);
     let rigid_field = result.rigid.transform.to_displacement_field(&phantom.fixed.geometry);
     let rigid_epe = endpoint_error(&rigid_field, &phantom.truth_fwd, &body).unwrap().mean_mm;
+    // The target for the shipped model on held-out phantoms: at most half the rigid
+    // stage's endpoint error (here 1.350 of 2.869 mm; 0.427× on seeds 9000–9003, README).
+    assert!(network_epe <= 0.5 * rigid_epe, "network {network_epe:.3} mm, rigid {rigid_epe:.3} mm");
+    assert!(result.timings.local_estimate_s > 0.0, "the built-in model corrects the local estimate");
 
     let dir = tempfile::tempdir().unwrap();
     let inputs = vec![

@@ -28,6 +28,7 @@ use crate::diffeo::warp::warp_image;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::volume::filter::gaussian_blur;
+use crate::volume::geometry::{det3, inverse3, mat_vec};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocalFlowParams {
@@ -129,11 +130,6 @@ pub fn pooled_products(
     out
 }
 
-fn determinant(t: &[[f64; 3]; 3]) -> f64 {
-    t[0][0] * (t[1][1] * t[2][2] - t[1][2] * t[2][1]) - t[0][1] * (t[1][0] * t[2][2] - t[1][2] * t[2][0])
-        + t[0][2] * (t[1][0] * t[2][1] - t[1][1] * t[2][0])
-}
-
 /// One pass on a pair already warped by the estimate so far: the spread Lucas–Kanade
 /// displacement on the grid downsampled by `factor`, in its voxels.
 pub fn local_displacement(
@@ -159,20 +155,12 @@ pub fn local_displacement(
         .map(|i| {
             let c = |k: usize| channels[k][i] as f64;
             let t = [[c(3) + epsilon, c(6), c(7)], [c(6), c(4) + epsilon, c(8)], [c(7), c(8), c(5) + epsilon]];
-            let b = [-c(0), -c(1), -c(2)];
-            let det = determinant(&t);
+            let det = det3(&t);
             let trace = t[0][0] + t[1][1] + t[2][2];
             if !(det > 1e-30 && trace > 0.0) {
                 return ([0.0; 3], 0.0);
             }
-            // Cramer's rule.
-            let u = std::array::from_fn(|axis| {
-                let mut replaced = t;
-                for (row, value) in replaced.iter_mut().zip(b) {
-                    row[axis] = value;
-                }
-                (determinant(&replaced) / det) as f32
-            });
+            let u = mat_vec(&inverse3(&t), [-c(0), -c(1), -c(2)]).map(|x| x as f32);
             (u, (det / (trace * trace)) as f32)
         })
         .collect();
