@@ -2,7 +2,8 @@
 # Installs what the tests compare against: dcm2niix and the C toolchain pieces the DICOM codecs
 # build with (Debian packages), Mesa's software Vulkan (lavapipe), Xvfb and ImageMagick for the
 # app's GPU and real-window tests, and nibabel, pydicom (+ codecs and test data), SimpleITK and
-# Greedy (PyPI). Safe to run again; needs root (or sudo) for apt.
+# Greedy (PyPI), and a real head CT (Debian's invesalius-examples, fetched into target/real-ct/ by
+# fetch-real-ct.sh). Safe to run again; needs root (or sudo) for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+echo "real head CT: $(bash scripts/fetch-real-ct.sh)"
 
 python="${DIFFEOREG_PYTHON:-python3}"
 "$python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/reference/requirements.txt

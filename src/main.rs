@@ -21,7 +21,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Describe a volume (NIfTI file, DICOM folder or DICOM file): geometry, values, series.
+    /// Describe a volume (NIfTI file, DICOM folder or file, InVesalius .inv3 project): geometry,
+    /// values, series.
     Info {
         path: PathBuf,
         /// Print JSON instead of text.
@@ -90,6 +91,37 @@ enum Command {
         /// the moving image's scale first.
         #[arg(long)]
         no_intensity_match: bool,
+        /// Exit with status 3 when the verdict is `failed` (the outputs are still written, for
+        /// inspection).
+        #[arg(long)]
+        strict: bool,
+        /// The site's HU → density curve: JSON ({"points": [[hu, density], …], "max_density":
+        /// 6.714}) or "HU density" lines (default: SPEC §2's curve).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// α and γ of the smoothing operator L = −α∇² + γ (K = L²; voxel units).
+        #[arg(long)]
+        alpha: Option<f64>,
+        #[arg(long)]
+        gamma: Option<f64>,
+        /// Zero padding of the momentum before the cyclic FFT, voxels on every side.
+        #[arg(long)]
+        pad: Option<usize>,
+        /// Scaling and squaring steps N (the velocity is divided by 2ᴺ).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// The optimiser's image term: mse, or nmse (normalised MSE with --similarity-a).
+        #[arg(long)]
+        similarity: Option<String>,
+        /// The scale a of the normalised MSE, kg/dm³.
+        #[arg(long)]
+        similarity_a: Option<f32>,
+        /// Hybrid: levels and iterations of the optimisation that refines the network's
+        /// prediction (default 1 and 40).
+        #[arg(long, value_delimiter = ',')]
+        hybrid_levels: Option<Vec<usize>>,
+        #[arg(long, value_delimiter = ',')]
+        hybrid_iterations: Option<Vec<usize>>,
     },
     /// Measure a registration made by any tool (SPEC §7): NMI, MSE, MAE, tissue Dice, folding,
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
@@ -117,6 +149,9 @@ enum Command {
         truth_inverse: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// The site's HU → density curve (JSON or "HU density" lines; see register).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
     },
     /// Carry a registration over to another image (e.g. the MRI behind the pseudo-CT): resample
     /// IMAGE onto the REFERENCE grid through WARP (which lies on that grid).
@@ -242,22 +277,36 @@ enum Command {
         /// options above must describe its network.
         #[arg(long)]
         init_from: Option<PathBuf>,
+        /// The site's HU → density curve (JSON or "HU density" lines; see register).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
     },
     /// Make a digital phantom with a known answer from a CT (or from the built-in synthetic head):
     /// a pseudo-CT deformed by a random smooth diffeomorphism and a small rigid offset, and the
     /// true displacement fields both ways.
     Phantom {
-        /// The CT (DICOM folder or NIfTI); the built-in synthetic head when left out.
+        /// The CT (DICOM folder, NIfTI or InVesalius .inv3); the built-in synthetic head when
+        /// left out.
         #[arg(long)]
         ct: Option<PathBuf>,
         /// Output folder (created).
         #[arg(long)]
         out: PathBuf,
-        /// Largest velocity magnitude of the deformation, mm.
-        #[arg(long, default_value_t = 7.0)]
-        max_mm: f64,
+        /// Largest velocity magnitude of the deformation, mm (7 by default; with --varied, drawn
+        /// from the seed unless given).
+        #[arg(long)]
+        max_mm: Option<f64>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Draw the whole case from the seed across what real pseudo-CTs show: deformation
+        /// scales and size, rigid offset up to 8° and 10 mm, the pseudo-CT's grid, blur, bone
+        /// under- or over-estimated, soft-tissue offset, bias field, filled air cavities, noise.
+        #[arg(long)]
+        varied: bool,
+        /// Place the pseudo-CT in an unrelated world frame (another scanner: up to 30° and
+        /// 200 mm away), as a new frame of reference would.
+        #[arg(long)]
+        unrelated_frame: bool,
         /// Voxels of the built-in head when no --ct is given.
         #[arg(long, value_delimiter = ',', default_value = "128,128,128")]
         head_shape: Vec<usize>,
@@ -301,6 +350,16 @@ fn run(cli: Cli) -> Result<()> {
             rigid_metric,
             no_resolution_match,
             no_intensity_match,
+            strict,
+            calibration,
+            alpha,
+            gamma,
+            pad,
+            steps,
+            similarity,
+            similarity_a,
+            hybrid_levels,
+            hybrid_iterations,
         } => {
             stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
@@ -331,6 +390,17 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(lambda) = lambda {
                 params.optimize.energy.lambda = lambda;
             }
+            if let Some(path) = calibration {
+                params.calibration = diffeoreg::volume::Calibration::load(&path)?;
+            }
+            let (smooth, energy) = (&mut params.optimize.smooth, &mut params.optimize.energy);
+            alpha.inspect(|&v| smooth.alpha = v);
+            gamma.inspect(|&v| smooth.gamma = v);
+            pad.inspect(|&v| smooth.pad = v);
+            steps.inspect(|&v| energy.steps = v);
+            energy.similarity = parse_similarity(similarity.as_deref(), similarity_a, energy.similarity)?;
+            hybrid_levels.inspect(|v| params.network.hybrid_levels = v.clone());
+            hybrid_iterations.inspect(|v| params.network.hybrid_iterations = v.clone());
             use diffeoreg::rigid::RigidMetric;
             match rigid_metric.as_deref() {
                 None => {}
@@ -339,25 +409,46 @@ fn run(cli: Cli) -> Result<()> {
                 Some("mattes") => params.rigid.metric = RigidMetric::MattesMi,
                 Some(other) => anyhow::bail!("unknown --rigid-metric {other:?}: use mse, nmi or mattes"),
             }
-            register(inputs.as_ref(), &out, &params, &progress)
+            let status = register(inputs.as_ref(), &out, &params, &progress)?;
+            if strict && status == diffeoreg::metrics::verdict::Status::Failed {
+                std::process::exit(3);
+            }
+            Ok(())
         }
         Command::Train { .. } => {
             stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
             train(command, &progress)
         }
-        Command::Phantom { ct, out, max_mm, seed, head_shape, head_spacing_mm } => {
+        Command::Phantom { ct, out, max_mm, seed, varied, unrelated_frame, head_shape, head_spacing_mm } => {
             let (Ok(shape), Ok(spacing)) = (<[usize; 3]>::try_from(head_shape), <[f64; 3]>::try_from(head_spacing_mm))
             else {
                 anyhow::bail!("--head-shape and --head-spacing-mm take three values each");
             };
-            phantom(ct.as_deref(), &out, max_mm, seed, (shape, spacing), &TerminalProgress::new(cancel, true))
+            use diffeoreg::phantom::PhantomParams;
+            let mut params = if varied {
+                PhantomParams::varied(seed, unrelated_frame)
+            } else {
+                let frame = if unrelated_frame { PhantomParams::varied(seed, true) } else { PhantomParams::default() };
+                PhantomParams {
+                    seed,
+                    frame_rotation_deg: frame.frame_rotation_deg,
+                    frame_translation_mm: frame.frame_translation_mm,
+                    ..PhantomParams::default()
+                }
+            };
+            if let Some(max_mm) = max_mm {
+                params.max_mm = max_mm;
+            }
+            phantom(ct.as_deref(), &out, &params, (shape, spacing), &TerminalProgress::new(cancel, true))
         }
-        Command::Evaluate { fixed, moving, warp, batch, inverse, truth, truth_inverse, out } => {
+        Command::Evaluate { fixed, moving, warp, batch, inverse, truth, truth_inverse, out, calibration } => {
             use diffeoreg::metrics::evaluation::{EvaluationInputs, evaluate_files, summary_table};
             let progress = TerminalProgress::new(cancel, true);
+            let calibration =
+                calibration.map(|p| diffeoreg::volume::Calibration::load(&p)).transpose()?.unwrap_or_default();
             if let Some(cases) = batch {
-                let rows = diffeoreg::metrics::batch::evaluate_batch(&cases, &out, &Default::default(), &progress)?;
+                let rows = diffeoreg::metrics::batch::evaluate_batch(&cases, &out, &calibration, &progress)?;
                 progress.finish();
                 println!("evaluated {} rows of {} → {}", rows.len(), cases.display(), out.display());
                 let named: Vec<(String, &diffeoreg::metrics::evaluation::Evaluation)> =
@@ -378,7 +469,7 @@ fn run(cli: Cli) -> Result<()> {
                 truth_forward: truth.as_deref(),
                 truth_inverse: truth_inverse.as_deref(),
             };
-            let report = evaluate_files(&inputs, &out, &Default::default(), &progress)?;
+            let report = evaluate_files(&inputs, &out, &calibration, &progress)?;
             progress.finish();
             println!(
                 "evaluated {} in {:.1} s (reading {:.1}, metrics {:.1}, figures {:.1}) → {}",
@@ -390,6 +481,7 @@ fn run(cli: Cli) -> Result<()> {
                 out.join("evaluation.json").display()
             );
             print!("{}", summary_table(&[("field", &report.evaluation)]));
+            print_verdict(&report.verdict);
             Ok(())
         }
         Command::Apply { warp, image, reference, out, labels } => {
@@ -415,6 +507,32 @@ fn stop_on_ctrl_c(cancel: &Arc<CancelFlag>) {
         }
         flag.cancel();
     });
+}
+
+/// `--similarity` (mse or nmse) and `--similarity-a` over `current`.
+fn parse_similarity(
+    name: Option<&str>,
+    a: Option<f32>,
+    current: diffeoreg::diffeo::energy::Similarity,
+) -> Result<diffeoreg::diffeo::energy::Similarity> {
+    use diffeoreg::diffeo::energy::Similarity;
+    let current_a = match current {
+        Similarity::NormalizedMse { a } => a,
+        Similarity::Mse => 0.2,
+    };
+    Ok(match (name, a) {
+        (None, None) => current,
+        (Some("mse"), None) => Similarity::Mse,
+        (Some("mse"), Some(_)) => anyhow::bail!("--similarity-a applies to nmse, not mse"),
+        (Some("nmse") | None, a) => {
+            let a = a.unwrap_or(current_a);
+            if !(a.is_finite() && a > 0.0) {
+                anyhow::bail!("--similarity-a must be a positive number, not {a}");
+            }
+            Similarity::NormalizedMse { a }
+        }
+        (Some(other), _) => anyhow::bail!("unknown --similarity {other:?}: use mse or nmse"),
+    })
 }
 
 fn choice(series: Option<String>) -> SeriesChoice {
@@ -444,6 +562,7 @@ fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgr
     println!("{}", path.display());
     match &loaded.source {
         io::Source::Nifti(_) => println!("  format       NIfTI"),
+        io::Source::Inv3(_) => println!("  format       InVesalius 3 project"),
         io::Source::Dicom { series_uid, modality, description, .. } => {
             println!("  format       DICOM, modality {modality}, series {series_uid} {description:?}")
         }
@@ -498,7 +617,7 @@ fn register(
     out: &Path,
     params: &diffeoreg::register::pipeline::RegisterParams,
     progress: &TerminalProgress,
-) -> Result<()> {
+) -> Result<diffeoreg::metrics::verdict::Status> {
     use diffeoreg::register::pipeline::{register_demo, register_files};
     let params = params.clone();
     let outcome = match inputs {
@@ -563,11 +682,32 @@ fn register(
     for warning in &report.warnings {
         println!("  warning      {warning}");
     }
-    Ok(())
+    print_verdict(&report.verdict);
+    Ok(report.verdict.status)
+}
+
+/// The verdict, last, in colour on a terminal: green ok, yellow warning, red failed.
+fn print_verdict(verdict: &diffeoreg::metrics::verdict::Verdict) {
+    use diffeoreg::metrics::verdict::Status;
+    use std::io::IsTerminal;
+    let colour = |status: Status, text: &str| {
+        if !std::io::stdout().is_terminal() {
+            return text.to_string();
+        }
+        let code = match status {
+            Status::Ok => "32",
+            Status::Warning => "33",
+            Status::Failed => "1;31",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    };
+    println!("  verdict      {}", colour(verdict.status, &verdict.status.name().to_uppercase()));
+    for reason in &verdict.reasons {
+        println!("    {}", colour(reason.status, &format!("{}: {}", reason.status.name(), reason.message)));
+    }
 }
 
 fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
-    use diffeoreg::diffeo::energy::Similarity;
     use diffeoreg::train::TrainParams;
     use diffeoreg::train::data::{PairSource, load_pairs};
     let Command::Train {
@@ -601,6 +741,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         device,
         objective,
         init_from,
+        calibration,
     } = command
     else {
         unreachable!("called for the train command")
@@ -661,12 +802,10 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
                 (passes > 0).then(|| diffeoreg::register::local_flow::LocalFlowParams { passes, ..Default::default() });
         }
         params.initial_model = init_from;
-        match similarity.as_deref() {
-            None => {}
-            Some("mse") => params.energy.similarity = Similarity::Mse,
-            Some("nmse") => params.energy.similarity = Similarity::NormalizedMse { a: 0.2 },
-            Some(other) => anyhow::bail!("unknown --similarity {other:?}: use mse or nmse"),
+        if let Some(path) = calibration {
+            params.register.calibration = diffeoreg::volume::Calibration::load(&path)?;
         }
+        params.energy.similarity = parse_similarity(similarity.as_deref(), None, params.energy.similarity)?;
         params
     };
     if let Some(n) = epochs {
@@ -717,12 +856,11 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
 fn phantom(
     ct: Option<&Path>,
     out: &Path,
-    max_mm: f64,
-    seed: u64,
+    params: &diffeoreg::phantom::PhantomParams,
     head: ([usize; 3], [f64; 3]),
     progress: &TerminalProgress,
 ) -> Result<()> {
-    use diffeoreg::phantom::{PhantomParams, head::synthetic_head, make_phantom};
+    use diffeoreg::phantom::{head::synthetic_head, make_phantom};
     let ct_volume = match ct {
         Some(path) => io::load_volume(path, &SeriesChoice::LargestCt, progress)?.volume,
         None => {
@@ -732,8 +870,7 @@ fn phantom(
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     progress.start_stage("deforming", 0);
-    let params = PhantomParams { max_mm, seed, ..PhantomParams::default() };
-    let phantom = make_phantom(&ct_volume, &params)?;
+    let phantom = make_phantom(&ct_volume, params)?;
     progress.start_stage("writing", 0);
     io::write_volume(&out.join("fixed.nii.gz"), &phantom.fixed, StoredType::Automatic)?;
     io::write_volume(&out.join("moving.nii.gz"), &phantom.moving, StoredType::Automatic)?;

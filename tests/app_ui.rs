@@ -71,6 +71,27 @@ fn render(harness: &mut Harness<'_, DiffeoregApp>) -> RgbaImage {
 }
 
 #[test]
+fn the_calibration_curve_loads_from_a_file_or_says_why_not() {
+    let mut harness = harness(AppOptions { load_demo: false, ..AppOptions::default() });
+    harness.step();
+    harness.get_by_label("Load…");
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("site.txt"), dir.path().join("broken.txt"));
+    std::fs::write(&good, "# site curve\n-1000 0\n0 1.0\n1500 1.9\n").unwrap();
+    std::fs::write(&bad, "-1000 0\n0 one\n").unwrap();
+    harness.state_mut().load_calibration(good.clone());
+    harness.step();
+    assert_eq!(harness.state().params.calibration.points, vec![[-1000.0, 0.0], [0.0, 1.0], [1500.0, 1.9]]);
+    harness.get_by_label("Default");
+    harness.state_mut().load_calibration(bad.clone());
+    harness.step();
+    let (is_error, line) = harness.state().message().cloned().unwrap();
+    assert!(is_error && line.contains("broken.txt") && line.contains("line 2"), "{line}");
+    assert_eq!(harness.state().params.calibration.points.len(), 3, "a bad file leaves the curve as it was");
+    assert_eq!(harness.state().calibration_file.as_deref(), Some(good.as_path()));
+}
+
+#[test]
 fn demo_registers_and_every_overlay_draws() {
     // The demo exactly as the app opens on it, registered with the default parameters.
     let mut harness = harness(AppOptions::default());
@@ -106,6 +127,10 @@ fn demo_registers_and_every_overlay_draws() {
     let (rigid, ours) = (result.rigid_endpoint_error.clone().unwrap(), result.endpoint_error.clone().unwrap());
     assert!(ours.mean_mm < rigid.mean_mm, "deformable {:.2} mm vs rigid {:.2} mm", ours.mean_mm, rigid.mean_mm);
     assert!(harness.get_all_by_label("NMI").count() >= 1, "the metrics table is shown");
+    let status = result.registration.verdict.status;
+    assert_eq!(status, diffeoreg::metrics::verdict::Status::Ok, "{:?}", result.registration.verdict);
+    harness.get_by_label("Verdict");
+    harness.get_by_label("OK");
 
     // The difference map is closer to white after registration than before it.
     let after = crop(&render(&mut harness), harness.state(), Row::Compared, Orientation::Axial);

@@ -142,3 +142,32 @@ fn register_without_inputs_runs_the_demo_case() {
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stderr).contains("--moving"));
 }
+
+/// Register's calibration and parameter options: a curve that cannot be used is refused with the
+/// file and line named, before anything is written; so is an unknown similarity.
+#[test]
+fn register_refuses_a_bad_calibration_or_similarity() {
+    let dir = tempfile::tempdir().unwrap();
+    let curve = dir.path().join("curve.txt");
+    std::fs::write(&curve, "-1000 0\n0 1\n200\n").unwrap();
+    let out = dir.path().join("out");
+    let refused =
+        run(&["register".as_ref(), "--out".as_ref(), out.as_os_str(), "--calibration".as_ref(), curve.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("curve.txt") && stderr.contains("line 3"), "{stderr}");
+    assert!(!out.exists(), "nothing is written");
+    let refused =
+        run(&["register".as_ref(), "--out".as_ref(), out.as_os_str(), "--similarity".as_ref(), "ncc".as_ref()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("unknown --similarity \"ncc\""), "{stderr}");
+    let refused = run(&[
+        "register".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--similarity".as_ref(),
+        "mse".as_ref(),
+        "--similarity-a".as_ref(),
+        "0.1".as_ref(),
+    ]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--similarity-a applies to nmse"));
+}

@@ -23,6 +23,7 @@ use crate::app::case::{Case, CaseResult, JobOutput};
 use crate::app::render::slice::{SliceRenderer, TextureData, ViewUniform};
 use crate::app::view::{Camera, Orientation, WindowLevel};
 use crate::app::worker::{Outcome, Worker};
+use crate::metrics::verdict::Status;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM};
 use crate::progress::Progress;
 use crate::qa::draw::write_png;
@@ -153,6 +154,7 @@ pub(crate) enum DialogAnswer {
     PairsCsv(PathBuf),
     TrainingFolder(PathBuf),
     ModelFolder(PathBuf),
+    Calibration(PathBuf),
 }
 
 /// The app's two pages.
@@ -176,6 +178,8 @@ pub struct DiffeoregApp {
     /// The view the last click went to: what "Export view" saves.
     selected_view: (Row, Orientation),
     pub params: RegisterParams,
+    /// Where `params.calibration` was read from (None: SPEC's default curve).
+    pub calibration_file: Option<PathBuf>,
     log: Vec<String>,
     /// The last job's end, as a line for the status bar; errors are flagged.
     message: Option<(bool, String)>,
@@ -213,6 +217,7 @@ impl DiffeoregApp {
             cameras: [Camera::default(); 3],
             selected_view: (Row::Compared, Orientation::Axial),
             params: options.params.clone(),
+            calibration_file: None,
             log: Vec::new(),
             message: None,
             pending_fixed: None,
@@ -293,6 +298,19 @@ impl DiffeoregApp {
 
     pub fn load_files(&mut self, fixed: PathBuf, moving: PathBuf) {
         self.start_job("load pair", Box::new(move |board| case::load_files(&fixed, &moving, board)));
+    }
+
+    /// Uses the site's HU → density curve from `path` (JSON or "HU density" lines) for the next
+    /// registrations; a file that cannot be used leaves the curve as it was and says why.
+    pub fn load_calibration(&mut self, path: PathBuf) {
+        match crate::volume::Calibration::load(&path) {
+            Ok(calibration) => {
+                self.message = Some((false, format!("HU → density curve from {}", path.display())));
+                self.params.calibration = calibration;
+                self.calibration_file = Some(path);
+            }
+            Err(error) => self.message = Some((true, format!("calibration not changed: {error}"))),
+        }
     }
 
     /// Registers the loaded pair with the work panel's parameters.
@@ -404,6 +422,7 @@ impl DiffeoregApp {
                 DialogAnswer::PairsCsv(path) => self.training.pairs_csv = Some(path),
                 DialogAnswer::TrainingFolder(path) => self.training.out = path,
                 DialogAnswer::ModelFolder(path) => self.params.network.model = Some(path),
+                DialogAnswer::Calibration(path) => self.load_calibration(path),
                 DialogAnswer::ViewPng(path) => {
                     let (row, orientation) = self.selected_view;
                     self.export_view_png(row, orientation, 768, 768, path);
@@ -431,13 +450,16 @@ impl DiffeoregApp {
             Outcome::Done(JobOutput::Registered(result, textures)) => {
                 let quality = &result.registration.quality;
                 let mut line = format!(
-                    "registered in {elapsed:.1} s: {} folding voxels, inverse consistency {:.3} mm",
-                    quality.folding_voxels, quality.inverse_consistency_mean_mm
+                    "registered in {elapsed:.1} s, verdict {}: {} folding voxels, inverse consistency {:.3} mm",
+                    result.registration.verdict.status.name(),
+                    quality.folding_voxels,
+                    quality.inverse_consistency_mean_mm
                 );
                 if let Some(epe) = &result.endpoint_error {
                     line += &format!(", endpoint error {:.2} mm (mean, inside the body)", epe.mean_mm);
                 }
-                self.message = Some((false, line));
+                self.message = Some((result.registration.verdict.status == Status::Failed, line));
+                self.log.extend(result.registration.verdict.lines().into_iter().map(|l| format!("verdict {l}")));
                 if let Some(case) = &self.case {
                     self.field_subsampling = case::field_subsampling(case.fixed.geometry.shape);
                 }

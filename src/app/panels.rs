@@ -9,6 +9,7 @@ use crate::app::{DialogAnswer, DiffeoregApp, Overlay, Tab};
 use crate::diffeo::energy::Similarity;
 use crate::metrics::TISSUES;
 use crate::metrics::evaluation::{DirectionMetrics, Evaluation};
+use crate::metrics::verdict::{Status, Verdict};
 use crate::register::pipeline::Method;
 use crate::rigid::RigidMetric;
 
@@ -150,6 +151,8 @@ pub fn work_panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             progress_section(app, ui);
             if let Some(result) = &app.result {
                 ui.separator();
+                verdict_section(ui, &result.registration.verdict);
+                ui.separator();
                 ui.heading("Metrics");
                 metrics_table(ui, &result.registration.metrics.rigid, &result.registration.metrics.result);
                 if let (Some(rigid), Some(ours)) = (&result.rigid_endpoint_error, &result.endpoint_error) {
@@ -258,6 +261,18 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             }
         });
     }
+    ui.horizontal(|ui| {
+        let source = app.calibration_file.as_ref().map_or("SPEC default".to_string(), |p| p.display().to_string());
+        let points = app.params.calibration.points.len();
+        ui.small(displayable(ui, &format!("HU → density: {source} ({points} points)")));
+        if ui.small_button("Load…").clicked() {
+            app.ask(DialogAnswer::Calibration, false, "HU → density curve (JSON or HU density lines)", None);
+        }
+        if app.calibration_file.is_some() && ui.small_button("Default").clicked() {
+            app.params.calibration = crate::volume::Calibration::default();
+            app.calibration_file = None;
+        }
+    });
     let params = &mut app.params;
     egui::Grid::new("parameters").num_columns(2).show(ui, |ui| {
         parameter(
@@ -348,6 +363,28 @@ pub(crate) fn progress_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
     if let Some((is_error, line)) = &app.message {
         let colour = if *is_error { Color32::from_rgb(255, 110, 110) } else { ui.visuals().text_color() };
         ui.label(RichText::new(displayable(ui, line)).color(colour));
+    }
+}
+
+/// The verdict on the result, in the colours of the terminal: green ok, amber warning, red failed.
+pub(crate) fn verdict_section(ui: &mut egui::Ui, verdict: &Verdict) {
+    let colour = |status: Status| match status {
+        Status::Ok => Color32::from_rgb(90, 200, 110),
+        Status::Warning => Color32::from_rgb(240, 180, 60),
+        Status::Failed => Color32::from_rgb(255, 90, 90),
+    };
+    ui.horizontal(|ui| {
+        ui.heading("Verdict");
+        ui.label(RichText::new(verdict.status.name().to_uppercase()).strong().size(18.0).color(colour(verdict.status)));
+    });
+    if verdict.reasons.is_empty() {
+        ui.small("similarity, overlap, folding, inverse consistency and size all within limits");
+    }
+    for reason in &verdict.reasons {
+        ui.label(
+            RichText::new(displayable(ui, &format!("{}: {}", reason.status.name(), reason.message)))
+                .color(colour(reason.status)),
+        );
     }
 }
 

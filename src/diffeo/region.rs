@@ -13,6 +13,7 @@
 use std::ops::Range;
 
 use crate::diffeo::pyramid::{downsample, level_shape};
+use crate::volume::filter::dilate;
 
 /// How much coarser than the images tissue is looked for (a box of 8 voxels averages the air's
 /// noise down by √8).
@@ -40,26 +41,8 @@ impl TissueMask {
             fixed.iter().zip(&moving).map(|(f, m)| *f > TISSUE_DENSITY || *m > TISSUE_DENSITY).collect();
         let reach: [usize; 3] =
             std::array::from_fn(|d| (margin_mm / (COARSE as f64 * spacing_mm[d])).ceil().max(0.0) as usize);
-        // Grown one axis at a time (a box around each tissue voxel), each line by a running
-        // count of its tissue voxels, so the cost does not grow with the margin.
         let mut near = tissue;
-        let strides = [1, shape[0], shape[0] * shape[1]];
-        let mut counts = Vec::new();
-        for d in 0..3 {
-            let (n, stride) = (shape[d], strides[d]);
-            let starts: Vec<usize> = (0..near.len()).filter(|&i| (i / stride) % n == 0).collect();
-            for start in starts {
-                counts.clear();
-                counts.push(0usize);
-                for q in 0..n {
-                    counts.push(counts[q] + near[start + q * stride] as usize);
-                }
-                for q in 0..n {
-                    let (low, high) = (q.saturating_sub(reach[d]), (q + reach[d]).min(n - 1));
-                    near[start + q * stride] = counts[high + 1] > counts[low];
-                }
-            }
-        }
+        dilate(&mut near, shape, reach);
         TissueMask { full_shape, shape, near }
     }
 

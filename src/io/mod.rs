@@ -1,9 +1,11 @@
-//! Reading and writing files: NIfTI volumes and fields, DICOM series, ITK transforms.
+//! Reading and writing files: NIfTI volumes and fields, DICOM series, ITK transforms, and the
+//! CT of an InVesalius project (read only).
 
 pub mod atomic;
 pub mod dicom;
 pub mod fields;
 pub mod gzip;
+pub mod inv3;
 pub mod nifti;
 pub mod transforms;
 
@@ -24,6 +26,8 @@ pub use transforms::{read_transform, write_transform};
 #[derive(Clone, Debug, Serialize)]
 pub enum Source {
     Nifti(PathBuf),
+    /// An InVesalius 3 project (`.inv3`): voxels and spacing, no patient position.
+    Inv3(PathBuf),
     Dicom {
         path: PathBuf,
         series_uid: String,
@@ -43,7 +47,8 @@ pub struct LoadedVolume {
     pub warnings: Vec<String>,
 }
 
-/// Loads a volume from a NIfTI file, a DICOM folder or a single (multi-frame) DICOM file.
+/// Loads a volume from a NIfTI file, a DICOM folder, a single (multi-frame) DICOM file or an
+/// InVesalius project.
 /// Volumes with NaN or infinite voxels are refused.
 pub fn load_volume(path: &Path, series: &SeriesChoice, progress: &dyn Progress) -> Result<LoadedVolume> {
     if !path.exists() {
@@ -52,6 +57,17 @@ pub fn load_volume(path: &Path, series: &SeriesChoice, progress: &dyn Progress) 
     let loaded = if path.is_file() && nifti::is_nifti_path(path) {
         progress.start_stage("reading NIfTI", 0);
         LoadedVolume { volume: read_volume(path)?, source: Source::Nifti(path.to_path_buf()), warnings: Vec::new() }
+    } else if path.is_file() && inv3::is_inv3_path(path) {
+        progress.start_stage("reading InVesalius project", 0);
+        LoadedVolume {
+            volume: inv3::read_inv3(path)?,
+            source: Source::Inv3(path.to_path_buf()),
+            warnings: vec![format!(
+                "{}: an InVesalius project stores no patient position; the volume is placed as an axial \
+                 series (LPS) with its first voxel at the origin",
+                path.display()
+            )],
+        }
     } else {
         let series = dicom::load_series(path, series, progress)?;
         LoadedVolume {

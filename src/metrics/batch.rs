@@ -76,7 +76,7 @@ pub fn read_cases(path: &Path) -> Result<Vec<BatchCase>> {
 }
 
 /// One evaluated (case, method).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct BatchRow {
     pub case: String,
     pub method: String,
@@ -286,8 +286,9 @@ pub fn box_plots(rows: &[BatchRow]) -> Canvas {
     canvas
 }
 
-/// Reads the cases, evaluates them, writes `metrics.csv`, `summary.csv` and `boxplots.png`
-/// (whose panels follow `PLOTTED`, boxes in method order of `summary.csv`) into `out`.
+/// Reads the cases, evaluates them, writes `metrics.csv`, `summary.csv`, `metrics.json` (every
+/// row in full, endpoint error per region included) and `boxplots.png` (whose panels follow
+/// `PLOTTED`, boxes in method order of `summary.csv`) into `out`.
 pub fn evaluate_batch(
     cases_path: &Path,
     out: &Path,
@@ -297,7 +298,10 @@ pub fn evaluate_batch(
     let cases = read_cases(cases_path)?;
     let rows = evaluate_cases(&cases, calibration, progress)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    for (name, text) in [("metrics.csv", metrics_csv(&rows)), ("summary.csv", summary_csv(&rows))] {
+    let json = serde_json::to_string_pretty(&rows).map_err(|e| Error::Invalid(e.to_string()))?;
+    for (name, text) in
+        [("metrics.csv", metrics_csv(&rows)), ("summary.csv", summary_csv(&rows)), ("metrics.json", json)]
+    {
         let path = out.join(name);
         io::atomic::write_atomically(&path, |w| {
             std::io::Write::write_all(w, text.as_bytes()).map_err(|e| Error::io(&path, e))

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::regions::endpoint_error_by_region;
 use crate::metrics::{
     BODY_DENSITY, Distances, ImageAgreement, JacobianStats, endpoint_error, image_agreement, inverse_consistency,
     jacobian_stats, warp_with_mask,
@@ -20,6 +21,10 @@ pub struct DirectionMetrics {
     pub jacobian: JacobianStats,
     /// Against the ground truth, inside the body of the target image, when one was given.
     pub endpoint_error: Option<Distances>,
+    /// The same per region of the target image (`metrics::regions`: bone, soft tissue, fat,
+    /// the skin band, deeper than 20 mm).
+    #[serde(default)]
+    pub endpoint_error_by_region: Vec<crate::metrics::regions::RegionError>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,21 +83,44 @@ pub fn evaluate(fixed: &Volume, moving: &Volume, fields: &Fields, calibration: &
     let (fixed_density, moving_density) = (calibration.apply(fixed), calibration.apply(moving));
     let direction = |source: &Volume, target: &Volume, field: &DisplacementField, truth: Option<&DisplacementField>| {
         let (warped, mask) = warp_with_mask(source, field);
-        if !mask.iter().any(|&m| m) {
-            return Err(Error::Invalid(
-                "the images do not overlap under this field: no warped sample falls inside the image".into(),
-            ));
-        }
         let image = image_agreement(&warped, &target.voxels, &mask);
         let body: Vec<bool> = target.voxels.iter().map(|&d| d >= BODY_DENSITY).collect();
         let endpoint_error = truth.map(|t| endpoint_error(field, t, &body)).transpose()?;
-        Ok(DirectionMetrics { image, jacobian: jacobian_stats(field), endpoint_error })
+        let endpoint_error_by_region =
+            truth.map(|t| endpoint_error_by_region(field, t, target)).transpose()?.unwrap_or_default();
+        Ok(DirectionMetrics { image, jacobian: jacobian_stats(field), endpoint_error, endpoint_error_by_region })
     };
     let forward = direction(&moving_density, &fixed_density, fields.forward, fields.truth_forward)?;
     let backward =
         fields.inverse.map(|inv| direction(&fixed_density, &moving_density, inv, fields.truth_inverse)).transpose()?;
     let inverse_consistency = fields.inverse.map(|inv| inverse_consistency(fields.forward, inv));
     Ok(Evaluation { forward, backward, inverse_consistency })
+}
+
+/// The verdict on a field from any tool, judged against leaving the images where they are (the
+/// reference is left out when they do not overlap that way, as for two scanners' frames).
+pub fn verdict_without_registration(
+    fixed: &Volume,
+    moving: &Volume,
+    forward: &DisplacementField,
+    evaluation: &Evaluation,
+    calibration: &Calibration,
+) -> crate::metrics::verdict::Verdict {
+    use crate::metrics::verdict::{VerdictInputs, VerdictLimits, judge, mask_extent_mm, non_affine_max_mm};
+    let (none_forward, none_inverse) =
+        (DisplacementField::zero(fixed.geometry.clone()), DisplacementField::zero(moving.geometry.clone()));
+    let none =
+        Fields { forward: &none_forward, inverse: Some(&none_inverse), truth_forward: None, truth_inverse: None };
+    let reference = evaluate(fixed, moving, &none, calibration).ok();
+    let body = crate::metrics::body_mask(fixed, calibration);
+    let inputs = VerdictInputs {
+        result: evaluation,
+        reference: reference.as_ref().map(|r| ("no registration", r)),
+        reference_is_aligned: false,
+        max_deformation_mm: non_affine_max_mm(forward, &body),
+        body_extent_mm: mask_extent_mm(&body, fixed.geometry.shape, fixed.geometry.spacing_mm),
+    };
+    judge(&inputs, &VerdictLimits::default())
 }
 
 /// A plain-text table of `rows` (name, evaluation), one line per row and direction.
@@ -147,6 +175,9 @@ pub struct EvaluationReport {
     pub metrics_s: f64,
     pub figures_s: f64,
     pub seconds: f64,
+    /// Whether the field can be used, judged against no registration at all (when the images
+    /// overlap without one).
+    pub verdict: crate::metrics::verdict::Verdict,
     pub evaluation: Evaluation,
 }
 
@@ -199,6 +230,7 @@ pub fn evaluate_files(
         }
     }
     let evaluation = evaluate(&fixed, &moving, &fields, calibration)?;
+    let verdict = verdict_without_registration(&fixed, &moving, &forward, &evaluation, calibration);
     let metrics_s = start.elapsed().as_secs_f64() - load_s;
     let fill = moving.value_range().map_or(0.0, |(low, _)| low);
     let moving_warped = crate::volume::resample::warp_through_field(
@@ -230,6 +262,7 @@ pub fn evaluate_files(
         metrics_s,
         figures_s,
         seconds: start.elapsed().as_secs_f64(),
+        verdict,
         evaluation,
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;

@@ -17,6 +17,8 @@ use crate::volume::{DisplacementField, Volume};
 
 pub mod batch;
 pub mod evaluation;
+pub mod regions;
+pub mod verdict;
 
 /// Bins per image in the joint histogram of NMI.
 pub const NMI_BINS: usize = 64;
@@ -158,9 +160,19 @@ pub fn dice(a: &[f32], b: &[f32], mask: &[bool], tissue: &Tissue) -> f64 {
 }
 
 /// All image metrics of `warped` (on the target's grid, valid where `mask` holds) against
-/// `target`, both in density.
+/// `target`, both in density. Without any overlap NMI, MSE and MAE are undefined (NaN, null in
+/// JSON), every Dice is 0 and the overlap share 0: the verdict then fails the field.
 pub fn image_agreement(warped: &[f32], target: &[f32], mask: &[bool]) -> ImageAgreement {
     let count = mask.iter().filter(|&&m| m).count();
+    if count == 0 {
+        return ImageAgreement {
+            nmi: f64::NAN,
+            mse: f64::NAN,
+            mae: f64::NAN,
+            dice: TISSUES.iter().map(|t| Dice { tissue: t.name.into(), dice: 0.0 }).collect(),
+            overlap: 0.0,
+        };
+    }
     let (sq, abs) = warped
         .par_iter()
         .zip(target)

@@ -31,6 +31,17 @@ pub struct PhantomParams {
     pub max_translation_mm: f64,
     /// Spacing of the random control grid the deformation is drawn on, mm.
     pub control_spacing_mm: f64,
+    /// Finer scales added to the deformation: control spacings, mm, each drawn as strong as the
+    /// first before the sum is scaled to `max_mm`.
+    #[serde(default)]
+    pub detail_control_spacings_mm: Vec<f64>,
+    /// The pseudo-CT in an unrelated world frame (another scanner): its grid is placed by a
+    /// further rotation of up to this about each axis, degrees…
+    #[serde(default)]
+    pub frame_rotation_deg: f64,
+    /// …and a translation of up to this along each axis, mm.
+    #[serde(default)]
+    pub frame_translation_mm: f64,
     /// Moving-grid spacing relative to the fixed grid's, per axis.
     pub moving_spacing_factor: [f64; 3],
     pub appearance: PseudoCtAppearance,
@@ -44,8 +55,54 @@ impl Default for PhantomParams {
             max_rotation_deg: 3.0,
             max_translation_mm: 5.0,
             control_spacing_mm: 30.0,
+            detail_control_spacings_mm: Vec::new(),
+            frame_rotation_deg: 0.0,
+            frame_translation_mm: 0.0,
             moving_spacing_factor: [1.1, 1.1, 1.25],
             appearance: PseudoCtAppearance::default(),
+        }
+    }
+}
+
+impl PhantomParams {
+    /// A pair drawn from `seed` across the ranges a real patient's pseudo-CT shows: deformations
+    /// of 4–11 mm peak at one or two scales (control spacings 25–40 mm, and 10–18 mm for the
+    /// finer one), rigid offsets up to 8° and 10 mm, the pseudo-CT on a grid 0.8–1.5× the CT's
+    /// spacing, blurred to 1–2.5 mm FWHM, bone scaled by 0.7–1.3 (under- or over-estimated),
+    /// soft tissue offset by ±20 HU, a bias field of up to ±8 %, air cavities filled in 2 seeds
+    /// of 5, noise 5–20 HU, nothing outside the patient (no couch or head rest). With `unrelated_frame` the pseudo-CT also lies in another scanner's
+    /// frame: up to 30° about each axis and 200 mm along each.
+    pub fn varied(seed: u64, unrelated_frame: bool) -> PhantomParams {
+        let mut draw = SeededRng::new(seed ^ 0x7661_7269_6564);
+        let fwhm_to_sigma = 1.0 / (8.0 * std::f64::consts::LN_2).sqrt();
+        let base = draw.range(25.0, 40.0);
+        let detail = (draw.uniform() < 0.6).then(|| draw.range(10.0, 18.0));
+        let max_mm = draw.range(4.0, 11.0);
+        let moving_spacing_factor = std::array::from_fn(|_| draw.range(0.8, 1.5));
+        let appearance = PseudoCtAppearance {
+            bone_scale: draw.range(0.7, 1.3) as f32,
+            bone_threshold_hu: 200.0,
+            soft_tissue_offset_hu: draw.range(-20.0, 20.0) as f32,
+            blur_sigma_voxels: 0.0,
+            blur_sigma_mm: (draw.range(1.0, 2.5) * fwhm_to_sigma) as f32,
+            noise_hu: draw.range(5.0, 20.0) as f32,
+            bias_amplitude: draw.range(0.0, 0.08) as f32,
+            bias_length_mm: 80.0,
+            fill_air_cavities: draw.uniform() < 0.4,
+            cavity_fill_hu: draw.range(0.0, 50.0) as f32,
+            body_only: true,
+        };
+        PhantomParams {
+            max_mm,
+            seed,
+            max_rotation_deg: 8.0,
+            max_translation_mm: 10.0,
+            control_spacing_mm: base,
+            detail_control_spacings_mm: detail.into_iter().collect(),
+            frame_rotation_deg: if unrelated_frame { 30.0 } else { 0.0 },
+            frame_translation_mm: if unrelated_frame { 200.0 } else { 0.0 },
+            moving_spacing_factor,
+            appearance,
         }
     }
 }
@@ -101,10 +158,19 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     let angle = |rng: &mut SeededRng| rng.range(-1.0, 1.0) * params.max_rotation_deg.to_radians();
     let angles = [angle(&mut rng), angle(&mut rng), angle(&mut rng)];
     let translation = std::array::from_fn(|_| rng.range(-1.0, 1.0) * params.max_translation_mm);
-    let rigid = AffineTransform::from_euler(angles, translation, centre);
+    let mut rigid = AffineTransform::from_euler(angles, translation, centre);
+    let mut moving_grid = moving_geometry(fixed_grid, params.moving_spacing_factor)?;
+    if params.frame_rotation_deg > 0.0 || params.frame_translation_mm > 0.0 {
+        // Another scanner's frame F: the moving grid and its content move together, so a point y
+        // of the new grid is F⁻¹(y) in the old one.
+        let angles = std::array::from_fn(|_| rng.range(-1.0, 1.0) * params.frame_rotation_deg.to_radians());
+        let translation = std::array::from_fn(|_| rng.range(-1.0, 1.0) * params.frame_translation_mm);
+        let frame = AffineTransform::from_euler(angles, translation, centre);
+        moving_grid = frame.move_geometry(&moving_grid)?;
+        rigid = frame.inverse().then(&rigid);
+    }
     let rigid_inverse = rigid.inverse();
 
-    let moving_grid = moving_geometry(fixed_grid, params.moving_spacing_factor)?;
     // ψ(y) = φ(R(y)): where moving point y came from in the CT.
     let source_of = |y: Vec3| -> Vec3 {
         let r = rigid.apply(y);
@@ -134,28 +200,41 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     Ok(Phantom { fixed: ct.clone(), moving, truth_fwd, truth_inv: truth_inv_field, rigid, max_deformation_mm })
 }
 
-/// A smooth random velocity in mm on `grid`: white noise on a coarse control grid, smoothed by
-/// K⁻¹ there, interpolated by cubic B-splines (so the field has no kinks at the control points,
-/// as a trilinear one would), scaled so its largest vector is `max_mm` long.
+/// A smooth random velocity in mm on `grid`: `smooth_noise` at the control spacing, plus each
+/// finer scale drawn as strong, scaled so its largest vector is `max_mm` long.
 fn random_velocity_mm(grid: &Geometry, params: &PhantomParams, rng: &mut SeededRng) -> DisplacementField {
+    let mut velocity = smooth_noise(grid, params.control_spacing_mm, rng);
+    for &spacing_mm in &params.detail_control_spacings_mm {
+        let detail = smooth_noise(grid, spacing_mm, rng);
+        let weight = (velocity.max_norm_mm() / detail.max_norm_mm().max(f64::MIN_POSITIVE)) as f32;
+        for (total, add) in velocity.components_mm.iter_mut().zip(&detail.components_mm) {
+            total.iter_mut().zip(add).for_each(|(t, a)| *t += weight * a);
+        }
+    }
+    let peak = velocity.max_norm_mm();
+    let scale = if peak > 0.0 { (params.max_mm / peak) as f32 } else { 0.0 };
+    let components = velocity.components_mm.map(|c| c.into_iter().map(|v| v * scale).collect());
+    DisplacementField { geometry: velocity.geometry, components_mm: components }
+}
+
+/// Three smooth random scalar fields on `grid` (as a vector field, unscaled): white noise on a
+/// control grid of `control_spacing_mm`, smoothed by K⁻¹ there, interpolated by cubic
+/// B-splines (so the field has no kinks at the control points, as a trilinear one would).
+pub(crate) fn smooth_noise(grid: &Geometry, control_spacing_mm: f64, rng: &mut SeededRng) -> DisplacementField {
     let extent = grid.extent_mm();
-    let coarse: [usize; 3] = std::array::from_fn(|d| (extent[d] / params.control_spacing_mm).ceil() as usize + 2);
+    let coarse: [usize; 3] = std::array::from_fn(|d| (extent[d] / control_spacing_mm).ceil() as usize + 2);
     let mut noise = VectorField::zeros(coarse);
     for component in &mut noise.components {
         component.iter_mut().for_each(|v| *v = rng.normal() as f32);
     }
     let smooth =
         Smoother::new(coarse, &SmoothParams { alpha: 1.0, gamma: 1.0, pad: 2, spacing_mm: None }).apply(&noise);
-    let velocity = DisplacementField::from_fn(grid.clone(), |x| {
+    DisplacementField::from_fn(grid.clone(), |x| {
         let index = grid.world_to_index(x);
         let p: [f32; 3] =
             std::array::from_fn(|d| (index[d] / (grid.shape[d].max(2) - 1) as f64 * (coarse[d] - 1) as f64) as f32);
         std::array::from_fn(|d| cubic_bspline(&smooth.components[d], coarse, p))
-    });
-    let peak = velocity.max_norm_mm();
-    let scale = if peak > 0.0 { (params.max_mm / peak) as f32 } else { 0.0 };
-    let components = velocity.components_mm.map(|c| c.into_iter().map(|v| v * scale).collect());
-    DisplacementField { geometry: velocity.geometry, components_mm: components }
+    })
 }
 
 /// Cubic B-spline interpolation of control values `data` on `shape` at continuous index `p`

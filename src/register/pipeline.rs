@@ -14,6 +14,7 @@ use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
+use crate::metrics::verdict::{Verdict, VerdictInputs, VerdictLimits, judge, mask_extent_mm};
 use crate::metrics::{Distances, body_mask, endpoint_error};
 use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
@@ -29,7 +30,7 @@ use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_fi
 use crate::volume::{Calibration, DisplacementField, Volume};
 
 /// Version of the report.json layout; bumped whenever a field changes meaning or goes away.
-pub const REPORT_SCHEMA_VERSION: u32 = 2;
+pub const REPORT_SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Method {
@@ -148,6 +149,8 @@ pub struct RegistrationMetrics {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema_version: u32,
+    /// Whether the result can be used: ok, warning or failed, with the reasons.
+    pub verdict: Verdict,
     pub program: String,
     pub version: String,
     pub inputs: Vec<InputFile>,
@@ -186,6 +189,8 @@ pub struct Registration {
     pub quality: FieldQuality,
     /// SPEC §7 metrics of the rigid-only start and of the result, both ways.
     pub metrics: RegistrationMetrics,
+    /// Whether the result can be used (`metrics::verdict`).
+    pub verdict: Verdict,
     pub history: Vec<IterationRecord>,
     pub timings: Timings,
     /// The network's patch-border statistics and the margin its tiles discarded (network, hybrid).
@@ -304,8 +309,23 @@ pub fn register_volumes(
         rigid: evaluate(fixed, moving, &fields(&rigid_fwd, &rigid_inv), &params.calibration)?,
         result: evaluate(fixed, moving, &fields(&warp_fwd, &warp_inv), &params.calibration)?,
     };
+    let verdict = judge(
+        &VerdictInputs {
+            result: &metrics.result,
+            reference: Some(("rigid alignment alone", &metrics.rigid)),
+            reference_is_aligned: true,
+            max_deformation_mm: quality.max_deformation_mm,
+            body_extent_mm: mask_extent_mm(
+                &body_mask(fixed, &params.calibration),
+                fixed.geometry.shape,
+                fixed.geometry.spacing_mm,
+            ),
+        },
+        &VerdictLimits::default(),
+    );
     timings.metrics_s = lap(&mut clock);
     Ok(Registration {
+        verdict,
         warp_fwd,
         warp_inv,
         moving_warped,
@@ -484,6 +504,7 @@ pub fn write_outputs(
     }
     let report = Report {
         schema_version: REPORT_SCHEMA_VERSION,
+        verdict: registration.verdict.clone(),
         program: "diffeoreg".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         inputs,

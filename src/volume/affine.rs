@@ -40,6 +40,24 @@ impl AffineTransform {
         }
     }
 
+    /// This transform followed by `next`: x ↦ next(self(x)).
+    pub fn then(&self, next: &AffineTransform) -> AffineTransform {
+        let matrix = mat_mul(&next.matrix, &self.matrix);
+        let translation_mm = sub(next.apply(self.apply([0.0; 3])), mat_vec(&matrix, [0.0; 3]));
+        AffineTransform { matrix, translation_mm, center_mm: [0.0; 3] }
+    }
+
+    /// The grid carried by this (rigid) transform: each voxel centre x moves to T(x), so the
+    /// same voxels describe the same object placed elsewhere in the world.
+    pub fn move_geometry(&self, geometry: &Geometry) -> crate::error::Result<Geometry> {
+        Geometry::new(
+            geometry.shape,
+            geometry.spacing_mm,
+            self.apply(geometry.origin_mm),
+            mat_mul(&self.matrix, &geometry.direction),
+        )
+    }
+
     /// The displacement field x ↦ T(x) − x on a grid.
     pub fn to_displacement_field(&self, geometry: &Geometry) -> DisplacementField {
         DisplacementField::from_fn(geometry.clone(), |x| sub(self.apply(x), x))
@@ -50,6 +68,19 @@ impl AffineTransform {
 mod tests {
     use super::*;
     use crate::volume::geometry::norm;
+
+    #[test]
+    fn then_applies_one_after_the_other() {
+        let a = AffineTransform::from_euler([0.2, -0.1, 0.3], [5.0, -2.0, 7.0], [10.0, 20.0, -5.0]);
+        let b = AffineTransform::from_euler([-0.4, 0.5, 0.1], [-50.0, 120.0, 3.0], [1.0, -2.0, 30.0]);
+        for p in [[0.0, 0.0, 0.0], [33.0, -12.0, 8.5]] {
+            assert!(norm(sub(a.then(&b).apply(p), b.apply(a.apply(p)))) < 1e-9);
+        }
+        let g = Geometry::new([4, 5, 6], [1.0, 1.5, 2.0], [3.0, -4.0, 5.0], IDENTITY).unwrap();
+        let moved = b.move_geometry(&g).unwrap();
+        let index = [2.0, 3.0, 4.5];
+        assert!(norm(sub(moved.index_to_world(index), b.apply(g.index_to_world(index)))) < 1e-9);
+    }
 
     #[test]
     fn inverse_undoes_the_transform() {

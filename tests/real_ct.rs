@@ -1,0 +1,208 @@
+//! A real head CT: Cranium.inv3 of Debian's `invesalius-examples` (GPL-2, fetched at run time by
+//! `scripts/fetch-real-ct.sh`, which the README's test command runs; never committed). It is
+//! read in patient orientation, made into pairs with known deformations, and registered.
+//!
+//! Set `DIFFEOREG_REAL_CT` to use another copy.
+
+mod common;
+
+use std::path::PathBuf;
+
+use diffeoreg::io::{SeriesChoice, load_volume};
+use diffeoreg::metrics::verdict::Status;
+use diffeoreg::metrics::{body_mask, endpoint_error};
+use diffeoreg::phantom::appearance::{AIR_HU, PseudoCtAppearance, air_cavities};
+use diffeoreg::phantom::{PhantomParams, make_phantom};
+use diffeoreg::progress::Silent;
+use diffeoreg::register::pipeline::{RegisterParams, register_volumes};
+use diffeoreg::volume::geometry::{add, mat_vec, norm, sub};
+use diffeoreg::volume::resample::{Interpolation, resample, sample};
+use diffeoreg::volume::{Calibration, Geometry, Volume};
+
+fn real_ct_path() -> PathBuf {
+    let path = std::env::var("DIFFEOREG_REAL_CT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/real-ct/Cranium.inv3"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-real-ct.sh (or scripts/install-test-tools.sh)",
+        path.display()
+    );
+    path
+}
+
+fn real_ct() -> Volume {
+    load_volume(&real_ct_path(), &SeriesChoice::LargestCt, &Silent).unwrap().volume
+}
+
+/// The real CT on a coarser grid (same box), small enough for a registration in CI.
+fn real_ct_at(spacing_mm: f64) -> Volume {
+    let ct = real_ct();
+    let g = &ct.geometry;
+    let extent = g.extent_mm();
+    let shape = std::array::from_fn(|d| (extent[d] / spacing_mm).round() as usize + 1);
+    let grid = Geometry::new(shape, [spacing_mm; 3], g.origin_mm, g.direction).unwrap();
+    resample(&ct, &grid, Interpolation::Linear, -1024.0)
+}
+
+#[test]
+fn reads_the_real_ct_in_patient_orientation() {
+    let ct = real_ct();
+    let g = &ct.geometry;
+    assert_eq!(g.shape, [256, 256, 108]);
+    assert!((g.spacing_mm[0] - 0.957).abs() < 1e-3 && (g.spacing_mm[2] - 1.5).abs() < 1e-9);
+    let (low, high) = ct.value_range().unwrap();
+    assert!(low == -1024.0 && high > 2000.0, "HU range {low}..{high}");
+    // Superior is +k: the skull's vault narrows towards the top of the scan.
+    let body = |k: usize| (0..256 * 256).filter(|&n| ct.voxels[k * 256 * 256 + n] > -300.0).count();
+    assert!(body(100) < body(30) / 2, "body area at k = 100: {}, at k = 30: {}", body(100), body(30));
+    // Anterior is −j (LPS): the paranasal sinuses lie in front of the head's centre.
+    let centroid_j = |mask: &[bool]| {
+        let (sum, count) = mask
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m)
+            .fold((0.0, 0.0), |(s, c), (n, _)| (s + ((n / 256) % 256) as f64, c + 1.0));
+        sum / count
+    };
+    let head: Vec<bool> = ct.voxels.iter().map(|&v| v > AIR_HU).collect();
+    let (head_j, sinus_j) = (centroid_j(&head), centroid_j(&air_cavities(&ct)));
+    assert!(sinus_j < head_j - 10.0, "air cavities at j {sinus_j:.1}, head at j {head_j:.1}");
+}
+
+/// The phantom's truth is right on a real CT, also when the pseudo-CT lies in another scanner's
+/// frame: with no appearance change, the moving image sampled where `truth_fwd` sends each CT
+/// voxel gives the CT back far better than through the rigid part alone (the two trilinear
+/// resamplings of the skull's edges leave tens of HU either way), and `truth_inv` undoes
+/// `truth_fwd`.
+#[test]
+fn real_ct_phantoms_carry_their_truth_across_frames() {
+    for unrelated in [false, true] {
+        truth_carries(unrelated);
+    }
+}
+
+fn truth_carries(unrelated: bool) {
+    let ct = real_ct_at(2.0);
+    let mut params = PhantomParams::varied(7, unrelated);
+    params.appearance = PseudoCtAppearance::identity();
+    params.moving_spacing_factor = [0.75; 3];
+    let phantom = make_phantom(&ct, &params).unwrap();
+    let offset = norm(sub(phantom.moving.geometry.origin_mm, ct.geometry.origin_mm));
+    assert!(offset > 50.0 || !unrelated, "the moving grid should lie in another frame, {offset:.1} mm away");
+    let g = &ct.geometry;
+    let to_index = phantom.moving.geometry.world_to_index_matrix();
+    let inverse: Vec<Volume> = (0..3)
+        .map(|d| Volume {
+            geometry: phantom.truth_inv.geometry.clone(),
+            voxels: phantom.truth_inv.components_mm[d].clone(),
+        })
+        .collect();
+    let rigid_only = phantom.rigid.inverse();
+    let (mut total, mut total_rigid, mut count) = (0.0, 0.0, 0);
+    for n in (0..g.voxel_count()).step_by(7) {
+        let [nx, ny, _] = g.shape;
+        let index = [n % nx, (n / nx) % ny, n / (nx * ny)];
+        // Away from the grid's faces: the scan is cut through the neck, and what the rigid offset
+        // and the deformation bring in from beyond the CT is air in the pseudo-CT.
+        let margin = |d: usize| (25.0 / g.spacing_mm[d]) as usize;
+        if ct.voxels[n] < -300.0 || (0..3).any(|d| index[d] < margin(d) || index[d] + margin(d) >= g.shape[d]) {
+            continue;
+        }
+        let x = g.index_to_world(index.map(|i| i as f64));
+        let y = add(x, phantom.truth_fwd.at(n));
+        let p = mat_vec(&to_index, sub(y, phantom.moving.geometry.origin_mm));
+        let at = |y: [f64; 3]| {
+            let p = mat_vec(&to_index, sub(y, phantom.moving.geometry.origin_mm));
+            (sample(&phantom.moving, p, Interpolation::Linear, -1000.0) - ct.voxels[n]).abs() as f64
+        };
+        total += at(y);
+        total_rigid += at(rigid_only.apply(x));
+        count += 1;
+        // truth_inv at y brings y back to x.
+        let back: [f64; 3] = std::array::from_fn(|d| sample(&inverse[d], p, Interpolation::Linear, f32::NAN) as f64);
+        if back.iter().all(|v| v.is_finite()) {
+            let error = norm(sub(add(y, back), x));
+            assert!(error < 0.5, "truth_inv does not undo truth_fwd at {x:?}: {error:.2} mm");
+        }
+    }
+    let (mean_hu, rigid_hu) = (total / count as f64, total_rigid / count as f64);
+    println!(
+        "unrelated frame {unrelated}: |moving ∘ truth − CT| {mean_hu:.1} HU, through the rigid part alone {rigid_hu:.1} HU"
+    );
+    assert!(mean_hu < 0.3 * rigid_hu, "|moving ∘ truth − CT| {mean_hu:.1} HU, rigid part alone {rigid_hu:.1} HU");
+}
+
+/// The pseudo-CT of a varied pair has no couch or head rest, and filled cavities when drawn.
+#[test]
+fn varied_pseudo_cts_show_only_the_patient() {
+    let ct = real_ct_at(2.0);
+    let seed = (1..40).find(|&s| PhantomParams::varied(s, false).appearance.fill_air_cavities).unwrap();
+    let mut params = PhantomParams::varied(seed, false);
+    params.appearance.noise_hu = 0.0;
+    let phantom = make_phantom(&ct, &params).unwrap();
+    let dense = |v: &Volume| v.voxels.iter().filter(|&&h| h > AIR_HU).count();
+    let patient = diffeoreg::volume::filter::largest_component(
+        &phantom.moving.voxels.iter().map(|&h| h > AIR_HU).collect::<Vec<bool>>(),
+        phantom.moving.geometry.shape,
+    );
+    assert_eq!(patient.iter().filter(|&&p| p).count(), dense(&phantom.moving), "only one piece of non-air is left");
+    let cavities = |v: &Volume| air_cavities(v).iter().filter(|&&c| c).count();
+    assert!(cavities(&ct) > 1000, "the CT has {} cavity voxels", cavities(&ct));
+    assert!(cavities(&phantom.moving) * 20 < cavities(&ct), "cavities left: {}", cavities(&phantom.moving));
+}
+
+/// A CI-sized registration of a real-CT pair (2 mm voxels, a varied development seed): better
+/// than rigid alignment inside the head, both ways, no folding, and a verdict that is not failed.
+#[test]
+fn registers_a_real_ct_pair_better_than_rigid_alignment() {
+    let ct = real_ct_at(2.0);
+    let phantom = make_phantom(&ct, &PhantomParams::varied(3, false)).unwrap();
+    let params = RegisterParams::default();
+    let result = register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).unwrap();
+    let body = body_mask(&phantom.fixed, &Calibration::default());
+    let rigid = result.rigid.transform.to_displacement_field(&ct.geometry);
+    let rigid_epe = endpoint_error(&rigid, &phantom.truth_fwd, &body).unwrap().mean_mm;
+    let epe = endpoint_error(&result.warp_fwd, &phantom.truth_fwd, &body).unwrap().mean_mm;
+    let moving_body = body_mask(&phantom.moving, &Calibration::default());
+    let inverse_epe = endpoint_error(&result.warp_inv, &phantom.truth_inv, &moving_body).unwrap().mean_mm;
+    println!(
+        "rigid {rigid_epe:.2} mm, registered {epe:.2} mm (inverse {inverse_epe:.2} mm); verdict {:?}",
+        result.verdict
+    );
+    assert!(
+        epe < 0.8 * rigid_epe && inverse_epe < 0.8 * rigid_epe,
+        "rigid {rigid_epe:.2}, registered {epe:.2} / {inverse_epe:.2}"
+    );
+    assert_eq!(result.quality.folding_voxels, 0);
+    assert_ne!(result.verdict.status, Status::Failed, "{:?}", result.verdict);
+}
+
+/// `info` reads the project and says where its position came from; `phantom --varied
+/// --unrelated-frame` records every parameter it drew.
+#[test]
+fn the_command_line_reads_the_project_and_makes_varied_pairs() {
+    let ct = real_ct_path();
+    let info = std::process::Command::new(common::binary()).args(["info", "--json"]).arg(&ct).output().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(value["geometry"]["shape"], serde_json::json!([256, 256, 108]));
+    assert!(value["warnings"][0].as_str().unwrap().contains("stores no patient position"), "{value}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pair");
+    let run = std::process::Command::new(common::binary())
+        .args(["phantom", "--varied", "--unrelated-frame", "--seed", "12", "--ct"])
+        .arg(&ct)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let description = common::read_json(&out.join("phantom.json"));
+    let drawn: PhantomParams = serde_json::from_value(description["parameters"].clone()).unwrap();
+    assert_eq!(drawn, PhantomParams::varied(12, true));
+    assert!(drawn.appearance.body_only && drawn.frame_translation_mm == 200.0);
+    for name in ["fixed.nii.gz", "moving.nii.gz", "truth_fwd.nii.gz", "truth_inv.nii.gz", "truth_rigid.tfm"] {
+        assert!(out.join(name).exists(), "{name}");
+    }
+}
