@@ -3,6 +3,8 @@
 //! panel, every overlay draws something of its own, a view exports as a PNG, a running job
 //! cancels, and a failing job leaves the app usable.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -89,6 +91,33 @@ fn the_calibration_curve_loads_from_a_file_or_says_why_not() {
     assert!(is_error && line.contains("broken.txt") && line.contains("line 2"), "{line}");
     assert_eq!(harness.state().params.calibration.points.len(), 3, "a bad file leaves the curve as it was");
     assert_eq!(harness.state().calibration_file.as_deref(), Some(good.as_path()));
+}
+
+/// A pair made from the real head CT (2 mm, varied development seed 3) loads, registers and shows
+/// its verdict; the frame is saved as `real-ct-pair.png` (the README's screenshot).
+#[test]
+fn a_real_ct_pair_registers_in_the_app() {
+    use diffeoreg::phantom::{PhantomParams, make_phantom};
+    let phantom = make_phantom(&common::real_ct_at(2.0), &PhantomParams::varied(3, false)).unwrap();
+    let mut harness = harness(AppOptions { load_demo: false, ..AppOptions::default() });
+    harness.state_mut().load_volumes("real CT, varied seed 3".into(), phantom.fixed, phantom.moving);
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    harness.get_by_label("Register").click();
+    harness.step();
+    wait_until_idle(&mut harness, Duration::from_secs(600));
+    let app = harness.state();
+    let result = app.result().unwrap_or_else(|| panic!("registration finished: {:?}", app.message()));
+    assert_eq!(
+        result.registration.verdict.status,
+        diffeoreg::metrics::verdict::Status::Ok,
+        "{:?}",
+        result.registration.verdict
+    );
+    harness.get_by_label("Verdict");
+    harness.state_mut().display.overlay = Overlay::Checkerboard;
+    let frame = render(&mut harness);
+    frame.save(Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-ct-pair.png")).unwrap();
+    assert!(grey_std(&crop(&frame, harness.state(), Row::Fixed, Orientation::Axial)) > 10.0, "the CT is drawn");
 }
 
 #[test]

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use diffeoreg::io::{SeriesChoice, load_volume};
 use diffeoreg::metrics::verdict::Status;
 use diffeoreg::metrics::{body_mask, endpoint_error};
@@ -16,33 +14,13 @@ use diffeoreg::phantom::{PhantomParams, make_phantom};
 use diffeoreg::progress::Silent;
 use diffeoreg::register::pipeline::{RegisterParams, register_volumes};
 use diffeoreg::volume::geometry::{add, mat_vec, norm, sub};
-use diffeoreg::volume::resample::{Interpolation, resample, sample};
-use diffeoreg::volume::{Calibration, Geometry, Volume};
+use diffeoreg::volume::resample::{Interpolation, sample};
+use diffeoreg::volume::{Calibration, Volume};
 
-fn real_ct_path() -> PathBuf {
-    let path = std::env::var("DIFFEOREG_REAL_CT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/real-ct/Cranium.inv3"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-real-ct.sh (or scripts/install-test-tools.sh)",
-        path.display()
-    );
-    path
-}
+use common::{real_ct_at, real_ct_path};
 
 fn real_ct() -> Volume {
     load_volume(&real_ct_path(), &SeriesChoice::LargestCt, &Silent).unwrap().volume
-}
-
-/// The real CT on a coarser grid (same box), small enough for a registration in CI.
-fn real_ct_at(spacing_mm: f64) -> Volume {
-    let ct = real_ct();
-    let g = &ct.geometry;
-    let extent = g.extent_mm();
-    let shape = std::array::from_fn(|d| (extent[d] / spacing_mm).round() as usize + 1);
-    let grid = Geometry::new(shape, [spacing_mm; 3], g.origin_mm, g.direction).unwrap();
-    resample(&ct, &grid, Interpolation::Linear, -1024.0)
 }
 
 #[test]

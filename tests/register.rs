@@ -73,7 +73,8 @@ fn register_on_files_writes_outputs_that_greedy_reads() {
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["schema_version"], 2);
+    assert_eq!(report["schema_version"], 3);
+    assert_eq!(report["verdict"]["status"], "ok", "{}", report["verdict"]);
     // Levels given on the command line all run; one level leaves no later level to match.
     assert_eq!(report["levels_run"], serde_json::json!([4]));
     assert!(report["resolution_match"].is_null());

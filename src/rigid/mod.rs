@@ -1,14 +1,15 @@
 //! 6-DOF rigid pre-alignment (SPEC §2.3): find T, mapping fixed-space points to moving-space
 //! points, that minimises the mean squared density difference between fixed(x) and
-//! moving(T(x)) over their overlap. Initialised by the centres of mass, refined coarse to fine
-//! by a pattern search on three Euler angles and three translations.
+//! moving(T(x)) over their overlap. Started from the centres of mass with no rotation and with
+//! the rotations that match the bodies' principal axes (the best after a short search goes on),
+//! refined coarse to fine by a pattern search on three Euler angles and three translations.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::volume::affine::AffineTransform;
-use crate::volume::geometry::{Vec3, mat_vec, sub};
+use crate::volume::geometry::{IDENTITY, Mat3, Vec3, det3, mat_mul, mat_vec, sub, transpose};
 use crate::volume::resample::{Interpolation, sample};
 use crate::volume::{Geometry, Volume};
 
@@ -87,14 +88,27 @@ pub struct RigidResult {
 }
 
 /// Aligns `moving` to `fixed` (both density volumes, each on its own grid).
+///
+/// The search starts from several poses, because a pseudo-CT may come from another scanner with
+/// its own frame of reference (tens of degrees and hundreds of millimetres away): the centres of
+/// mass matched with no rotation, and with each of the four rotations that take the fixed
+/// image's principal axes (of its body's density) onto the moving image's. Each start is refined
+/// briefly at the coarsest level; the best one is searched to the end, coarse to fine.
 pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &dyn Progress) -> Result<RigidResult> {
     let center = center_of_mass(fixed).ok_or_else(|| Error::Invalid("the fixed image is empty (no density)".into()))?;
     let moving_center =
         center_of_mass(moving).ok_or_else(|| Error::Invalid("the moving image is empty (no density)".into()))?;
-    // [angle x, y, z (rad), translation x, y, z (mm)]
-    let mut parameters =
-        [0.0, 0.0, 0.0, moving_center[0] - center[0], moving_center[1] - center[1], moving_center[2] - center[2]];
     let transform_of = |p: &[f64; 6]| AffineTransform::from_euler([p[0], p[1], p[2]], [p[3], p[4], p[5]], center);
+    let shift = sub(moving_center, center);
+    // [angle x, y, z (rad), translation x, y, z (mm)] of each start.
+    let starts: Vec<[f64; 6]> = starting_rotations(fixed, moving, center, moving_center)
+        .iter()
+        .map(|rotation| {
+            let [ax, ay, az] = euler_angles(rotation);
+            [ax, ay, az, shift[0], shift[1], shift[2]]
+        })
+        .collect();
+    let mut parameters = starts[0];
     let mut evaluations = 0;
     let mut mse_before = f64::NAN;
     for (n, &factor) in params.levels.iter().enumerate() {
@@ -115,41 +129,41 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
             RigidMetric::Nmi => negative_nmi(&fixed_level, &moving_level, &transform_of(p)),
             RigidMetric::MattesMi => negative_mattes_mi(&fixed_level, &moving_level, &transform_of(p)),
         };
-        let mut best = cost(&parameters);
-        evaluations += 1;
-        if n == 0 {
-            mse_before = best.0;
-        }
         let mut steps = [params.initial_rotation_deg.to_radians(), params.initial_translation_mm];
-        if n > 0 {
-            steps = steps.map(|s| s / 4.0);
-        }
         let finals = [params.final_rotation_deg.to_radians(), params.final_translation_mm];
-        // The evaluation cap only guards against a cost that keeps improving by crumbs.
-        let cap = evaluations + 4000;
-        while (steps[0] >= finals[0] || steps[1] >= finals[1]) && evaluations < cap {
-            progress.check_cancelled()?;
-            let mut improved = false;
-            for d in 0..6 {
-                let step = steps[d / 3];
-                if step < finals[d / 3] {
-                    continue;
-                }
-                for sign in [1.0, -1.0] {
-                    let mut trial = parameters;
-                    trial[d] += sign * step;
-                    let value = cost(&trial);
-                    evaluations += 1;
-                    if value.0 < best.0 && value.1 >= params.min_overlap {
-                        (parameters, best, improved) = (trial, value, true);
-                        break;
+        if n == 0 {
+            mse_before = cost(&parameters).0;
+            evaluations += 1;
+            if starts.len() > 1 {
+                // Each start refined to 1° and 1 mm (at most 400 costs); the best one goes on.
+                let brief = [1f64.to_radians(), 1.0];
+                let mut best: Option<([f64; 6], (f64, f64))> = None;
+                for start in &starts {
+                    let (found, value, used) = pattern_search(
+                        &cost,
+                        *start,
+                        [20f64.to_radians(), 20.0],
+                        brief,
+                        400,
+                        params.min_overlap,
+                        progress,
+                    )?;
+                    evaluations += used;
+                    if value.1 >= params.min_overlap && best.is_none_or(|(_, b)| value.0 < b.0) {
+                        best = Some((found, value));
                     }
                 }
+                if let Some((found, _)) = best {
+                    parameters = found;
+                    steps = brief;
+                }
             }
-            if !improved {
-                steps = steps.map(|s| s / 2.0);
-            }
+        } else {
+            steps = steps.map(|s| s / 4.0);
         }
+        // The evaluation cap only guards against a cost that keeps improving by crumbs.
+        let (found, best, used) = pattern_search(&cost, parameters, steps, finals, 4000, params.min_overlap, progress)?;
+        (parameters, evaluations) = (found, evaluations + used);
         if best.1 < params.min_overlap {
             return Err(Error::Invalid(format!(
                 "the images do not overlap after rigid alignment: only {:.0} % of the fixed image lands in the moving one",
@@ -169,6 +183,135 @@ pub fn align(fixed: &Volume, moving: &Volume, params: &RigidParams, progress: &d
         overlap,
         evaluations,
     })
+}
+
+/// A pattern search from `start`: each parameter stepped both ways by its step (rotations by
+/// `steps[0]` rad, translations by `steps[1]` mm), the first improvement kept, the steps halved
+/// when none improves, until they fall below `finals` or `cap` costs were spent. Returns the
+/// parameters, their (cost, overlap) and the costs spent.
+fn pattern_search(
+    cost: &dyn Fn(&[f64; 6]) -> (f64, f64),
+    start: [f64; 6],
+    mut steps: [f64; 2],
+    finals: [f64; 2],
+    cap: usize,
+    min_overlap: f64,
+    progress: &dyn Progress,
+) -> Result<([f64; 6], (f64, f64), usize)> {
+    let mut parameters = start;
+    let mut best = cost(&parameters);
+    let mut evaluations = 1;
+    while (steps[0] >= finals[0] || steps[1] >= finals[1]) && evaluations < cap {
+        progress.check_cancelled()?;
+        let mut improved = false;
+        for d in 0..6 {
+            let step = steps[d / 3];
+            if step < finals[d / 3] {
+                continue;
+            }
+            for sign in [1.0, -1.0] {
+                let mut trial = parameters;
+                trial[d] += sign * step;
+                let value = cost(&trial);
+                evaluations += 1;
+                if value.0 < best.0 && value.1 >= min_overlap {
+                    (parameters, best, improved) = (trial, value, true);
+                    break;
+                }
+            }
+        }
+        if !improved {
+            steps = steps.map(|s| s / 2.0);
+        }
+    }
+    Ok((parameters, best, evaluations))
+}
+
+/// Rotations to start the search from (fixed-space directions to moving-space ones): none, and
+/// the four proper rotations taking the fixed body's principal axes onto the moving body's
+/// (each axis's sign is unknown; an odd number of flips would mirror the head).
+fn starting_rotations(fixed: &Volume, moving: &Volume, fixed_center: Vec3, moving_center: Vec3) -> Vec<Mat3> {
+    let mut starts = vec![IDENTITY];
+    let (Some(fixed_axes), Some(moving_axes)) =
+        (principal_axes(fixed, fixed_center), principal_axes(moving, moving_center))
+    else {
+        return starts;
+    };
+    for signs in [[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]] {
+        let flipped: Mat3 = std::array::from_fn(|r| std::array::from_fn(|c| moving_axes[r][c] * signs[c]));
+        starts.push(mat_mul(&flipped, &transpose(&fixed_axes)));
+    }
+    starts
+}
+
+/// Columns: the unit axes of the body's (density ≥ 0.5) second moments about `center`, largest
+/// spread first, as a proper rotation (det +1); None for a body of fewer than 10 voxels.
+fn principal_axes(volume: &Volume, center: Vec3) -> Option<Mat3> {
+    let g = &volume.geometry;
+    let [nx, ny, _] = g.shape;
+    let mut moments = [[0.0f64; 3]; 3];
+    let mut count = 0usize;
+    for (n, &value) in volume.voxels.iter().enumerate() {
+        if value >= crate::metrics::BODY_DENSITY {
+            let p = sub(g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]), center);
+            for r in 0..3 {
+                for c in 0..3 {
+                    moments[r][c] += p[r] * p[c];
+                }
+            }
+            count += 1;
+        }
+    }
+    if count < 10 {
+        return None;
+    }
+    let (values, vectors) = symmetric_eigen(&moments);
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    let mut axes: Mat3 = std::array::from_fn(|r| std::array::from_fn(|c| vectors[r][order[c]]));
+    if det3(&axes) < 0.0 {
+        (0..3).for_each(|r| axes[r][2] = -axes[r][2]);
+    }
+    Some(axes)
+}
+
+/// Eigenvalues and eigenvectors (as columns) of a symmetric 3×3 matrix, by Jacobi rotations.
+fn symmetric_eigen(m: &Mat3) -> (Vec3, Mat3) {
+    let mut a = *m;
+    let mut v = IDENTITY;
+    for _ in 0..50 {
+        let off = a[0][1].powi(2) + a[0][2].powi(2) + a[1][2].powi(2);
+        if off <= 1e-24 * (a[0][0].powi(2) + a[1][1].powi(2) + a[2][2].powi(2)).max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for (p, q) in [(0, 1), (0, 2), (1, 2)] {
+            if a[p][q].abs() < f64::MIN_POSITIVE {
+                continue;
+            }
+            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+            let t = if theta == 0.0 { 1.0 } else { t };
+            let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+            // a ← Jᵀ a J, v ← v J, with J the rotation in the (p, q) plane.
+            let mut rotation = IDENTITY;
+            rotation[p][p] = c;
+            rotation[q][q] = c;
+            rotation[p][q] = s;
+            rotation[q][p] = -s;
+            a = mat_mul(&transpose(&rotation), &mat_mul(&a, &rotation));
+            v = mat_mul(&v, &rotation);
+        }
+    }
+    ([a[0][0], a[1][1], a[2][2]], v)
+}
+
+/// ITK Euler3D angles (radians; R = Rz·Rx·Ry) of a rotation matrix: the inverse of
+/// `AffineTransform::from_euler`'s matrix.
+pub fn euler_angles(r: &Mat3) -> Vec3 {
+    let ax = r[2][1].clamp(-1.0, 1.0).asin();
+    let ay = (-r[2][0]).atan2(r[2][2]);
+    let az = (-r[0][1]).atan2(r[1][1]);
+    [ax, ay, az]
 }
 
 /// Density-weighted centre (mm), or None for an image with no positive density.
@@ -367,4 +510,39 @@ pub fn downsample_volume(volume: &Volume, factor: usize) -> Volume {
         direction: g.direction,
     };
     Volume { geometry, voxels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euler_angles_invert_from_euler() {
+        for angles in [[0.3, -0.5, 1.2], [-1.0, 0.2, -2.8], [0.0, 0.0, 0.0], [1.4, 1.3, -0.4]] {
+            let matrix = AffineTransform::from_euler(angles, [0.0; 3], [0.0; 3]).matrix;
+            let back = euler_angles(&matrix);
+            let again = AffineTransform::from_euler(back, [0.0; 3], [0.0; 3]).matrix;
+            for r in 0..3 {
+                for c in 0..3 {
+                    assert!((matrix[r][c] - again[r][c]).abs() < 1e-12, "{angles:?} → {back:?}");
+                }
+            }
+        }
+    }
+
+    /// V·diag(λ)·Vᵀ gives the matrix back, and V is orthonormal.
+    #[test]
+    fn eigen_decomposition_rebuilds_the_matrix() {
+        let m = [[4.0, 1.5, -0.7], [1.5, 2.0, 0.3], [-0.7, 0.3, 9.0]];
+        let (values, vectors) = symmetric_eigen(&m);
+        let scaled: Mat3 = std::array::from_fn(|r| std::array::from_fn(|c| vectors[r][c] * values[c]));
+        let rebuilt = mat_mul(&scaled, &transpose(&vectors));
+        let identity = mat_mul(&transpose(&vectors), &vectors);
+        for r in 0..3 {
+            for c in 0..3 {
+                assert!((rebuilt[r][c] - m[r][c]).abs() < 1e-9, "{rebuilt:?}");
+                assert!((identity[r][c] - IDENTITY[r][c]).abs() < 1e-9);
+            }
+        }
+    }
 }

@@ -69,3 +69,34 @@ pub fn ras_affine_to_lps_point(affine_ras: &[[f64; 4]; 4], index: [f64; 3]) -> [
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_diffeoreg"))
 }
+
+/// The real head CT (Cranium.inv3 of Debian's `invesalius-examples`, fetched by
+/// `scripts/fetch-real-ct.sh`), or `DIFFEOREG_REAL_CT`.
+pub fn real_ct_path() -> PathBuf {
+    let path = std::env::var("DIFFEOREG_REAL_CT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/real-ct/Cranium.inv3"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-real-ct.sh (or scripts/install-test-tools.sh)",
+        path.display()
+    );
+    path
+}
+
+/// The real head CT resampled onto `spacing_mm` voxels over the same box: small enough for CI.
+pub fn real_ct_at(spacing_mm: f64) -> diffeoreg::volume::Volume {
+    use diffeoreg::volume::resample::{Interpolation, resample};
+    let ct = diffeoreg::io::load_volume(
+        &real_ct_path(),
+        &diffeoreg::io::SeriesChoice::LargestCt,
+        &diffeoreg::progress::Silent,
+    )
+    .unwrap()
+    .volume;
+    let g = &ct.geometry;
+    let extent = g.extent_mm();
+    let shape = std::array::from_fn(|d| (extent[d] / spacing_mm).round() as usize + 1);
+    let grid = diffeoreg::volume::Geometry::new(shape, [spacing_mm; 3], g.origin_mm, g.direction).unwrap();
+    resample(&ct, &grid, Interpolation::Linear, -1024.0)
+}
