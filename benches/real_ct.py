@@ -9,7 +9,7 @@ against the truth, both directions, per region (bone, soft tissue, fat, skin ban
 than 20 mm). Prints a Markdown table per pair and a summary, and writes WORK/results.json.
 
     python3 benches/real_ct.py target/release/diffeoreg target/real-ct/Cranium.inv3 WORK \\
-        --seeds 101,102 [--unrelated 103] [--methods optimize,network,hybrid,greedy] [--register-args "..."]
+        --seeds 101,102 [--unrelated 103] [--methods optimize,network,hybrid,greedy] [--register-args="--lambda 0.01 ..."]
 
 Seeds: 1-99 are development seeds (defaults may be chosen on them); 101 and above are held out
 (report only; never tune on them).

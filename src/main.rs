@@ -88,13 +88,21 @@ enum Command {
         #[arg(long)]
         no_resolution_match: bool,
         /// Compare the images' grey values as they are, without mapping the fixed image's onto
-        /// the moving image's scale first.
-        #[arg(long)]
+        /// the moving image's scale first (the default; kept for scripts that name it).
+        #[arg(long, conflicts_with = "intensity_match")]
         no_intensity_match: bool,
+        /// Map the fixed image's grey values onto the moving image's scale before comparing
+        /// (off by default: on real-CT pairs it made the result worse).
+        #[arg(long)]
+        intensity_match: bool,
         /// Exit with status 3 when the verdict is `failed` (the outputs are still written, for
         /// inspection).
         #[arg(long)]
         strict: bool,
+        /// Compare everything in the images, the CT's couch and head rest included (by default
+        /// only the patient, the largest connected piece of body in each image, is compared).
+        #[arg(long)]
+        keep_outside_patient: bool,
         /// The site's HU → density curve: JSON ({"points": [[hu, density], …], "max_density":
         /// 6.714}) or "HU density" lines (default: SPEC §2's curve).
         #[arg(long)]
@@ -350,7 +358,9 @@ fn run(cli: Cli) -> Result<()> {
             rigid_metric,
             no_resolution_match,
             no_intensity_match,
+            intensity_match,
             strict,
+            keep_outside_patient,
             calibration,
             alpha,
             gamma,
@@ -370,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             params.network.model = model;
             params.network.gpu = gpu;
+            params.patient_only = !keep_outside_patient;
             if let Some(cascade) = cascade {
                 params.network.cascade = cascade;
             }
@@ -382,7 +393,7 @@ fn run(cli: Cli) -> Result<()> {
                 params.optimize.finest_voxel_mm = 0.0;
             }
             params.optimize.match_resolution = !no_resolution_match;
-            params.optimize.match_intensity = !no_intensity_match;
+            params.optimize.match_intensity = intensity_match && !no_intensity_match;
             if let Some(iterations) = iterations {
                 params.optimize.iterations = iterations;
                 params.optimize.voxel_iterations = 0.0;

@@ -73,7 +73,7 @@ fn render(harness: &mut Harness<'_, DiffeoregApp>) -> RgbaImage {
 }
 
 #[test]
-fn the_calibration_curve_loads_from_a_file_or_says_why_not() {
+fn the_calibration_curve_loads_and_the_patient_only_switch_toggles() {
     let mut harness = harness(AppOptions { load_demo: false, ..AppOptions::default() });
     harness.step();
     harness.get_by_label("Load…");
@@ -91,6 +91,10 @@ fn the_calibration_curve_loads_from_a_file_or_says_why_not() {
     assert!(is_error && line.contains("broken.txt") && line.contains("line 2"), "{line}");
     assert_eq!(harness.state().params.calibration.points.len(), 3, "a bad file leaves the curve as it was");
     assert_eq!(harness.state().calibration_file.as_deref(), Some(good.as_path()));
+    assert!(harness.state().params.patient_only);
+    harness.get_by_label("compare only the patient (not the couch or head rest)").click();
+    harness.step();
+    assert!(!harness.state().params.patient_only);
 }
 
 /// A pair made from the real head CT (2 mm, varied development seed 3) loads, registers and shows

@@ -101,12 +101,13 @@ fn phantom_writes_a_case_that_greedy_reads_like_we_do() {
 }
 
 /// Without a display, `register` with no inputs registers the app's built-in demo case and
-/// reports its endpoint error against the known answer.
+/// reports its endpoint error against the known answer (here with the grey-value map, off by
+/// default, asked for and checked).
 #[test]
 fn register_without_inputs_runs_the_demo_case() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let result = run(&["register".as_ref(), "--out".as_ref(), out.as_os_str()]);
+    let result = run(&["register".as_ref(), "--intensity-match".as_ref(), "--out".as_ref(), out.as_os_str()]);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}{}", String::from_utf8_lossy(&result.stderr));
     assert!(stdout.contains("registered the built-in demo case"), "{stdout}");

@@ -55,11 +55,14 @@ fn network_and_hybrid_register_a_held_out_phantom() {
     assert!(tiled_result.border.as_ref().unwrap().0.patches() > statistics.patches());
     assert!((tiled_epe - network_epe).abs() < 0.05, "tiles 28: {tiled_epe:.3} mm, one tile: {network_epe:.3} mm");
 
+    // The refinement compares grey values as they are (the optimiser's default since real-CT
+    // pairs decided it): on this synthetic phantom it no longer improves on the network
+    // (measured: network 1.304, hybrid 1.322 mm; with the grey-value map 1.350 and 1.195 mm).
     let hybrid = RegisterParams { method: Method::Hybrid, ..RegisterParams::default() };
     let (hybrid_result, hybrid_epe) = error(&hybrid);
     assert_eq!(hybrid_result.quality.folding_voxels, 0);
     assert!(
-        hybrid_epe < network_epe && hybrid_epe < rigid_epe,
+        hybrid_epe < network_epe + 0.05 && hybrid_epe < 0.5 * rigid_epe,
         "rigid {rigid_epe:.3}, network {network_epe:.3}, hybrid {hybrid_epe:.3} mm"
     );
     eprintln!(

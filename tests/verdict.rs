@@ -163,3 +163,18 @@ fn the_command_line_reports_failures() {
     assert_eq!(report["verdict"]["status"], "failed");
     assert!(!report["verdict"]["reasons"].as_array().unwrap().is_empty());
 }
+
+/// Hybrid keeps a refinement that helps (the guard that returns the network's prediction when
+/// the refinement makes the images agree less is tested in `register::pipeline`).
+#[test]
+fn hybrid_keeps_a_refinement_that_helps() {
+    let head = varied_head(SHAPE, SPACING_MM, &HeadVariation::random(6));
+    let phantom = make_phantom(&head, &PhantomParams { seed: 6, ..Default::default() }).unwrap();
+    let network = RegisterParams { method: Method::Network, ..Default::default() };
+    let predicted = register_volumes(&phantom.fixed, &phantom.moving, &network, &Silent).unwrap();
+    let hybrid = RegisterParams { method: Method::Hybrid, ..Default::default() };
+    let refined = register_volumes(&phantom.fixed, &phantom.moving, &hybrid, &Silent).unwrap();
+    assert!(refined.warnings.is_empty(), "{:?}", refined.warnings);
+    assert_ne!(refined.warp_fwd, predicted.warp_fwd);
+    assert!(refined.metrics.result.forward.image.mse < predicted.metrics.result.forward.image.mse);
+}

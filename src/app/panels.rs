@@ -307,6 +307,9 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             parameter(ui, "a", egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
             ui.end_row();
         }
+        ui.label("patient only");
+        ui.checkbox(&mut params.patient_only, "compare only the patient (not the couch or head rest)");
+        ui.end_row();
         ui.label("resolutions");
         ui.checkbox(&mut params.optimize.match_resolution, "blur the sharper image to match the other");
         ui.end_row();

@@ -57,6 +57,12 @@ impl Method {
 pub struct RegisterParams {
     pub method: Method,
     pub calibration: Calibration,
+    /// Compare only the patient: in each image, everything but the largest connected piece of
+    /// body (density ≥ 0.5 kg/dm³, grown by 2 voxels for the skin's edge) counts as air. A CT's
+    /// couch, head rest or mask has no counterpart in a pseudo-CT. (Records without it read as
+    /// off, as those runs were.)
+    #[serde(default)]
+    pub patient_only: bool,
     pub rigid: RigidParams,
     pub optimize: OptimizeParams,
     #[serde(default)]
@@ -68,6 +74,7 @@ impl Default for RegisterParams {
         RegisterParams {
             method: Method::Optimize,
             calibration: Calibration::default(),
+            patient_only: true,
             rigid: RigidParams::default(),
             optimize: OptimizeParams::default(),
             network: NetworkParams::default(),
@@ -191,6 +198,8 @@ pub struct Registration {
     pub metrics: RegistrationMetrics,
     /// Whether the result can be used (`metrics::verdict`).
     pub verdict: Verdict,
+    /// What the run had to decide that the user should know (the report's warnings).
+    pub warnings: Vec<String>,
     pub history: Vec<IterationRecord>,
     pub timings: Timings,
     /// The network's patch-border statistics and the margin its tiles discarded (network, hybrid).
@@ -248,6 +257,8 @@ pub fn register_volumes(
             Some(predicted)
         }
     };
+    let hybrid_start =
+        start.as_ref().filter(|_| params.method == Method::Hybrid).map(|s| (s.velocity.clone(), s.factor));
     let optimized = match (params.method.clone(), start) {
         (Method::Network, Some(predicted)) => predicted,
         (_, start) => {
@@ -271,28 +282,45 @@ pub fn register_volumes(
     };
     clock = Instant::now();
     progress.start_stage("integrating", 0);
-    // exp(±v) on the velocity's own grid, then refined onto the full grid: exactly what the
-    // optimiser's energy saw (and cheap: the squarings run on the coarse grid).
     let steps = params.optimize.energy.steps;
-    let forward = refine_field(&exp(&optimized.velocity, steps), shape, optimized.factor, 1);
-    let inverse = refine_field(&exp(&optimized.velocity.scaled(-1.0), steps), shape, optimized.factor, 1);
-    let quality = field_quality(&forward, &inverse, &fixed.geometry);
-    let forward_mm = forward.to_displacement_mm(&fixed.geometry);
-    drop(forward);
-    let inverse_mm = inverse.to_displacement_mm(&fixed.geometry);
-    drop(inverse);
-    // Fixed x → x + u(x) in the rigidly aligned frame → T(·) in the moving image.
-    let warp_fwd = DisplacementField::from_fn(fixed.geometry.clone(), |x| {
-        sub(transform.apply(add(x, at_point(&forward_mm, x))), x)
-    });
-    drop(forward_mm);
-    let back = transform.inverse();
-    let warp_inv = DisplacementField::from_fn(moving.geometry.clone(), |y| {
-        let z = back.apply(y);
-        sub(add(z, at_point(&inverse_mm, z)), y)
-    });
-    drop(inverse_mm);
+    let deformation = |velocity: &VectorField, factor: usize| {
+        deformation_of(velocity, factor, steps, &fixed.geometry, &moving.geometry, &transform)
+    };
+    let mut result = deformation(&optimized.velocity, optimized.factor);
     timings.integrate_s = lap(&mut clock);
+
+    progress.start_stage("measuring", 0);
+    let back = transform.inverse();
+    let rigid_fwd = transform.to_displacement_field(&fixed.geometry);
+    let rigid_inv = back.to_displacement_field(&moving.geometry);
+    let judged = |d: &Deformation| {
+        let fields =
+            Fields { forward: &d.warp_fwd, inverse: Some(&d.warp_inv), truth_forward: None, truth_inverse: None };
+        evaluate(fixed, moving, &fields, &params.calibration)
+    };
+    let rigid_fields =
+        Fields { forward: &rigid_fwd, inverse: Some(&rigid_inv), truth_forward: None, truth_inverse: None };
+    let mut metrics = RegistrationMetrics {
+        rigid: evaluate(fixed, moving, &rigid_fields, &params.calibration)?,
+        result: judged(&result)?,
+    };
+    let mut warnings = Vec::new();
+    // Hybrid never hands back less than it started from: the network's prediction is kept when
+    // the refinement made the images agree less (mean MSE of both directions).
+    if let Some((velocity, factor)) = hybrid_start {
+        let start = deformation(&velocity, factor);
+        let start_metrics = judged(&start)?;
+        let (refined_mse, start_mse) = (mean_mse(&metrics.result), mean_mse(&start_metrics));
+        if !refinement_kept(&start_metrics, &metrics.result) {
+            warnings.push(format!(
+                "the refinement made the images agree less (MSE {start_mse:.5} → {refined_mse:.5}); the network's \
+                 prediction is returned"
+            ));
+            (result, metrics.result) = (start, start_metrics);
+        }
+    }
+    let Deformation { warp_fwd, warp_inv, quality } = result;
+    timings.metrics_s = lap(&mut clock);
 
     progress.start_stage("warping images", 0);
     let fill = |v: &Volume| v.value_range().map_or(0.0, |(low, _)| low);
@@ -300,15 +328,6 @@ pub fn register_volumes(
     let fixed_warped = warp_through_field(fixed, &warp_inv, Interpolation::Linear, fill(fixed))?;
     timings.warp_s = lap(&mut clock);
 
-    progress.start_stage("measuring", 0);
-    let rigid_fwd = transform.to_displacement_field(&fixed.geometry);
-    let rigid_inv = back.to_displacement_field(&moving.geometry);
-    let fields =
-        |forward, inverse| Fields { forward, inverse: Some(inverse), truth_forward: None, truth_inverse: None };
-    let metrics = RegistrationMetrics {
-        rigid: evaluate(fixed, moving, &fields(&rigid_fwd, &rigid_inv), &params.calibration)?,
-        result: evaluate(fixed, moving, &fields(&warp_fwd, &warp_inv), &params.calibration)?,
-    };
     let verdict = judge(
         &VerdictInputs {
             result: &metrics.result,
@@ -323,9 +342,10 @@ pub fn register_volumes(
         },
         &VerdictLimits::default(),
     );
-    timings.metrics_s = lap(&mut clock);
+    timings.metrics_s += lap(&mut clock);
     Ok(Registration {
         verdict,
+        warnings,
         warp_fwd,
         warp_inv,
         moving_warped,
@@ -372,7 +392,11 @@ pub fn align_rigidly(
 ) -> Result<RigidlyAligned> {
     let mut clock = Instant::now();
     progress.start_stage("calibrating", 0);
-    let (fixed_density, moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
+    let (mut fixed_density, mut moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
+    if params.patient_only {
+        keep_patient_only(&mut fixed_density);
+        keep_patient_only(&mut moving_density);
+    }
     for (image, role) in [(&fixed_density, "fixed"), (&moving_density, "moving")] {
         let (low, high) = image.value_range().unwrap_or((0.0, 0.0));
         if high - low < 1e-3 {
@@ -388,6 +412,72 @@ pub fn align_rigidly(
         resample_mapped_by(&moving_density, &fixed.geometry, Interpolation::Linear, 0.0, |x| transform.apply(x));
     let resample_s = lap(&mut clock);
     Ok(RigidlyAligned { fixed_density, moving_on_fixed, rigid, calibrate_s, rigid_s, resample_s })
+}
+
+/// A deformation in both directions, rigid part included, and how it looks.
+struct Deformation {
+    warp_fwd: DisplacementField,
+    warp_inv: DisplacementField,
+    quality: FieldQuality,
+}
+
+/// exp(±v) of a velocity on level `factor` of the fixed grid, refined onto the full grid
+/// (exactly what the optimiser's energy saw; the squarings run on the coarse grid), composed with
+/// the rigid `transform`: forward on the fixed grid, inverse on the moving grid.
+fn deformation_of(
+    velocity: &VectorField,
+    factor: usize,
+    steps: u32,
+    fixed: &crate::volume::Geometry,
+    moving: &crate::volume::Geometry,
+    transform: &crate::volume::affine::AffineTransform,
+) -> Deformation {
+    let shape = fixed.shape;
+    let forward = refine_field(&exp(velocity, steps), shape, factor, 1);
+    let inverse = refine_field(&exp(&velocity.scaled(-1.0), steps), shape, factor, 1);
+    let quality = field_quality(&forward, &inverse, fixed);
+    let forward_mm = forward.to_displacement_mm(fixed);
+    drop(forward);
+    let inverse_mm = inverse.to_displacement_mm(fixed);
+    drop(inverse);
+    // Fixed x → x + u(x) in the rigidly aligned frame → T(·) in the moving image.
+    let warp_fwd =
+        DisplacementField::from_fn(fixed.clone(), |x| sub(transform.apply(add(x, at_point(&forward_mm, x))), x));
+    drop(forward_mm);
+    let back = transform.inverse();
+    let warp_inv = DisplacementField::from_fn(moving.clone(), |y| {
+        let z = back.apply(y);
+        sub(add(z, at_point(&inverse_mm, z)), y)
+    });
+    Deformation { warp_fwd, warp_inv, quality }
+}
+
+/// Whether hybrid keeps its refinement: only when the images agree at least as well as at its
+/// start (mean MSE of both directions).
+fn refinement_kept(start: &Evaluation, refined: &Evaluation) -> bool {
+    mean_mse(refined) <= mean_mse(start)
+}
+
+/// The mean of both directions' MSE.
+fn mean_mse(evaluation: &Evaluation) -> f64 {
+    let backward = evaluation.backward.as_ref().map_or(evaluation.forward.image.mse, |b| b.image.mse);
+    0.5 * (evaluation.forward.image.mse + backward)
+}
+
+/// Sets every voxel of a density image outside the patient to air: the patient is the largest
+/// connected piece of body (density ≥ `BODY_DENSITY`), grown by 2 voxels so that the skin's
+/// partial-volume edge stays. An image with no body is left as it is.
+pub fn keep_patient_only(density: &mut Volume) {
+    use crate::metrics::BODY_DENSITY;
+    use crate::volume::filter::{dilate, largest_component};
+    let shape = density.geometry.shape;
+    let body: Vec<bool> = density.voxels.iter().map(|&d| d >= BODY_DENSITY).collect();
+    let mut patient = largest_component(&body, shape);
+    if !patient.iter().any(|&p| p) {
+        return;
+    }
+    dilate(&mut patient, shape, [2; 3]);
+    density.voxels.iter_mut().zip(patient).filter(|(_, p)| !p).for_each(|(d, _)| *d = 0.0);
 }
 
 /// The mm displacement of `field` at world point `x`, clamped at the grid's border.
@@ -499,6 +589,7 @@ pub fn write_outputs(
     timings.write_s = writing.elapsed().as_secs_f64();
     timings.total_s += timings.write_s;
 
+    warnings.extend(registration.warnings.iter().cloned());
     if registration.quality.folding_voxels > 0 {
         warnings.push(format!("{} voxels fold (det J ≤ 0)", registration.quality.folding_voxels));
     }
@@ -579,4 +670,32 @@ pub fn input_file(role: &str, path: &Path, volume: &Volume) -> Result<InputFile>
         shape: volume.geometry.shape,
         spacing_mm: volume.geometry.spacing_mm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::evaluation::DirectionMetrics;
+    use crate::metrics::{ImageAgreement, JacobianStats};
+
+    fn with_mse(forward: f64, backward: f64) -> Evaluation {
+        let direction = |mse| DirectionMetrics {
+            image: ImageAgreement { nmi: 1.2, mse, mae: 0.1, dice: Vec::new(), overlap: 1.0 },
+            jacobian: JacobianStats { folding_share: 0.0, folding_voxels: 0, mean: 1.0, min: 0.5, max: 1.5 },
+            endpoint_error: None,
+            endpoint_error_by_region: Vec::new(),
+        };
+        Evaluation { forward: direction(forward), backward: Some(direction(backward)), inverse_consistency: None }
+    }
+
+    /// Judged on both directions together: a refinement that helps one way more than it hurts
+    /// the other is kept; one that hurts on balance is not.
+    #[test]
+    fn hybrid_keeps_only_a_refinement_that_helps_both_ways_together() {
+        let start = with_mse(0.010, 0.010);
+        assert!(refinement_kept(&start, &with_mse(0.006, 0.012)));
+        assert!(refinement_kept(&start, &start));
+        assert!(!refinement_kept(&start, &with_mse(0.006, 0.0145)));
+        assert!(!refinement_kept(&start, &with_mse(0.011, 0.010)));
+    }
 }
