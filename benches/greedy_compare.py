@@ -42,6 +42,23 @@ class quiet_stdout:
         os.close(self.saved)
 
 
+def greedy_register(fixed, moving, work):
+    """Greedy as we compare against it: rigid (6 DOF, NCC, image centres), then `-sv` NCC
+    deformable; writes the composed fields work/greedy_composed.nii.gz (fixed grid, fixed →
+    moving points) and work/greedy_composed_inverse.nii.gz (moving grid)."""
+    from picsl_greedy import Greedy3D
+    greedy = Greedy3D()
+    with quiet_stdout():
+        greedy.execute(f"-d 3 -a -dof 6 -ia-image-centers -m NCC 2x2x2 -n 100x50x10 -i {fixed} {moving} "
+                       f"-o {work}/rigid.mat")
+        greedy.execute(f"-d 3 -sv -m NCC 2x2x2 -n 100x50x20 -s 1.7vox 0.7vox -it {work}/rigid.mat "
+                       f"-i {fixed} {moving} -o {work}/greedy_warp.nii.gz -oinv {work}/greedy_inverse.nii.gz")
+        greedy.execute(f"-d 3 -rf {fixed} -rc {work}/greedy_composed.nii.gz -r {work}/greedy_warp.nii.gz "
+                       f"{work}/rigid.mat")
+        greedy.execute(f"-d 3 -rf {moving} -rc {work}/greedy_composed_inverse.nii.gz -r {work}/rigid.mat,-1 "
+                       f"{work}/greedy_inverse.nii.gz")
+
+
 def main():
     binary, phantom, work = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
@@ -56,16 +73,8 @@ def main():
     results["diffeoreg"] = {"wall_s": time.perf_counter() - start,
                             "epe": endpoint_error(f"{work}/ours/warp_fwd.nii.gz", truth, head)}
 
-    from picsl_greedy import Greedy3D
     start = time.perf_counter()
-    greedy = Greedy3D()
-    with quiet_stdout():
-        greedy.execute(f"-d 3 -a -dof 6 -ia-image-centers -m NCC 2x2x2 -n 100x50x10 -i {fixed} {moving} "
-                       f"-o {work}/rigid.mat")
-        greedy.execute(f"-d 3 -sv -m NCC 2x2x2 -n 100x50x20 -s 1.7vox 0.7vox -it {work}/rigid.mat "
-                       f"-i {fixed} {moving} -o {work}/greedy_warp.nii.gz")
-        greedy.execute(f"-d 3 -rf {fixed} -rc {work}/greedy_composed.nii.gz -r {work}/greedy_warp.nii.gz "
-                       f"{work}/rigid.mat")
+    greedy_register(fixed, moving, work)
     results["greedy"] = {"wall_s": time.perf_counter() - start,
                          "epe": endpoint_error(f"{work}/greedy_composed.nii.gz", truth, head)}
     print(json.dumps(results, indent=1))

@@ -108,36 +108,24 @@ fn the_command_line_reports_failures() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     phantom("3", &a);
     phantom("4", &b);
-    let evaluate = Command::new(&binary)
-        .args(["evaluate", "--fixed"])
-        .arg(a.join("fixed.nii.gz"))
-        .arg("--moving")
-        .arg(a.join("moving.nii.gz"))
-        .arg("--warp")
-        .arg(b.join("truth_fwd.nii.gz"))
-        .arg("--out")
-        .arg(dir.path().join("evaluated"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&evaluate.stdout);
-    assert!(evaluate.status.success(), "{}", String::from_utf8_lossy(&evaluate.stderr));
+    // Pair a judged through `fields` (a forward field, and an inverse when given).
+    let evaluate = |fields: &[&Path], out: &str| {
+        let mut command = Command::new(&binary);
+        command.args(["evaluate", "--fixed"]).arg(a.join("fixed.nii.gz")).arg("--moving").arg(a.join("moving.nii.gz"));
+        command.arg("--warp").arg(fields[0]);
+        if let Some(inverse) = fields.get(1) {
+            command.arg("--inverse").arg(inverse);
+        }
+        command.arg("--out").arg(dir.path().join(out)).output().unwrap()
+    };
+    let evaluate_other = evaluate(&[&b.join("truth_fwd.nii.gz")], "evaluated");
+    let stdout = String::from_utf8_lossy(&evaluate_other.stdout);
+    assert!(evaluate_other.status.success(), "{}", String::from_utf8_lossy(&evaluate_other.stderr));
     let report = common::read_json(&dir.path().join("evaluated/evaluation.json"));
     assert_eq!(report["verdict"]["status"], "failed", "{stdout}");
     assert!(stdout.contains("verdict      FAILED"), "{stdout}");
     // The pair's own truth is fine.
-    let own = Command::new(&binary)
-        .args(["evaluate", "--fixed"])
-        .arg(a.join("fixed.nii.gz"))
-        .arg("--moving")
-        .arg(a.join("moving.nii.gz"))
-        .arg("--warp")
-        .arg(a.join("truth_fwd.nii.gz"))
-        .arg("--inverse")
-        .arg(a.join("truth_inv.nii.gz"))
-        .arg("--out")
-        .arg(dir.path().join("own"))
-        .output()
-        .unwrap();
+    let own = evaluate(&[&a.join("truth_fwd.nii.gz"), &a.join("truth_inv.nii.gz")], "own");
     assert!(own.status.success());
     let report = common::read_json(&dir.path().join("own/evaluation.json"));
     assert_eq!(report["verdict"]["status"], "ok", "{}", String::from_utf8_lossy(&own.stdout));

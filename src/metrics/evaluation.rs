@@ -111,7 +111,7 @@ pub fn verdict_without_registration(
         (DisplacementField::zero(fixed.geometry.clone()), DisplacementField::zero(moving.geometry.clone()));
     let none =
         Fields { forward: &none_forward, inverse: Some(&none_inverse), truth_forward: None, truth_inverse: None };
-    let reference = evaluate(fixed, moving, &none, calibration).ok();
+    let reference = evaluate(fixed, moving, &none, calibration).ok().filter(|r| r.forward.image.overlap > 0.0);
     let body = crate::metrics::body_mask(fixed, calibration);
     let inputs = VerdictInputs {
         result: evaluation,

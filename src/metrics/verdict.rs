@@ -270,7 +270,8 @@ pub fn judge(inputs: &VerdictInputs, limits: &VerdictLimits) -> Verdict {
     Verdict { status: reasons.first().map_or(Status::Ok, |r| r.status), reasons }
 }
 
-fn mean_both_ways(evaluation: &Evaluation, value: impl Fn(&DirectionMetrics) -> f64) -> f64 {
+/// The mean of a metric over both directions (the forward one alone when there is no inverse).
+pub fn mean_both_ways(evaluation: &Evaluation, value: impl Fn(&DirectionMetrics) -> f64) -> f64 {
     match &evaluation.backward {
         Some(backward) => 0.5 * (value(&evaluation.forward) + value(backward)),
         None => value(&evaluation.forward),

@@ -14,7 +14,7 @@ use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
-use crate::metrics::verdict::{Verdict, VerdictInputs, VerdictLimits, judge, mask_extent_mm};
+use crate::metrics::verdict::{Verdict, VerdictInputs, VerdictLimits, judge, mask_extent_mm, mean_both_ways};
 use crate::metrics::{Distances, body_mask, endpoint_error};
 use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
@@ -460,8 +460,7 @@ fn refinement_kept(start: &Evaluation, refined: &Evaluation) -> bool {
 
 /// The mean of both directions' MSE.
 fn mean_mse(evaluation: &Evaluation) -> f64 {
-    let backward = evaluation.backward.as_ref().map_or(evaluation.forward.image.mse, |b| b.image.mse);
-    0.5 * (evaluation.forward.image.mse + backward)
+    mean_both_ways(evaluation, |d| d.image.mse)
 }
 
 /// Sets every voxel of a density image outside the patient to air: the patient is the largest
