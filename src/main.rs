@@ -436,17 +436,18 @@ fn run(cli: Cli) -> Result<()> {
             else {
                 anyhow::bail!("--head-shape and --head-spacing-mm take three values each");
             };
-            use diffeoreg::phantom::PhantomParams;
+            use diffeoreg::phantom::{PhantomParams, UNRELATED_FRAME_ROTATION_DEG, UNRELATED_FRAME_TRANSLATION_MM};
             let mut params = if varied {
                 PhantomParams::varied(seed, unrelated_frame)
-            } else {
-                let frame = if unrelated_frame { PhantomParams::varied(seed, true) } else { PhantomParams::default() };
+            } else if unrelated_frame {
                 PhantomParams {
                     seed,
-                    frame_rotation_deg: frame.frame_rotation_deg,
-                    frame_translation_mm: frame.frame_translation_mm,
+                    frame_rotation_deg: UNRELATED_FRAME_ROTATION_DEG,
+                    frame_translation_mm: UNRELATED_FRAME_TRANSLATION_MM,
                     ..PhantomParams::default()
                 }
+            } else {
+                PhantomParams { seed, ..PhantomParams::default() }
             };
             if let Some(max_mm) = max_mm {
                 params.max_mm = max_mm;

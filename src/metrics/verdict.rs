@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::evaluation::{DirectionMetrics, Evaluation};
 use crate::volume::DisplacementField;
-use crate::volume::geometry::{Vec3, add, det3, inverse3, mat_mul, mat_vec, norm, sub};
+use crate::volume::geometry::{add, det3, inverse3, mat_mul, mat_vec, norm, sub};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -297,27 +297,27 @@ pub fn mask_extent_mm(mask: &[bool], shape: [usize; 3], spacing_mm: [f64; 3]) ->
 /// deformation once any rigid or affine part, whoever's tool made the field, is taken out.
 pub fn non_affine_max_mm(field: &DisplacementField, mask: &[bool]) -> f64 {
     let grid = &field.geometry;
-    let points: Vec<(Vec3, Vec3)> = (0..grid.voxel_count())
-        .filter(|&n| mask[n])
-        .map(|n| {
-            let [nx, ny, _] = grid.shape;
-            let x = grid.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
-            (x, add(x, field.at(n)))
-        })
-        .collect();
-    if points.len() < 4 {
+    let [nx, ny, _] = grid.shape;
+    // Two passes over the mask, keeping no point list: sums for the fit, then the residuals.
+    let point = |n: usize| {
+        let x = grid.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
+        (x, add(x, field.at(n)))
+    };
+    let inside = || (0..grid.voxel_count()).filter(|&n| mask[n]);
+    let (mut x_sum, mut y_sum, mut count) = ([0.0; 3], [0.0; 3], 0usize);
+    for n in inside() {
+        let (x, y) = point(n);
+        (x_sum, y_sum, count) = (add(x_sum, x), add(y_sum, y), count + 1);
+    }
+    if count < 4 {
         return 0.0;
     }
-    let count = points.len() as f64;
-    let mean = |pick: fn(&(Vec3, Vec3)) -> Vec3| {
-        let total = points.iter().fold([0.0; 3], |t, p| add(t, pick(p)));
-        total.map(|v| v / count)
-    };
-    let (x_mean, y_mean) = (mean(|p| p.0), mean(|p| p.1));
+    let (x_mean, y_mean) = (x_sum.map(|v| v / count as f64), y_sum.map(|v| v / count as f64));
     // A = (Σ y' x'ᵀ)(Σ x' x'ᵀ)⁻¹ with centred x' and y'.
     let (mut xx, mut yx) = ([[0.0; 3]; 3], [[0.0; 3]; 3]);
-    for (x, y) in &points {
-        let (xc, yc) = (sub(*x, x_mean), sub(*y, y_mean));
+    for n in inside() {
+        let (x, y) = point(n);
+        let (xc, yc) = (sub(x, x_mean), sub(y, y_mean));
         for r in 0..3 {
             for c in 0..3 {
                 xx[r][c] += xc[r] * xc[c];
@@ -329,7 +329,12 @@ pub fn non_affine_max_mm(field: &DisplacementField, mask: &[bool]) -> f64 {
         return 0.0;
     }
     let a = mat_mul(&yx, &inverse3(&xx));
-    points.iter().map(|(x, y)| norm(sub(sub(*y, y_mean), mat_vec(&a, sub(*x, x_mean))))).fold(0.0, f64::max)
+    inside()
+        .map(|n| {
+            let (x, y) = point(n);
+            norm(sub(sub(y, y_mean), mat_vec(&a, sub(x, x_mean))))
+        })
+        .fold(0.0, f64::max)
 }
 
 impl Verdict {

@@ -64,6 +64,11 @@ impl Default for PhantomParams {
     }
 }
 
+/// How far another scanner's frame lies from the CT's in `--unrelated-frame` pairs: up to this
+/// rotation about each axis (degrees) and translation along each (mm).
+pub const UNRELATED_FRAME_ROTATION_DEG: f64 = 30.0;
+pub const UNRELATED_FRAME_TRANSLATION_MM: f64 = 200.0;
+
 impl PhantomParams {
     /// A pair drawn from `seed` across the ranges a real patient's pseudo-CT shows: deformations
     /// of 4–11 mm peak at one or two scales (control spacings 25–40 mm, and 10–18 mm for the
@@ -99,8 +104,8 @@ impl PhantomParams {
             max_translation_mm: 10.0,
             control_spacing_mm: base,
             detail_control_spacings_mm: detail.into_iter().collect(),
-            frame_rotation_deg: if unrelated_frame { 30.0 } else { 0.0 },
-            frame_translation_mm: if unrelated_frame { 200.0 } else { 0.0 },
+            frame_rotation_deg: if unrelated_frame { UNRELATED_FRAME_ROTATION_DEG } else { 0.0 },
+            frame_translation_mm: if unrelated_frame { UNRELATED_FRAME_TRANSLATION_MM } else { 0.0 },
             moving_spacing_factor,
             appearance,
         }
