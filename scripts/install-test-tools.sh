@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests compare against: dcm2niix and the C toolchain pieces the DICOM codecs
+# Installs what the tests compare against: dcm2niix, dciodvfy (dicom3tools) and the C toolchain pieces the DICOM codecs
 # build with (Debian packages), Mesa's software Vulkan (lavapipe), Xvfb and ImageMagick for the
 # app's GPU and real-window tests, and nibabel, pydicom (+ codecs and test data), SimpleITK and
 # Greedy (PyPI), and a real head CT (Debian's invesalius-examples, fetched into target/real-ct/ by
@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(dcm2niix cmake pkg-config mesa-vulkan-drivers libvulkan1 xvfb xauth imagemagick libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2)
+apt_packages=(dcm2niix dicom3tools cmake pkg-config mesa-vulkan-drivers libvulkan1 xvfb xauth imagemagick libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

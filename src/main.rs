@@ -99,6 +99,11 @@ enum Command {
         /// inspection).
         #[arg(long)]
         strict: bool,
+        /// Also write OUT/dicom/: the moving image warped onto the fixed grid as a DICOM series
+        /// in the fixed CT's study and frame of reference, and registration.dcm, the
+        /// deformation as a DICOM Deformable Spatial Registration.
+        #[arg(long)]
+        dicom: bool,
         /// Compare everything in the images, the CT's couch and head rest included (by default
         /// only the patient, the largest connected piece of body in each image, is compared).
         #[arg(long)]
@@ -360,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
             no_intensity_match,
             intensity_match,
             strict,
+            dicom,
             keep_outside_patient,
             calibration,
             alpha,
@@ -420,7 +426,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some("mattes") => params.rigid.metric = RigidMetric::MattesMi,
                 Some(other) => anyhow::bail!("unknown --rigid-metric {other:?}: use mse, nmi or mattes"),
             }
-            let status = register(inputs.as_ref(), &out, &params, &progress)?;
+            let status = register(inputs.as_ref(), &out, &params, dicom, &progress)?;
             if strict && status == diffeoreg::metrics::verdict::Status::Failed {
                 std::process::exit(3);
             }
@@ -552,6 +558,9 @@ fn choice(series: Option<String>) -> SeriesChoice {
 }
 
 fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgress) -> Result<()> {
+    if path.is_file() && io::dicom_registration::is_deformable_registration(path) {
+        return info_registration(path, json);
+    }
     let loaded = io::load_volume(path, series, progress)?;
     progress.finish();
     let volume = &loaded.volume;
@@ -606,6 +615,48 @@ fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgr
     Ok(())
 }
 
+/// Describes a DICOM Deformable Spatial Registration object: frames, grid, displacement.
+fn info_registration(path: &Path, json: bool) -> Result<()> {
+    let object = io::dicom_registration::read_registration(path)?;
+    let g = &object.field.geometry;
+    let max_mm = object.field.max_norm_mm();
+    if json {
+        let report = serde_json::json!({
+            "path": path,
+            "format": "DICOM Deformable Spatial Registration",
+            "sop_instance_uid": object.sop_instance_uid,
+            "description": object.description,
+            "registered_frame_of_reference_uid": object.registered_frame_of_reference,
+            "source_frame_of_reference_uid": object.source_frame_of_reference,
+            "referenced_source_images": object.referenced_images,
+            "pre_or_post_matrix": object.has_matrices,
+            "grid": g,
+            "max_displacement_mm": max_mm,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", path.display());
+    println!("  format       DICOM Deformable Spatial Registration {:?}", object.description);
+    println!("  registered   frame of reference {} (points x here…)", object.registered_frame_of_reference);
+    println!("  source       frame of reference {} (…map to x + u(x) there)", object.source_frame_of_reference);
+    println!("  references   {} source image(s)", object.referenced_images);
+    println!(
+        "  matrices     {}",
+        if object.has_matrices {
+            "pre/post deformation matrices applied"
+        } else {
+            "identity (rigid part in the vectors)"
+        }
+    );
+    println!("  grid         {} × {} × {} points", g.shape[0], g.shape[1], g.shape[2]);
+    println!("  spacing      {:.4} × {:.4} × {:.4} mm", g.spacing_mm[0], g.spacing_mm[1], g.spacing_mm[2]);
+    println!("  origin       ({:.3}, {:.3}, {:.3}) mm LPS", g.origin_mm[0], g.origin_mm[1], g.origin_mm[2]);
+    println!("  orientation  {}  direction {:?}", g.orientation_code(), g.direction);
+    println!("  displacement max {max_mm:.2} mm");
+    Ok(())
+}
+
 fn convert(input: &Path, output: &Path, series: &SeriesChoice, progress: &TerminalProgress) -> Result<()> {
     let name = output.to_string_lossy().to_ascii_lowercase();
     if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
@@ -628,13 +679,16 @@ fn register(
     inputs: Option<&(PathBuf, PathBuf)>,
     out: &Path,
     params: &diffeoreg::register::pipeline::RegisterParams,
+    dicom: bool,
     progress: &TerminalProgress,
 ) -> Result<diffeoreg::metrics::verdict::Status> {
     use diffeoreg::register::pipeline::{register_demo, register_files};
     let params = params.clone();
     let outcome = match inputs {
-        Some((fixed, moving)) => register_files(fixed, moving, out, &params, progress).map(|report| (report, None)),
-        None => register_demo(out, &params, progress).map(|(report, error)| (report, Some(error))),
+        Some((fixed, moving)) => {
+            register_files(fixed, moving, out, &params, dicom, progress).map(|report| (report, None))
+        }
+        None => register_demo(out, &params, dicom, progress).map(|(report, error)| (report, Some(error))),
     };
     let (report, demo_error) = match outcome {
         Err(diffeoreg::Error::Cancelled) => {
@@ -691,6 +745,16 @@ fn register(
             ("result", &report.metrics.result)
         ])
     );
+    if let Some(dicom) = &report.dicom {
+        println!(
+            "  DICOM        {}: moving_warped/ ({} {} slices, series {}), registration.dcm{}",
+            dicom.folder,
+            dicom.slices,
+            dicom.modality,
+            dicom.series_uid,
+            if dicom.inputs_were_dicom { "" } else { " (inputs not DICOM: patient and study made up)" }
+        );
+    }
     for warning in &report.warnings {
         println!("  warning      {warning}");
     }

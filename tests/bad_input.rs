@@ -209,3 +209,50 @@ fn corrupted_bytes_never_panic() {
     println!("mutants loaded: {}, refused with an error: {}", outcomes[0], outcomes[1]);
     assert!(outcomes[1] > 100, "most mutants should be refused");
 }
+
+/// A damaged RLE slice makes the DICOM decoder panic inside a dependency; the user sees one
+/// error naming the file, and neither the panic's message nor a backtrace.
+#[test]
+fn a_corrupt_rle_slice_gives_only_an_error_naming_the_file() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let series = reference_folder("dicom-series");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(series.join("series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".txt"))
+        .collect();
+    files.sort();
+    // The RLE-compressed slices: their transfer syntax UID (1.2.840.10008.1.2.5) is in the header.
+    let rle: Vec<Vec<u8>> = files
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|bytes| bytes[..400].windows(19).any(|w| w == b"1.2.840.10008.1.2.5"))
+        .take(2)
+        .collect();
+    assert!(!rle.is_empty(), "the reference series has RLE slices");
+    let mut rng = XorShift(0x2545f4914f6cdd1d);
+    let mut parser_failures = 0;
+    for round in 0..160 {
+        let mut mutated = rle[round % rle.len()].clone();
+        // Damage the compressed pixel data (the last part of the file).
+        let start = mutated.len() * 2 / 3;
+        for _ in 0..1 + rng.below(6) {
+            let at = start + rng.below(mutated.len() - start);
+            mutated[at] = rng.next() as u8;
+        }
+        let path = dir.path().join("damaged_slice.dcm");
+        std::fs::write(&path, &mutated).unwrap();
+        let output = Command::new(common::binary()).env("RUST_BACKTRACE", "1").arg("info").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "round {round}: {stderr}");
+        if !output.status.success() {
+            assert!(stderr.contains("damaged_slice.dcm"), "round {round}: the error names the file: {stderr}");
+        }
+        if stderr.contains("the DICOM parser failed") {
+            parser_failures += 1;
+        }
+    }
+    println!("damaged RLE slices on which the decoder panicked: {parser_failures} of 160");
+    assert!(parser_failures > 0, "no mutant reached the decoder's panic: the test no longer tests it");
+}

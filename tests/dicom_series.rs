@@ -6,38 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{binary, read_f32, reference_folder};
+use common::{assert_same_voxels_at_same_points, binary, read_f32, reference_folder};
 use diffeoreg::io::{SeriesChoice, load_volume, read_volume};
 use diffeoreg::progress::Silent;
-use diffeoreg::volume::Volume;
-
-/// Checks that every voxel of `reference` has a voxel of `ours` at the same world point with
-/// the same value; returns how many were compared.
-fn assert_same_voxels_at_same_points(ours: &Volume, reference: &Volume, what: &str) -> usize {
-    let g = &reference.geometry;
-    let mut compared = 0;
-    for k in 0..g.shape[2] {
-        for j in 0..g.shape[1] {
-            for i in 0..g.shape[0] {
-                let world = g.index_to_world([i as f64, j as f64, k as f64]);
-                let p = ours.geometry.world_to_index(world);
-                let rounded = p.map(|v| v.round());
-                assert!(
-                    (0..3).all(|d| (p[d] - rounded[d]).abs() < 1e-2),
-                    "{what}: voxel ({i},{j},{k}) of the reference lies at index {p:?} of ours, between voxels"
-                );
-                assert!(
-                    (0..3).all(|d| rounded[d] >= 0.0 && (rounded[d] as usize) < ours.geometry.shape[d]),
-                    "{what}: outside"
-                );
-                let [a, b, c] = rounded.map(|v| v as usize);
-                assert_eq!(ours.at(a, b, c), reference.at(i, j, k), "{what}: value at reference voxel ({i},{j},{k})");
-                compared += 1;
-            }
-        }
-    }
-    compared
-}
 
 #[test]
 fn convert_gives_the_voxels_of_the_nifti_the_series_was_written_from() {
@@ -51,7 +22,7 @@ fn convert_gives_the_voxels_of_the_nifti_the_series_was_written_from() {
     let ours = read_volume(&converted).unwrap();
     let reference = read_volume(&folder.join("reference.nii.gz")).unwrap();
     assert!(ours.geometry.same_grid(&reference.geometry, 1e-3), "{:?} vs {:?}", ours.geometry, reference.geometry);
-    assert_eq!(assert_same_voxels_at_same_points(&ours, &reference, "convert"), 48 * 40 * 30);
+    assert_eq!(assert_same_voxels_at_same_points(&ours, &reference, 0.0, "convert"), 48 * 40 * 30);
 }
 
 #[test]
@@ -67,7 +38,7 @@ fn convert_agrees_with_dcm2niix() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
     let theirs = read_volume(&out.path().join("dcm2niix.nii.gz")).unwrap();
     let ours = load_volume(&folder.join("series"), &SeriesChoice::LargestCt, &Silent).unwrap().volume;
-    assert_eq!(assert_same_voxels_at_same_points(&ours, &theirs, "dcm2niix"), 48 * 40 * 30);
+    assert_eq!(assert_same_voxels_at_same_points(&ours, &theirs, 0.0, "dcm2niix"), 48 * 40 * 30);
 }
 
 #[test]

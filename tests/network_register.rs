@@ -39,7 +39,7 @@ fn network_and_hybrid_register_a_held_out_phantom() {
         input_in_memory("fixed", "phantom", &phantom.fixed),
         input_in_memory("moving", "phantom", &phantom.moving),
     ];
-    let report = write_outputs(dir.path(), &phantom.fixed, &result, &network, inputs, vec![], &Silent).unwrap();
+    let report = write_outputs(dir.path(), &phantom.fixed, &result, &network, inputs, vec![], None, &Silent).unwrap();
     assert!(report.model.is_some());
     for name in ["warp_fwd.nii.gz", "warp_inv.nii.gz", "moving_warped.nii.gz", "report.json", "qa/patch_border.png"] {
         assert!(dir.path().join(name).is_file(), "{name} missing");

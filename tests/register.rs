@@ -141,8 +141,14 @@ fn a_cancelled_run_writes_nothing() {
     diffeoreg::io::write_volume(&moving, &phantom.moving, diffeoreg::io::StoredType::Automatic).unwrap();
     let out = dir.path().join("out");
     let progress = CancelAfter(CancelFlag::default(), Default::default());
-    let result =
-        diffeoreg::register::pipeline::register_files(&fixed, &moving, &out, &RegisterParams::default(), &progress);
+    let result = diffeoreg::register::pipeline::register_files(
+        &fixed,
+        &moving,
+        &out,
+        &RegisterParams::default(),
+        false,
+        &progress,
+    );
     assert!(matches!(result, Err(diffeoreg::Error::Cancelled)), "{:?}", result.err());
     assert!(!out.exists(), "a cancelled run created {}", out.display());
 }

@@ -341,7 +341,7 @@ impl DiffeoregApp {
                         input_in_memory("moving", "(built-in demo, in memory)", &moving),
                     ],
                 };
-                let report = write_outputs(&folder, &fixed, &registration, &params, inputs, warnings, board)?;
+                let report = write_outputs(&folder, &fixed, &registration, &params, inputs, warnings, None, board)?;
                 Ok(JobOutput::Saved(format!(
                     "results written to {} ({} warnings)",
                     folder.display(),

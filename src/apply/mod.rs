@@ -13,6 +13,11 @@ use crate::volume::{DisplacementField, Geometry, Volume};
 /// `image` resampled onto `reference` through `field`: trilinear, or nearest neighbour for label
 /// maps (so no new labels appear). Outside the image: its lowest value (0 for labels).
 pub fn apply_field(image: &Volume, field: &DisplacementField, reference: &Geometry, labels: bool) -> Result<Volume> {
+    if !field.geometry.same_grid(reference, 1e-2) && field.geometry.same_points(reference, 1e-2) {
+        // The same points in another order (a DICOM grid is stored right-handed): reorder exactly.
+        let reordered = field.on_grid(reference);
+        return apply_field(image, &reordered, reference, labels);
+    }
     if !field.geometry.same_grid(reference, 1e-2) {
         return Err(Error::Invalid(format!(
             "the field is on a grid of {:?} voxels of {:?} mm at {:?}, the reference on {:?} voxels of {:?} mm at {:?}: \

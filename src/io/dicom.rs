@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::io::dicom_write::{PATIENT_AND_STUDY_TAGS, SeriesIdentity};
 use crate::progress::Progress;
 use crate::volume::geometry::{Vec3, cross, dot, norm, sub};
 use crate::volume::{Geometry, Volume};
@@ -63,6 +64,8 @@ pub struct LoadedSeries {
     pub series_found: Vec<SeriesSummary>,
     /// Files that were not DICOM images.
     pub skipped_files: usize,
+    /// Patient, study, frame of reference and instances, for objects derived from the series.
+    pub identity: SeriesIdentity,
 }
 
 /// What one frame (a classic slice, or one frame of a multi-frame file) says about itself.
@@ -83,6 +86,10 @@ struct FrameHeader {
     slope: f64,
     intercept: f64,
     slice_thickness: Option<f64>,
+    sop_class_uid: String,
+    sop_instance_uid: String,
+    study_uid: String,
+    frame_of_reference_uid: Option<String>,
 }
 
 /// Lists the image series under `folder` (recursively; or in one file) without decoding pixel
@@ -171,7 +178,45 @@ pub fn load_series(folder: &Path, choice: &SeriesChoice, progress: &dyn Progress
     let frames: Vec<FrameHeader> = scan.frames.into_iter().filter(|f| f.series_uid == summary.series_uid).collect();
     let (geometry, frames) = series_geometry(frames)?;
     let volume = decode_frames(geometry, &frames, progress)?;
-    Ok(LoadedSeries { volume, summary, warnings, series_found: scan.series, skipped_files: scan.skipped.len() })
+    let identity = series_identity(&frames)?;
+    Ok(LoadedSeries {
+        volume,
+        summary,
+        warnings,
+        series_found: scan.series,
+        skipped_files: scan.skipped.len(),
+        identity,
+    })
+}
+
+/// The patient, study, frame of reference and instances of a series (frames in slice order),
+/// the patient and study attributes read from its first file.
+fn series_identity(frames: &[FrameHeader]) -> Result<SeriesIdentity> {
+    let first = &frames[0];
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(&first.file)
+        .map_err(|e| Error::bad_input(&first.file, format!("is a damaged DICOM file: {e}")))?;
+    let patient_and_study =
+        PATIENT_AND_STUDY_TAGS.iter().filter_map(|&tag| object.element_opt(tag).ok().flatten().cloned()).collect();
+    let mut instances: Vec<(String, String)> = Vec::new();
+    for frame in frames {
+        let instance = (frame.sop_class_uid.clone(), frame.sop_instance_uid.clone());
+        if !instances.contains(&instance) {
+            instances.push(instance);
+        }
+    }
+    Ok(SeriesIdentity {
+        patient_and_study,
+        study_uid: first.study_uid.clone(),
+        series_uid: first.series_uid.clone(),
+        frame_of_reference_uid: first.frame_of_reference_uid.clone(),
+        modality: first.modality.clone(),
+        instances,
+        patient_position: text(&object, tags::PATIENT_POSITION).unwrap_or_default(),
+        position_reference_indicator: text(&object, tags::POSITION_REFERENCE_INDICATOR).unwrap_or_default(),
+        from_dicom: true,
+    })
 }
 
 fn choose_series(folder: &Path, series: &[SeriesSummary], choice: &SeriesChoice) -> Result<SeriesSummary> {
@@ -307,6 +352,10 @@ fn frame_headers(file: &Path, object: &Object) -> std::result::Result<Vec<FrameH
     let series_uid = text(object, tags::SERIES_INSTANCE_UID).unwrap_or_else(|| "(no SeriesInstanceUID)".into());
     let modality = text(object, tags::MODALITY).unwrap_or_default();
     let description = text(object, tags::SERIES_DESCRIPTION).unwrap_or_default();
+    let sop_class_uid = text(object, tags::SOP_CLASS_UID).unwrap_or_default();
+    let sop_instance_uid = text(object, tags::SOP_INSTANCE_UID).unwrap_or_default();
+    let study_uid = text(object, tags::STUDY_INSTANCE_UID).unwrap_or_default();
+    let frame_of_reference_uid = text(object, tags::FRAME_OF_REFERENCE_UID).filter(|uid| !uid.is_empty());
 
     (0..frame_count)
         .map(|frame| {
@@ -359,6 +408,10 @@ fn frame_headers(file: &Path, object: &Object) -> std::result::Result<Vec<FrameH
                 slope,
                 intercept,
                 slice_thickness,
+                sop_class_uid: sop_class_uid.clone(),
+                sop_instance_uid: sop_instance_uid.clone(),
+                study_uid: study_uid.clone(),
+                frame_of_reference_uid: frame_of_reference_uid.clone(),
             })
         })
         .collect()
@@ -504,9 +557,26 @@ pub fn decode_stored_values(file: &Path) -> Result<Vec<f32>> {
 
 /// Runs a parser on untrusted bytes, turning a panic inside a dependency into an error that
 /// names the file.
+/// The panic's own message and backtrace are not printed: the error naming the file is all
+/// the user sees.
 fn without_panic<T>(file: &Path, parse: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
-        .unwrap_or_else(|_| Err(Error::bad_input(file, "is corrupt: the DICOM parser failed on it")))
+    use std::cell::Cell;
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET.with(|quiet| quiet.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
+    QUIET.with(|quiet| quiet.set(was_quiet));
+    result.unwrap_or_else(|_| Err(Error::bad_input(file, "is corrupt: the DICOM parser failed on it")))
 }
 
 fn decode_file(file: &Path, slices: Vec<(&FrameHeader, &mut [f32])>) -> Result<()> {

@@ -7,8 +7,12 @@ use crate::error::{Error, Result};
 use crate::io::nifti::{ElementKind, INTENT_DISPVECT, INTENT_VECTOR, read_nifti, trim_dims, write_nifti};
 use crate::volume::DisplacementField;
 
-/// Reads a displacement field written by us, Greedy, ANTs or any ITK tool.
+/// Reads a displacement field written by us, Greedy, ANTs or any ITK tool, or the field of a
+/// DICOM Deformable Spatial Registration object (registered point x ↦ source point x + u(x)).
 pub fn read_field(path: &Path) -> Result<DisplacementField> {
+    if crate::io::dicom_registration::is_dicom_file(path) {
+        return Ok(crate::io::dicom_registration::read_registration(path)?.field);
+    }
     let image = read_nifti(path)?;
     let [_, _, _, t, components, ..] = image.dims;
     if t != 1 || components != 3 || image.dims[5..].iter().any(|&n| n != 1) {

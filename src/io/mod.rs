@@ -3,6 +3,9 @@
 
 pub mod atomic;
 pub mod dicom;
+pub mod dicom_registration;
+pub mod dicom_series_out;
+pub mod dicom_write;
 pub mod fields;
 pub mod gzip;
 pub mod inv3;
@@ -36,6 +39,9 @@ pub enum Source {
         /// Every image series found at `path`, largest first.
         series_found: Vec<dicom::SeriesSummary>,
         skipped_files: usize,
+        /// Patient, study, frame of reference and instances (for DICOM outputs).
+        #[serde(skip)]
+        identity: Box<dicom_write::SeriesIdentity>,
     },
 }
 
@@ -79,6 +85,7 @@ pub fn load_volume(path: &Path, series: &SeriesChoice, progress: &dyn Progress) 
                 description: series.summary.description,
                 series_found: series.series_found,
                 skipped_files: series.skipped_files,
+                identity: Box::new(series.identity),
             },
             warnings: series.warnings,
         }

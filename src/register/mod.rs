@@ -2,6 +2,7 @@
 //! grey-value matching of the pair before it (`resolution`, `intensity`), the network's
 //! prediction (`network`) and the whole run from files to outputs (`pipeline`).
 
+pub mod dicom_export;
 pub mod intensity;
 pub mod local_flow;
 pub mod network;

@@ -20,6 +20,7 @@ use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
+use crate::register::dicom_export::{DicomIdentities, DicomWritten, write_dicom_outputs};
 use crate::register::intensity::IntensityMatch;
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
@@ -180,6 +181,9 @@ pub struct Report {
     pub energy_last: Option<IterationRecord>,
     pub iterations: usize,
     pub warnings: Vec<String>,
+    /// The DICOM outputs (`register --dicom`), if written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomWritten>,
 }
 
 /// Everything a run produces, in memory.
@@ -508,16 +512,30 @@ fn field_quality(forward: &VectorField, inverse: &VectorField, grid: &crate::vol
 /// Loads both images, registers them and writes every output of SPEC §6 into `out`.
 /// Nothing is written until the registration has finished, and each file is written
 /// atomically, so a cancelled or failed run leaves no outputs.
+/// With `dicom`, `out/dicom/` gets the warped moving image as a series in the fixed CT's study
+/// and frame of reference and the registration as a Deformable Spatial Registration object.
 pub fn register_files(
     fixed_path: &Path,
     moving_path: &Path,
     out: &Path,
     params: &RegisterParams,
+    dicom: bool,
     progress: &dyn Progress,
 ) -> Result<Report> {
     let start = Instant::now();
     let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
     let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
+    let identities = dicom.then(|| DicomIdentities::of(&fixed, &moving));
+    if let Some(identities) = &identities {
+        for (identity, path) in [(&identities.fixed, fixed_path), (&identities.moving, moving_path)] {
+            if identity.frame_of_reference_uid.is_none() {
+                return Err(Error::bad_input(
+                    path,
+                    "is a DICOM series without a FrameOfReferenceUID: DICOM outputs cannot say which frame they belong to",
+                ));
+            }
+        }
+    }
     let load_s = start.elapsed().as_secs_f64();
     let mut registration = register_volumes(&fixed.volume, &moving.volume, params, progress)?;
     registration.timings.load_s = load_s;
@@ -527,13 +545,18 @@ pub fn register_files(
     let inputs =
         vec![input_file("fixed", fixed_path, &fixed.volume)?, input_file("moving", moving_path, &moving.volume)?];
     let warnings: Vec<String> = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
-    write_outputs(out, &fixed.volume, &registration, params, inputs, warnings, progress)
+    write_outputs(out, &fixed.volume, &registration, params, inputs, warnings, identities.as_ref(), progress)
 }
 
 /// Registers the built-in demo case (the synthetic head and its pseudo-CT phantom, made in
 /// memory), writes every output into `out`, and returns the report with the mean endpoint error
 /// against the phantom's known answer, inside the body.
-pub fn register_demo(out: &Path, params: &RegisterParams, progress: &dyn Progress) -> Result<(Report, Distances)> {
+pub fn register_demo(
+    out: &Path,
+    params: &RegisterParams,
+    dicom: bool,
+    progress: &dyn Progress,
+) -> Result<(Report, Distances)> {
     let start = Instant::now();
     progress.start_stage("building the demo case", 0);
     let phantom = demo_phantom(DEMO_SHAPE, DEMO_SPACING_MM)?;
@@ -549,13 +572,16 @@ pub fn register_demo(out: &Path, params: &RegisterParams, progress: &dyn Progres
         input_in_memory("fixed", description, &phantom.fixed),
         input_in_memory("moving", description, &phantom.moving),
     ];
-    let report = write_outputs(out, &phantom.fixed, &registration, params, inputs, Vec::new(), progress)?;
+    let identities = dicom.then(DicomIdentities::made_up);
+    let report =
+        write_outputs(out, &phantom.fixed, &registration, params, inputs, Vec::new(), identities.as_ref(), progress)?;
     Ok((report, error))
 }
 
 /// Writes every output of SPEC §6 for a finished registration into `out` (created) and returns
 /// the report; `registration.timings.total_s` should hold the time so far, the writing is added.
-/// Each file is written atomically.
+/// Each file is written atomically. With `dicom`, the DICOM outputs too (`dicom_export`).
+#[allow(clippy::too_many_arguments)]
 pub fn write_outputs(
     out: &Path,
     fixed: &Volume,
@@ -563,6 +589,7 @@ pub fn write_outputs(
     params: &RegisterParams,
     inputs: Vec<InputFile>,
     mut warnings: Vec<String>,
+    dicom: Option<&DicomIdentities>,
     progress: &dyn Progress,
 ) -> Result<Report> {
     let writing = Instant::now();
@@ -584,6 +611,7 @@ pub fn write_outputs(
     if let Some((statistics, margin)) = &registration.border {
         statistics.write_plot(&out.join("qa").join("patch_border.png"), *margin)?;
     }
+    let dicom = dicom.map(|identities| write_dicom_outputs(out, registration, identities, progress)).transpose()?;
     let mut timings = registration.timings.clone();
     timings.write_s = writing.elapsed().as_secs_f64();
     timings.total_s += timings.write_s;
@@ -616,6 +644,7 @@ pub fn write_outputs(
         energy_last: registration.history.last().cloned(),
         iterations: registration.history.len(),
         warnings,
+        dicom,
     };
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
     let report_path = out.join("report.json");

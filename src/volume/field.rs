@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::volume::Geometry;
+use crate::volume::{Geometry, Volume};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DisplacementField {
@@ -43,6 +43,17 @@ impl DisplacementField {
             (*x, *y, *z) = (u[0] as f32, u[1] as f32, u[2] as f32);
         });
         DisplacementField { geometry, components_mm }
+    }
+
+    /// The field resampled onto `grid` by nearest neighbour: exact when both grids hold the same
+    /// points (`Geometry::same_points`), only reordered.
+    pub fn on_grid(&self, grid: &Geometry) -> DisplacementField {
+        use crate::volume::resample::{Interpolation, resample};
+        let components_mm = std::array::from_fn(|d| {
+            let component = Volume { geometry: self.geometry.clone(), voxels: self.components_mm[d].clone() };
+            resample(&component, grid, Interpolation::Nearest, 0.0).voxels
+        });
+        DisplacementField { geometry: grid.clone(), components_mm }
     }
 
     #[inline]

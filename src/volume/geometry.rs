@@ -167,6 +167,34 @@ impl Geometry {
 
     /// Three-letter orientation code (ITK/DICOM style, e.g. "LPS" or "RAI"): for each index axis,
     /// the patient direction it points towards.
+    /// Whether both grids hold the same points, perhaps in another order (an axis reversed or
+    /// axes swapped): each of `other`'s voxel centres is one of ours, within `tolerance_mm`.
+    pub fn same_points(&self, other: &Geometry, tolerance_mm: f64) -> bool {
+        if self.voxel_count() != other.voxel_count() {
+            return false;
+        }
+        let on_grid = |index: Vec3| {
+            (0..3).all(|d| {
+                let rounded = index[d].round();
+                rounded >= 0.0
+                    && rounded <= (self.shape[d] - 1) as f64
+                    && (index[d] - rounded).abs() * self.spacing_mm[d] <= tolerance_mm
+            })
+        };
+        let corners_on_grid = other.corners().iter().all(|&corner| on_grid(self.world_to_index(corner)));
+        let steps_on_grid = (0..3).all(|d| {
+            let mut step = [0.0; 3];
+            step[d] = 1.0;
+            let a = self.world_to_index(other.index_to_world([0.0; 3]));
+            let b = self.world_to_index(other.index_to_world(step));
+            let delta = sub(b, a);
+            let moved: Vec<f64> = delta.iter().map(|v| v.abs()).collect();
+            moved.iter().filter(|&&v| (v - 1.0).abs() < 1e-3).count() == 1
+                && moved.iter().filter(|&&v| v < 1e-3).count() == 2
+        });
+        corners_on_grid && steps_on_grid
+    }
+
     pub fn orientation_code(&self) -> String {
         (0..3).map(|c| direction_letter([self.direction[0][c], self.direction[1][c], self.direction[2][c]])).collect()
     }

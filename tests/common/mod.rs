@@ -100,3 +100,40 @@ pub fn real_ct_at(spacing_mm: f64) -> diffeoreg::volume::Volume {
     let grid = diffeoreg::volume::Geometry::new(shape, [spacing_mm; 3], g.origin_mm, g.direction).unwrap();
     resample(&ct, &grid, Interpolation::Linear, -1024.0)
 }
+
+/// Checks that every voxel of `reference` has a voxel of `ours` at the same world point with
+/// the same value (within `tolerance`); returns how many were compared.
+pub fn assert_same_voxels_at_same_points(
+    ours: &diffeoreg::volume::Volume,
+    reference: &diffeoreg::volume::Volume,
+    tolerance: f32,
+    what: &str,
+) -> usize {
+    let g = &reference.geometry;
+    let mut compared = 0;
+    for k in 0..g.shape[2] {
+        for j in 0..g.shape[1] {
+            for i in 0..g.shape[0] {
+                let world = g.index_to_world([i as f64, j as f64, k as f64]);
+                let p = ours.geometry.world_to_index(world);
+                let rounded = p.map(|v| v.round());
+                assert!(
+                    (0..3).all(|d| (p[d] - rounded[d]).abs() < 1e-2),
+                    "{what}: voxel ({i},{j},{k}) of the reference lies at index {p:?} of ours, between voxels"
+                );
+                assert!(
+                    (0..3).all(|d| rounded[d] >= 0.0 && (rounded[d] as usize) < ours.geometry.shape[d]),
+                    "{what}: outside"
+                );
+                let [a, b, c] = rounded.map(|v| v as usize);
+                let (mine, theirs) = (ours.at(a, b, c), reference.at(i, j, k));
+                assert!(
+                    (mine - theirs).abs() <= tolerance,
+                    "{what}: value at reference voxel ({i},{j},{k}): {mine} vs {theirs}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    compared
+}

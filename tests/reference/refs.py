@@ -407,6 +407,56 @@ def greedy_field(reference, matrix, output):
     Greedy3D().execute(f"-d 3 -rf {reference} -rc {output} -r {matrix}")
 
 
+def dicom_registration_read(registration, series_file, output):
+    """Reads our Deformable Spatial Registration and one slice of a series with pydicom: the
+    vector grid as raw float32 (x fastest, triples) and everything else as JSON."""
+    import pydicom
+
+    reg = pydicom.dcmread(registration)
+    items = [item for item in reg.DeformableRegistrationSequence if "DeformableRegistrationGridSequence" in item]
+    assert len(items) == 1, "one item holds the grid"
+    item = items[0]
+    grid = item.DeformableRegistrationGridSequence[0]
+    vectors = np.frombuffer(grid.VectorGridData, dtype="<f4")
+    vectors.tofile(f"{output}.f32")
+    matrices = {}
+    for name in ("PreDeformationMatrixRegistrationSequence", "PostDeformationMatrixRegistrationSequence"):
+        matrix_item = getattr(item, name)[0]
+        matrices[name] = {
+            "type": matrix_item.FrameOfReferenceTransformationMatrixType,
+            "matrix": [float(v) for v in matrix_item.FrameOfReferenceTransformationMatrix],
+        }
+    references = {}
+    for series in getattr(reg, "ReferencedSeriesSequence", []):
+        references[series.SeriesInstanceUID] = len(series.ReferencedInstanceSequence)
+    for study in getattr(reg, "StudiesContainingOtherReferencedInstancesSequence", []):
+        for series in study.ReferencedSeriesSequence:
+            references[series.SeriesInstanceUID] = len(series.ReferencedInstanceSequence)
+    image = pydicom.dcmread(series_file)
+    described = {
+        "sop_class": str(reg.SOPClassUID),
+        "modality": reg.Modality,
+        "frame_of_reference": reg.FrameOfReferenceUID,
+        "source_frame_of_reference": item.SourceFrameOfReferenceUID,
+        "referenced_source_images": len(getattr(item, "ReferencedImageSequence", [])),
+        "grid_position": [float(v) for v in grid.ImagePositionPatient],
+        "grid_orientation": [float(v) for v in grid.ImageOrientationPatient],
+        "grid_dimensions": [int(v) for v in grid.GridDimensions],
+        "grid_resolution": [float(v) for v in grid.GridResolution],
+        "matrices": matrices,
+        "referenced_series": references,
+        "patient_name": str(reg.PatientName),
+        "study": reg.StudyInstanceUID,
+        "series_study": image.StudyInstanceUID,
+        "series_frame_of_reference": image.FrameOfReferenceUID,
+        "series_patient_name": str(image.PatientName),
+        "series_patient_id": image.PatientID,
+        "series_modality": image.Modality,
+    }
+    with open(f"{output}.json", "w") as f:
+        json.dump(described, f, indent=1)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     {
@@ -419,4 +469,5 @@ if __name__ == "__main__":
         "sitk-map-points": sitk_map_points,
         "metrics": metrics,
         "greedy-field": greedy_field,
+        "dicom-registration-read": dicom_registration_read,
     }[command](*args)
