@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod contours;
 pub mod diffeo;
 pub mod error;
 pub mod io;

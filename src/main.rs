@@ -104,6 +104,10 @@ enum Command {
         /// deformation as a DICOM Deformable Spatial Registration.
         #[arg(long)]
         dicom: bool,
+        /// An RT Structure Set drawn on the moving image's series: carried onto the fixed CT as
+        /// OUT/dicom/structures.dcm (implies --dicom).
+        #[arg(long, requires = "moving")]
+        structures: Option<PathBuf>,
         /// Compare everything in the images, the CT's couch and head rest included (by default
         /// only the patient, the largest connected piece of body in each image, is compared).
         #[arg(long)]
@@ -180,6 +184,10 @@ enum Command {
         /// The image is a label map: nearest neighbour, no new labels.
         #[arg(long)]
         labels: bool,
+        /// Also write the result into this folder as a DICOM series (MR image storage for an
+        /// MRI, CT otherwise) in the reference CT's study and frame of reference.
+        #[arg(long)]
+        dicom: Option<PathBuf>,
     },
     /// Train the network without labels on pairs from a CSV (columns fixed, moving) or on
     /// built-in synthetic pairs; writes the model (config.json, weights.bpk), training.json,
@@ -366,6 +374,7 @@ fn run(cli: Cli) -> Result<()> {
             intensity_match,
             strict,
             dicom,
+            structures,
             keep_outside_patient,
             calibration,
             alpha,
@@ -426,7 +435,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some("mattes") => params.rigid.metric = RigidMetric::MattesMi,
                 Some(other) => anyhow::bail!("unknown --rigid-metric {other:?}: use mse, nmi or mattes"),
             }
-            let status = register(inputs.as_ref(), &out, &params, dicom, &progress)?;
+            let dicom = (dicom || structures.is_some())
+                .then(|| diffeoreg::register::dicom_export::DicomRequest { structures: structures.clone() });
+            let status = register(inputs.as_ref(), &out, &params, dicom.as_ref(), &progress)?;
             if strict && status == diffeoreg::metrics::verdict::Status::Failed {
                 std::process::exit(3);
             }
@@ -502,11 +513,15 @@ fn run(cli: Cli) -> Result<()> {
             print_verdict(&report.verdict);
             Ok(())
         }
-        Command::Apply { warp, image, reference, out, labels } => {
+        Command::Apply { warp, image, reference, out, labels, dicom } => {
             let progress = TerminalProgress::new(cancel, true);
-            let result = diffeoreg::apply::apply_files(&warp, &image, &reference, &out, labels, &progress)?;
+            let result =
+                diffeoreg::apply::apply_files(&warp, &image, &reference, &out, labels, dicom.as_deref(), &progress)?;
             progress.finish();
             println!("wrote {} ({:?} voxels)", out.display(), result.geometry.shape);
+            if let Some(folder) = &dicom {
+                println!("wrote {} (DICOM series in the reference's frame of reference)", folder.display());
+            }
             Ok(())
         }
         Command::Convert { input, output, series } => {
@@ -679,7 +694,7 @@ fn register(
     inputs: Option<&(PathBuf, PathBuf)>,
     out: &Path,
     params: &diffeoreg::register::pipeline::RegisterParams,
-    dicom: bool,
+    dicom: Option<&diffeoreg::register::dicom_export::DicomRequest>,
     progress: &TerminalProgress,
 ) -> Result<diffeoreg::metrics::verdict::Status> {
     use diffeoreg::register::pipeline::{register_demo, register_files};
@@ -688,7 +703,7 @@ fn register(
         Some((fixed, moving)) => {
             register_files(fixed, moving, out, &params, dicom, progress).map(|report| (report, None))
         }
-        None => register_demo(out, &params, dicom, progress).map(|(report, error)| (report, Some(error))),
+        None => register_demo(out, &params, dicom.is_some(), progress).map(|(report, error)| (report, Some(error))),
     };
     let (report, demo_error) = match outcome {
         Err(diffeoreg::Error::Cancelled) => {
@@ -754,6 +769,12 @@ fn register(
             dicom.series_uid,
             if dicom.inputs_were_dicom { "" } else { " (inputs not DICOM: patient and study made up)" }
         );
+        for roi in &dicom.structures {
+            println!(
+                "  structure    {:>3} {:<20} {:>4} contours  {:.2} ml on the moving image → {:.2} ml on the fixed CT",
+                roi.number, roi.name, roi.contours, roi.moving_ml, roi.carried_ml
+            );
+        }
     }
     for warning in &report.warnings {
         println!("  warning      {warning}");

@@ -235,3 +235,164 @@ fn a_fixed_series_without_a_frame_of_reference_is_refused() {
     assert!(stderr.contains("FrameOfReferenceUID") && stderr.contains("no_frame"), "{stderr}");
     assert!(!out.exists(), "nothing is written");
 }
+
+/// Dice of two masks (value > 0.5) compared at the world points of `a`'s voxels.
+fn dice_at_same_points(a: &Volume, b: &Volume) -> f64 {
+    let g = &a.geometry;
+    let (mut both, mut in_a, mut in_b) = (0usize, 0usize, 0usize);
+    for k in 0..g.shape[2] {
+        for j in 0..g.shape[1] {
+            for i in 0..g.shape[0] {
+                let p = b.geometry.world_to_index(g.index_to_world([i as f64, j as f64, k as f64]));
+                let q = p.map(|v| v.round());
+                assert!((0..3).all(|d| (p[d] - q[d]).abs() < 1e-2), "the masks are on different grids");
+                let inside_b = (0..3).all(|d| q[d] >= 0.0 && (q[d] as usize) < b.geometry.shape[d])
+                    && b.at(q[0] as usize, q[1] as usize, q[2] as usize) > 0.5;
+                let inside_a = a.at(i, j, k) > 0.5;
+                both += usize::from(inside_a && inside_b);
+                in_a += usize::from(inside_a);
+                in_b += usize::from(inside_b);
+            }
+        }
+    }
+    2.0 * both as f64 / (in_a + in_b) as f64
+}
+
+/// The structure case: a CT, and a pseudo-CT and MRI of the same head in another frame of
+/// reference with an RT Structure Set drawn on the pseudo-CT (refs.py structure-case).
+#[test]
+fn structures_are_carried_onto_the_ct_as_plastimatch_and_apply_labels_agree() {
+    let case = reference_folder("structure-case");
+    let out = tempfile::tempdir().unwrap();
+    let result = run(&[
+        "register".as_ref(),
+        "--fixed".as_ref(),
+        case.join("ct").as_os_str(),
+        "--moving".as_ref(),
+        case.join("pseudo_ct").as_os_str(),
+        "--out".as_ref(),
+        out.path().as_os_str(),
+        "--structures".as_ref(),
+        case.join("RS.dcm").as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    for name in ["Tumour", "Brainstem", "Ring"] {
+        assert!(stdout.contains(name), "the terminal lists {name}: {stdout}");
+    }
+    let structures = out.path().join("dicom/structures.dcm");
+    let errors = dciodvfy_errors(&structures);
+    assert!(errors.is_empty(), "structures.dcm: {errors:#?}");
+
+    // Names, numbers, colours and types kept; the frame is the CT's.
+    use diffeoreg::io::dicom_structures::read_structure_set;
+    let original = read_structure_set(&case.join("RS.dcm")).unwrap();
+    let carried = read_structure_set(&structures).unwrap();
+    let ct = load_volume(&case.join("ct"), &SeriesChoice::LargestCt, &Silent).unwrap();
+    let diffeoreg::io::Source::Dicom { identity, .. } = &ct.source else { panic!("the CT is DICOM") };
+    assert_eq!(Some(&carried.frame_of_reference_uid), identity.frame_of_reference_uid.as_ref());
+    assert_eq!(carried.rois.len(), original.rois.len());
+    for (a, b) in original.rois.iter().zip(&carried.rois) {
+        assert_eq!(
+            (a.number, &a.name, a.colour, &a.interpreted_type),
+            (b.number, &b.name, b.colour, &b.interpreted_type)
+        );
+        assert!(!b.contours.is_empty());
+        // Every carried contour lies on a CT slice.
+        for contour in &b.contours {
+            let k = ct.volume.geometry.world_to_index(contour[0])[2];
+            assert!((k - k.round()).abs() < 1e-3 && contour.iter().all(|p| (p[2] - contour[0][2]).abs() < 1e-3));
+        }
+    }
+
+    // plastimatch rasterises our contours on the CT; the moving masks it rasterises on the
+    // pseudo-CT, carried by `apply --labels`, agree with them (Dice ≥ 0.95 each).
+    let carried_masks = out.path().join("carried_masks");
+    run_reference("plastimatch-masks", &[&structures, &case.join("ct"), &carried_masks]);
+    let moving_masks = out.path().join("moving_masks");
+    run_reference("plastimatch-masks", &[&case.join("RS.dcm"), &case.join("pseudo_ct"), &moving_masks]);
+    for name in ["Tumour", "Brainstem", "Ring"] {
+        let labels = out.path().join(format!("labels_{name}.nii.gz"));
+        let apply = run(&[
+            "apply".as_ref(),
+            "--warp".as_ref(),
+            out.path().join("warp_fwd.nii.gz").as_os_str(),
+            "--image".as_ref(),
+            moving_masks.join(format!("{name}.nii.gz")).as_os_str(),
+            "--reference".as_ref(),
+            case.join("ct").as_os_str(),
+            "--out".as_ref(),
+            labels.as_os_str(),
+            "--labels".as_ref(),
+        ]);
+        assert!(apply.status.success(), "{}", String::from_utf8_lossy(&apply.stderr));
+        let ours = read_volume(&carried_masks.join(format!("{name}.nii.gz"))).unwrap();
+        let through_labels = read_volume(&labels).unwrap();
+        let truth = read_volume(&case.join(format!("truth/{name}.nii.gz"))).unwrap();
+        let dice = dice_at_same_points(&ours, &through_labels);
+        let dice_truth = dice_at_same_points(&ours, &truth);
+        println!("{name}: Dice against apply --labels {dice:.3}, against where it truly lies {dice_truth:.3}");
+        assert!(dice >= 0.95, "{name}: Dice {dice:.3} against apply --labels");
+        assert!(dice_truth >= 0.85, "{name}: Dice {dice_truth:.3} against the truth");
+    }
+
+    // The MRI carried through the stored DICOM registration, written as an MR series on the CT.
+    let mr_dicom = out.path().join("mr_on_ct");
+    let apply = run(&[
+        "apply".as_ref(),
+        "--warp".as_ref(),
+        out.path().join("dicom/registration.dcm").as_os_str(),
+        "--image".as_ref(),
+        case.join("mr").as_os_str(),
+        "--reference".as_ref(),
+        case.join("ct").as_os_str(),
+        "--out".as_ref(),
+        out.path().join("mr_on_ct.nii.gz").as_os_str(),
+        "--dicom".as_ref(),
+        mr_dicom.as_os_str(),
+    ]);
+    assert!(apply.status.success(), "{}", String::from_utf8_lossy(&apply.stderr));
+    let slices = slices(&mr_dicom);
+    assert_eq!(slices.len(), ct.volume.geometry.shape[2]);
+    let errors = dciodvfy_errors(&slices[0]);
+    assert!(errors.is_empty(), "MR slice: {errors:#?}");
+    let mr_series = load_volume(&mr_dicom, &SeriesChoice::LargestCt, &Silent).unwrap();
+    let diffeoreg::io::Source::Dicom { modality, identity: mr_identity, .. } = &mr_series.source else { panic!() };
+    assert_eq!(modality, "MR");
+    assert_eq!(mr_identity.frame_of_reference_uid, identity.frame_of_reference_uid);
+    assert_eq!(mr_identity.study_uid, identity.study_uid);
+    let mr_nifti = read_volume(&out.path().join("mr_on_ct.nii.gz")).unwrap();
+    let (slope, _) =
+        diffeoreg::io::dicom_series_out::rescale_for(&mr_nifti.voxels, diffeoreg::io::dicom_series_out::ImageKind::Mr);
+    assert_same_voxels_at_same_points(&mr_series.volume, &mr_nifti, (slope / 2.0 + 1e-3) as f32, "MR series");
+}
+
+/// Broken structure sets are refused before any work, naming the file and the problem, and
+/// nothing is written.
+#[test]
+fn broken_structure_sets_are_refused_by_name() {
+    let case = reference_folder("structure-case");
+    for (file, problem) in [
+        ("RS_other_frame.dcm", "frame of reference"),
+        ("RS_open.dcm", "OPEN_PLANAR"),
+        ("RS_self_intersecting.dcm", "crosses itself"),
+    ] {
+        let out = tempfile::tempdir().unwrap().path().join("out");
+        let result = run(&[
+            "register".as_ref(),
+            "--fixed".as_ref(),
+            case.join("ct").as_os_str(),
+            "--moving".as_ref(),
+            case.join("pseudo_ct").as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--structures".as_ref(),
+            case.join(file).as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{file} was accepted");
+        assert!(stderr.contains(file) && stderr.contains(problem), "{file}: {stderr}");
+        assert!(!stderr.contains("registered"), "{file}: refused before registering");
+        assert!(!out.exists(), "{file}: nothing written");
+    }
+}

@@ -146,7 +146,7 @@ fn a_cancelled_run_writes_nothing() {
         &moving,
         &out,
         &RegisterParams::default(),
-        false,
+        None,
         &progress,
     );
     assert!(matches!(result, Err(diffeoreg::Error::Cancelled)), "{:?}", result.err());

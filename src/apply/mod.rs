@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::io::dicom_series_out::{ImageKind, SeriesToWrite, write_image_series};
+use crate::io::dicom_write::{SeriesIdentity, truncate};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::progress::Progress;
 use crate::volume::resample::{Interpolation, warp_through_field};
@@ -39,17 +41,38 @@ pub fn apply_field(image: &Volume, field: &DisplacementField, reference: &Geomet
 }
 
 /// Reads the field, image and reference (DICOM or NIfTI), applies, writes `out` atomically.
+/// With `dicom`, the result is also written there as a DICOM series (MR image storage for an
+/// MR image, CT otherwise) in the reference's study and frame of reference.
 pub fn apply_files(
     warp: &Path,
     image: &Path,
     reference: &Path,
     out: &Path,
     labels: bool,
+    dicom: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Volume> {
+    if labels && dicom.is_some() {
+        return Err(Error::Invalid(
+            "a label map is not written as a DICOM image series; carry contours with register --structures".into(),
+        ));
+    }
     let field = io::read_field(warp)?;
-    let image_volume = io::load_volume(image, &SeriesChoice::LargestCt, progress)?.volume;
-    let reference_volume = io::load_volume(reference, &SeriesChoice::LargestCt, progress)?.volume;
+    let image_loaded = io::load_volume(image, &SeriesChoice::LargestCt, progress)?;
+    let reference_loaded = io::load_volume(reference, &SeriesChoice::LargestCt, progress)?;
+    let identity_of = |loaded: &io::LoadedVolume| match &loaded.source {
+        io::Source::Dicom { identity, .. } => (**identity).clone(),
+        _ => SeriesIdentity::made_up("CT", "reference image"),
+    };
+    let reference_identity = identity_of(&reference_loaded);
+    if dicom.is_some() && reference_identity.frame_of_reference_uid.is_none() {
+        return Err(Error::bad_input(
+            reference,
+            "is a DICOM series without a FrameOfReferenceUID: a series cannot be placed in its frame",
+        ));
+    }
+    let image_modality = identity_of(&image_loaded).modality;
+    let (image_volume, reference_volume) = (image_loaded.volume, reference_loaded.volume);
     progress.start_stage("applying the field", 0);
     let result = apply_field(&image_volume, &field, &reference_volume.geometry, labels).map_err(|e| match e {
         Error::Invalid(problem) => Error::BadInput { path: warp.to_path_buf(), problem },
@@ -58,5 +81,27 @@ pub fn apply_files(
     progress.check_cancelled()?;
     let stored = if labels { StoredType::Automatic } else { StoredType::Float32 };
     io::write_volume(out, &result, stored)?;
+    if let Some(folder) = dicom {
+        let kind = if image_modality == "MR" { ImageKind::Mr } else { ImageKind::Ct };
+        let from = if reference_identity.from_dicom { "" } else { " (reference not DICOM)" };
+        let description = format!("diffeoreg: {image_modality} image deformed onto this CT{from}");
+        let derivation = format!(
+            "{} resampled (trilinear) onto this CT's grid through the registration {}",
+            image.display(),
+            warp.display()
+        );
+        write_image_series(
+            folder,
+            &SeriesToWrite {
+                volume: &result,
+                kind,
+                identity: &reference_identity,
+                description: truncate(&description, 64),
+                series_number: 9003,
+                derivation: truncate(&derivation, 1024),
+            },
+            progress,
+        )?;
+    }
     Ok(result)
 }

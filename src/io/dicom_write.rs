@@ -82,6 +82,15 @@ pub fn decimal_string(value: f64) -> String {
     if text.len() <= 16 { text } else { format!("{value:.3e}") }
 }
 
+/// At most `limit` bytes of `text`, cut at a character boundary (DICOM lengths are in bytes).
+pub fn truncate(text: &str, limit: usize) -> &str {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub fn put_str(object: &mut Object, tag: Tag, vr: VR, value: &str) {
     object.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
 }

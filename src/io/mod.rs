@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod dicom;
 pub mod dicom_registration;
 pub mod dicom_series_out;
+pub mod dicom_structures;
 pub mod dicom_write;
 pub mod fields;
 pub mod gzip;

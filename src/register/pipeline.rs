@@ -20,7 +20,9 @@ use crate::patch::border::BorderStatistics;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM, demo_phantom};
 use crate::progress::Progress;
 use crate::qa::{QaInputs, write_figures};
-use crate::register::dicom_export::{DicomIdentities, DicomWritten, write_dicom_outputs};
+use crate::register::dicom_export::{
+    DicomIdentities, DicomOutputs, DicomRequest, DicomWritten, StructuresToCarry, write_dicom_outputs,
+};
 use crate::register::intensity::IntensityMatch;
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
@@ -513,19 +515,20 @@ fn field_quality(forward: &VectorField, inverse: &VectorField, grid: &crate::vol
 /// Nothing is written until the registration has finished, and each file is written
 /// atomically, so a cancelled or failed run leaves no outputs.
 /// With `dicom`, `out/dicom/` gets the warped moving image as a series in the fixed CT's study
-/// and frame of reference and the registration as a Deformable Spatial Registration object.
+/// and frame of reference, the registration as a Deformable Spatial Registration object, and
+/// the structures asked for carried onto the fixed CT.
 pub fn register_files(
     fixed_path: &Path,
     moving_path: &Path,
     out: &Path,
     params: &RegisterParams,
-    dicom: bool,
+    dicom: Option<&DicomRequest>,
     progress: &dyn Progress,
 ) -> Result<Report> {
     let start = Instant::now();
     let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
     let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
-    let identities = dicom.then(|| DicomIdentities::of(&fixed, &moving));
+    let identities = dicom.map(|_| DicomIdentities::of(&fixed, &moving));
     if let Some(identities) = &identities {
         for (identity, path) in [(&identities.fixed, fixed_path), (&identities.moving, moving_path)] {
             if identity.frame_of_reference_uid.is_none() {
@@ -536,16 +539,23 @@ pub fn register_files(
             }
         }
     }
+    let structures = match (dicom.and_then(|d| d.structures.as_deref()), &identities) {
+        (Some(path), Some(identities)) => {
+            Some(StructuresToCarry::read(path, &identities.moving, &moving.volume.geometry)?)
+        }
+        _ => None,
+    };
     let load_s = start.elapsed().as_secs_f64();
     let mut registration = register_volumes(&fixed.volume, &moving.volume, params, progress)?;
     registration.timings.load_s = load_s;
     progress.check_cancelled()?;
 
     registration.timings.total_s = start.elapsed().as_secs_f64();
+    let dicom_outputs = identities.map(|identities| DicomOutputs { identities, structures });
     let inputs =
         vec![input_file("fixed", fixed_path, &fixed.volume)?, input_file("moving", moving_path, &moving.volume)?];
     let warnings: Vec<String> = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
-    write_outputs(out, &fixed.volume, &registration, params, inputs, warnings, identities.as_ref(), progress)
+    write_outputs(out, &fixed.volume, &registration, params, inputs, warnings, dicom_outputs.as_ref(), progress)
 }
 
 /// Registers the built-in demo case (the synthetic head and its pseudo-CT phantom, made in
@@ -572,9 +582,9 @@ pub fn register_demo(
         input_in_memory("fixed", description, &phantom.fixed),
         input_in_memory("moving", description, &phantom.moving),
     ];
-    let identities = dicom.then(DicomIdentities::made_up);
+    let dicom = dicom.then(|| DicomOutputs { identities: DicomIdentities::made_up(), structures: None });
     let report =
-        write_outputs(out, &phantom.fixed, &registration, params, inputs, Vec::new(), identities.as_ref(), progress)?;
+        write_outputs(out, &phantom.fixed, &registration, params, inputs, Vec::new(), dicom.as_ref(), progress)?;
     Ok((report, error))
 }
 
@@ -589,7 +599,7 @@ pub fn write_outputs(
     params: &RegisterParams,
     inputs: Vec<InputFile>,
     mut warnings: Vec<String>,
-    dicom: Option<&DicomIdentities>,
+    dicom: Option<&DicomOutputs>,
     progress: &dyn Progress,
 ) -> Result<Report> {
     let writing = Instant::now();
@@ -611,7 +621,9 @@ pub fn write_outputs(
     if let Some((statistics, margin)) = &registration.border {
         statistics.write_plot(&out.join("qa").join("patch_border.png"), *margin)?;
     }
-    let dicom = dicom.map(|identities| write_dicom_outputs(out, registration, identities, progress)).transpose()?;
+    let dicom = dicom
+        .map(|d| write_dicom_outputs(out, registration, &d.identities, d.structures.as_ref(), progress))
+        .transpose()?;
     let mut timings = registration.timings.clone();
     timings.write_s = writing.elapsed().as_secs_f64();
     timings.total_s += timings.write_s;

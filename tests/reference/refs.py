@@ -457,6 +457,225 @@ def dicom_registration_read(registration, series_file, output):
         json.dump(described, f, indent=1)
 
 
+STRUCTURES = [
+    # name, number, colour, kind, centre (moving frame, mm), size (mm): radii, or for the ring its
+    # outer radius, inner radius and half height
+    ("Tumour", 1, [255, 0, 0], "sphere", (8.0, -8.0, 6.0), (11.0, 11.0, 11.0)),
+    ("Brainstem", 2, [0, 200, 255], "ellipsoid", (-8.0, 8.0, -8.0), (8.0, 9.0, 15.0)),
+    ("Ring", 7, [255, 255, 0], "ring", (-4.0, 12.0, 12.0), (10.0, 4.5, 7.0)),
+]
+
+
+def structure_case(out):
+    """A planning CT series, and a pseudo-CT and an MR series of the same head in another frame of
+    reference and study (rotated 6 degrees, shifted, smoothly deformed by up to 2.8 mm), with an RT
+    Structure Set drawn on the pseudo-CT: a sphere, an ellipsoid and a ring (an outer and an inner
+    contour per slice: a hole). Broken structure sets for the error tests beside it."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import CTImageStorage, MRImageStorage, RTStructureSetStorage, generate_uid
+
+    rng = np.random.default_rng(11)
+    semi = np.array([30.0, 34.0, 38.0])
+
+    def inside(name, p):
+        _, _, _, kind, centre, size = next(s for s in STRUCTURES if s[0] == name)
+        d = [p[i] - centre[i] for i in range(3)]
+        if kind in ("sphere", "ellipsoid"):
+            return sum((d[i] / size[i]) ** 2 for i in range(3)) <= 1.0
+        radial = np.sqrt(d[0] ** 2 + d[1] ** 2)
+        return (radial <= size[0]) & (radial >= size[1]) & (np.abs(d[2]) <= size[2])
+
+    def anatomy(p, values):
+        """values: air, fat, bone, brain, and one per structure; p: (3, ...) moving-frame mm."""
+        r = np.sqrt(sum((p[i] / semi[i]) ** 2 for i in range(3)))
+        image = np.full(r.shape, values["air"], dtype=float)
+        image[r <= 1.0] = values["fat"]
+        image[r <= 0.95] = values["bone"]
+        brain = r <= 0.85
+        texture = values["texture"] * np.sin(p[0] / 5.0) * np.cos(p[1] / 6.0) * np.sin(p[2] / 7.0 + 1.0)
+        image[brain] = values["brain"] + texture[brain]
+        # What makes the head asymmetric: a nose in front (anterior is −y), one ventricle.
+        nose = (p[0] / 7.0) ** 2 + ((p[1] + 33.0) / 7.0) ** 2 + ((p[2] + 8.0) / 10.0) ** 2 <= 1.0
+        image[nose & (r > 0.95)] = values["fat"]
+        ventricle = ((p[0] - 9.0) / 4.0) ** 2 + ((p[1] + 2.0) / 12.0) ** 2 + ((p[2] - 12.0) / 6.0) ** 2 <= 1.0
+        image[brain & ventricle] = values["ventricle"]
+        for name, *_ in STRUCTURES:
+            image[brain & inside(name, p)] = values[name]
+        return image
+
+    ct_values = {"air": -1000, "fat": -100, "bone": 1000, "brain": 35, "texture": 25, "ventricle": 5,
+                 "Tumour": 80, "Brainstem": 15, "Ring": 60}
+    mr_values = {"air": 0, "fat": 900, "bone": 80, "brain": 500, "texture": 60, "ventricle": 150,
+                 "Tumour": 850, "Brainstem": 650, "Ring": 720}
+
+    def grid(shape, spacing, centre):
+        origin = np.array(centre) - (np.array(shape) - 1) / 2 * np.array(spacing)
+        idx = np.indices(shape, dtype=float)
+        return origin, np.stack([origin[d] + idx[d] * spacing[d] for d in range(3)])
+
+    # The moving frame: pseudo-CT and MR on one grid, centred on the head.
+    m_shape, m_spacing = (64, 64, 36), (1.2, 1.2, 2.5)
+    m_origin, m_points = grid(m_shape, m_spacing, (0.0, 0.0, 0.0))
+    pct = np.round(anatomy(m_points, ct_values) + rng.normal(0, 4, m_shape))
+    mr = np.round(np.maximum(anatomy(m_points, mr_values) + rng.normal(0, 10, m_shape), 0))
+
+    # The fixed frame: the CT, elsewhere in its scanner's coordinates; fixed point q shows the
+    # anatomy at moving point R (q - c) + d(q).
+    f_shape, f_spacing, f_centre = (72, 70, 40), (1.0, 1.05, 2.0), np.array([10.0, -5.0, 20.0])
+    f_origin, f_points = grid(f_shape, f_spacing, f_centre)
+    angle = np.radians(6.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    q = f_points - f_centre[:, None, None, None]
+    p = np.einsum("ij,j...->i...", rot, q)
+    # Two smooth local displacements of up to 2.5 mm (Gaussian bumps of 10 mm width).
+    for centre, push in [((10.0, 5.0, 5.0), (2.5, 1.2, 0.0)), ((-10.0, -8.0, -5.0), (0.0, -2.0, 1.0))]:
+        weight = np.exp(-sum((q[d] - centre[d]) ** 2 for d in range(3)) / (2 * 10.0**2))
+        for d in range(3):
+            p[d] += push[d] * weight
+    ct = np.round(anatomy(p, ct_values) + rng.normal(0, 4, f_shape))
+    # Each structure where it truly lies on the fixed grid (the answer a carried contour aims at).
+    import nibabel as nib
+    os.makedirs(f"{out}/truth", exist_ok=True)
+    lps = np.diag([f_spacing[0], f_spacing[1], f_spacing[2], 1.0])
+    lps[:3, 3] = f_origin
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    for name, *_ in STRUCTURES:
+        truth = inside(name, p).astype(np.uint8)
+        nib.save(nib.Nifti1Image(truth, ras), f"{out}/truth/{name}.nii.gz")
+
+    patient = {"PatientName": "Structures^Test", "PatientID": "STR-0042", "PatientBirthDate": "19700101",
+               "PatientSex": "O"}
+    ct_study, mr_study = generate_uid(), generate_uid()
+    ct_frame, mr_frame = generate_uid(), generate_uid()
+
+    def write_series(folder, volume, origin, spacing, study, frame, modality, sop_class, description):
+        os.makedirs(folder, exist_ok=True)
+        series = generate_uid()
+        instances = []
+        for k in range(volume.shape[2]):
+            position = [origin[0], origin[1], origin[2] + k * spacing[2]]
+            ds = dicom_dataset((volume[:, :, k].T + (1024 if modality == "CT" else 0)).astype(np.uint16), position,
+                               [1, 0, 0, 0, 1, 0], [spacing[1], spacing[0]], k + 1, series, study, frame,
+                               intercept=-1024.0 if modality == "CT" else 0.0, modality=modality,
+                               description=description)
+            if sop_class != CTImageStorage:
+                ds.SOPClassUID = sop_class
+                ds.file_meta.MediaStorageSOPClassUID = sop_class
+            for key, value in patient.items():
+                setattr(ds, key, value)
+            ds.SliceThickness = f"{spacing[2]:g}"
+            ds.save_as(f"{folder}/slice{k:03d}.dcm", enforce_file_format=True)
+            instances.append((ds.SOPClassUID, ds.SOPInstanceUID, position[2]))
+        return series, instances
+
+    write_series(f"{out}/ct", ct, f_origin, f_spacing, ct_study, ct_frame, "CT", CTImageStorage, "planning CT")
+    pct_series, pct_instances = write_series(f"{out}/pseudo_ct", pct, m_origin, m_spacing, mr_study, mr_frame,
+                                             "CT", CTImageStorage, "pseudo-CT")
+    write_series(f"{out}/mr", mr, m_origin, m_spacing, mr_study, mr_frame, "MR", MRImageStorage, "T1 MRI")
+
+    def contours_on(z, name):
+        _, _, _, kind, centre, size = next(s for s in STRUCTURES if s[0] == name)
+        dz = z - centre[2]
+        loops = []
+        if kind in ("sphere", "ellipsoid"):
+            scale = 1.0 - (dz / size[2]) ** 2
+            if scale > 0.01:
+                loops.append((np.sqrt(scale) * size[0], np.sqrt(scale) * size[1]))
+        elif abs(dz) <= size[2]:
+            loops += [(size[0], size[0]), (size[1], size[1])]
+        result = []
+        for ax, ay in loops:
+            t = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+            points = np.stack([centre[0] + ax * np.cos(t), centre[1] + ay * np.sin(t), np.full_like(t, z)], axis=1)
+            result.append(points)
+        return result
+
+    def structure_set(path, frame=mr_frame, geometric_type="CLOSED_PLANAR", twist=False):
+        ds = new_dataset(RTStructureSetStorage)
+        for key, value in patient.items():
+            setattr(ds, key, value)
+        ds.Modality = "RTSTRUCT"
+        ds.StudyInstanceUID = mr_study
+        ds.SeriesInstanceUID = generate_uid()
+        ds.StructureSetLabel = "MRI contours"
+        ds.StructureSetDate, ds.StructureSetTime = "20260101", "120000"
+        frame_item = Dataset()
+        frame_item.FrameOfReferenceUID = frame
+        study_item = Dataset()
+        study_item.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+        study_item.ReferencedSOPInstanceUID = mr_study
+        series_item = Dataset()
+        series_item.SeriesInstanceUID = pct_series
+        images = []
+        for sop_class, sop_instance, _ in pct_instances:
+            image = Dataset()
+            image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = sop_class, sop_instance
+            images.append(image)
+        series_item.ContourImageSequence = Sequence(images)
+        study_item.RTReferencedSeriesSequence = Sequence([series_item])
+        frame_item.RTReferencedStudySequence = Sequence([study_item])
+        ds.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
+        rois, roi_contours, observations = [], [], []
+        for name, number, colour, *_ in STRUCTURES:
+            roi = Dataset()
+            roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame, name
+            roi.ROIGenerationAlgorithm = "MANUAL"
+            rois.append(roi)
+            contour_items = []
+            for sop_class, sop_instance, z in pct_instances:
+                for points in contours_on(z, name):
+                    if twist and name == "Tumour" and len(contour_items) == 3:
+                        points = points.copy()
+                        points[[5, 30]] = points[[30, 5]]  # two vertices swapped: the outline crosses itself
+                    item = Dataset()
+                    image = Dataset()
+                    image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = sop_class, sop_instance
+                    item.ContourImageSequence = Sequence([image])
+                    item.ContourGeometricType = geometric_type if name == "Brainstem" else "CLOSED_PLANAR"
+                    item.NumberOfContourPoints = len(points)
+                    item.ContourData = [f"{v:.4f}" for v in points.ravel()]
+                    contour_items.append(item)
+            roi_contour = Dataset()
+            roi_contour.ReferencedROINumber = number
+            roi_contour.ROIDisplayColor = colour
+            roi_contour.ContourSequence = Sequence(contour_items)
+            roi_contours.append(roi_contour)
+            observation = Dataset()
+            observation.ObservationNumber, observation.ReferencedROINumber = number, number
+            observation.RTROIInterpretedType = "GTV" if name == "Tumour" else "ORGAN"
+            observation.ROIInterpreter = ""
+            observations.append(observation)
+        ds.StructureSetROISequence = Sequence(rois)
+        ds.ROIContourSequence = Sequence(roi_contours)
+        ds.RTROIObservationsSequence = Sequence(observations)
+        ds.save_as(path, enforce_file_format=True)
+
+    structure_set(f"{out}/RS.dcm")
+    structure_set(f"{out}/RS_other_frame.dcm", frame=ct_frame)
+    structure_set(f"{out}/RS_open.dcm", geometric_type="OPEN_PLANAR")
+    structure_set(f"{out}/RS_self_intersecting.dcm", twist=True)
+
+
+def plastimatch_masks(structures, reference, out):
+    """plastimatch rasterises an RT Structure Set onto a reference image's grid (a NIfTI file, or
+    a DICOM series that dcm2niix converts), one NIfTI mask
+    per structure in OUT; contours on one slice combine by even-odd (a contour inside another is
+    a hole)."""
+    import subprocess
+    import tempfile
+
+    if os.path.isdir(reference):
+        # plastimatch (Debian's build) reads no DICOM image series: dcm2niix converts it first.
+        folder = tempfile.mkdtemp()
+        subprocess.run(["dcm2niix", "-z", "y", "-f", "reference", "-o", folder, reference], check=True,
+                       stdout=subprocess.DEVNULL)
+        reference = f"{folder}/reference.nii.gz"
+    subprocess.run(["plastimatch", "convert", "--input", structures, "--fixed", reference,
+                    "--output-prefix", out, "--prefix-format", "nii.gz", "--xor-contours"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     {
@@ -470,4 +689,6 @@ if __name__ == "__main__":
         "metrics": metrics,
         "greedy-field": greedy_field,
         "dicom-registration-read": dicom_registration_read,
+        "structure-case": structure_case,
+        "plastimatch-masks": plastimatch_masks,
     }[command](*args)
