@@ -576,6 +576,9 @@ fn info(path: &Path, json: bool, series: &SeriesChoice, progress: &TerminalProgr
     if path.is_file() && io::dicom_registration::is_deformable_registration(path) {
         return info_registration(path, json);
     }
+    if path.is_file() && io::dicom_structures::is_structure_set(path) {
+        return info_structures(path, json);
+    }
     let loaded = io::load_volume(path, series, progress)?;
     progress.finish();
     let volume = &loaded.volume;
@@ -669,6 +672,55 @@ fn info_registration(path: &Path, json: bool) -> Result<()> {
     println!("  origin       ({:.3}, {:.3}, {:.3}) mm LPS", g.origin_mm[0], g.origin_mm[1], g.origin_mm[2]);
     println!("  orientation  {}  direction {:?}", g.orientation_code(), g.direction);
     println!("  displacement max {max_mm:.2} mm");
+    Ok(())
+}
+
+/// Describes an RT Structure Set: frame of reference and each region's contours.
+fn info_structures(path: &Path, json: bool) -> Result<()> {
+    let set = io::dicom_structures::read_structure_set(path)?;
+    let rows: Vec<serde_json::Value> = set
+        .rois
+        .iter()
+        .map(|roi| {
+            let mut z: Vec<f64> = roi.contours.iter().map(|c| c[0][2]).collect();
+            z.sort_by(f64::total_cmp);
+            serde_json::json!({
+                "number": roi.number,
+                "name": roi.name,
+                "colour": roi.colour,
+                "type": roi.interpreted_type,
+                "contours": roi.contours.len(),
+                "points": roi.contours.iter().map(Vec::len).sum::<usize>(),
+                "z_range_mm": [z.first(), z.last()],
+            })
+        })
+        .collect();
+    if json {
+        let report = serde_json::json!({
+            "path": path,
+            "format": "DICOM RT Structure Set",
+            "label": set.label,
+            "frame_of_reference_uid": set.frame_of_reference_uid,
+            "rois": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", path.display());
+    println!("  format       DICOM RT Structure Set {:?}", set.label);
+    println!("  frame        {}", set.frame_of_reference_uid);
+    for row in rows {
+        println!(
+            "  ROI {:>4}     {:<24} {:<8} {:>4} contours, z {} .. {} mm, colour {}",
+            row["number"],
+            row["name"].as_str().unwrap_or(""),
+            row["type"].as_str().unwrap_or(""),
+            row["contours"],
+            row["z_range_mm"][0],
+            row["z_range_mm"][1],
+            row["colour"]
+        );
+    }
     Ok(())
 }
 

@@ -305,6 +305,10 @@ fn structures_are_carried_onto_the_ct_as_plastimatch_and_apply_labels_agree() {
         }
     }
 
+    let info = run(&["info".as_ref(), structures.as_os_str()]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && text.contains("RT Structure Set") && text.contains("Brainstem"), "{text}");
+
     // plastimatch rasterises our contours on the CT; the moving masks it rasterises on the
     // pseudo-CT, carried by `apply --labels`, agree with them (Dice ≥ 0.95 each).
     let carried_masks = out.path().join("carried_masks");

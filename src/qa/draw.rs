@@ -61,6 +61,23 @@ impl Canvas {
         }
     }
 
+    /// Mixes `colour` into the pixel at (x, y) with weight `alpha` (0..1); outside: nothing.
+    pub fn blend(&mut self, x: usize, y: usize, colour: Rgb, alpha: f32) {
+        if x >= self.width || y >= self.height {
+            return;
+        }
+        let i = 3 * (x + self.width * y);
+        for c in 0..3 {
+            let old = self.pixels[i + c] as f32;
+            self.pixels[i + c] = (old + (colour.0[c] as f32 - old) * alpha.clamp(0.0, 1.0)).round() as u8;
+        }
+    }
+
+    pub fn pixel(&self, x: usize, y: usize) -> Rgb {
+        let i = 3 * (x + self.width * y);
+        Rgb([self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]])
+    }
+
     /// Digits, '.', '-' and spaces at (x, y), each font pixel `scale` pixels wide; other
     /// characters are skipped.
     pub fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, colour: Rgb) {

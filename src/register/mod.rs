@@ -8,4 +8,5 @@ pub mod local_flow;
 pub mod network;
 pub mod optimize;
 pub mod pipeline;
+pub mod qa_report;
 pub mod resolution;

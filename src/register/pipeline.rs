@@ -26,6 +26,7 @@ use crate::register::dicom_export::{
 use crate::register::intensity::IntensityMatch;
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
+use crate::register::qa_report::write_report_html;
 use crate::register::resolution::ResolutionMatch;
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
@@ -663,6 +664,7 @@ pub fn write_outputs(
     io::atomic::write_atomically(&report_path, |w| {
         w.write_all(json.as_bytes()).map_err(|e| Error::io(&report_path, e))
     })?;
+    write_report_html(&out.join("qa"), &report)?;
     Ok(report)
 }
 
