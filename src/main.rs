@@ -32,6 +32,10 @@ enum Command {
         #[arg(long)]
         series: Option<String>,
     },
+    /// Open a finished `register` folder in the desktop app: its inputs, both fields, the
+    /// verdict and metrics, every overlay and the structures it carried, without registering
+    /// again.
+    View { folder: PathBuf },
     /// Convert a DICOM series or a NIfTI file to NIfTI (.nii or .nii.gz).
     Convert {
         input: PathBuf,
@@ -523,6 +527,17 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {} (DICOM series in the reference's frame of reference)", folder.display());
             }
             Ok(())
+        }
+        Command::View { folder } => {
+            if !folder.join("report.json").exists() {
+                anyhow::bail!("{}: no report.json: not a folder that `register` wrote", folder.display());
+            }
+            diffeoreg::app::run_app_with(diffeoreg::app::AppOptions {
+                open_folder: Some(folder),
+                load_demo: false,
+                ..Default::default()
+            })
+            .context("the desktop app needs a display")
         }
         Command::Convert { input, output, series } => {
             convert(&input, &output, &choice(series), &TerminalProgress::new(cancel, true))

@@ -372,3 +372,102 @@ fn trains_from_the_training_tab_stops_resumes_and_registers_with_the_model() {
     let fixed_row = crop(&frame, harness.state(), Row::Fixed, Orientation::Axial);
     assert!(!fixed_row.pixels().any(border), "borders leaked into the fixed row");
 }
+
+/// An RT Structure Set drawn on the pseudo-CT: read in the app, carried after registering,
+/// drawn in each region's colour on the CT's axial view, and exported with the DICOM outputs.
+/// The difference and Jacobian overlays show their colour bars.
+#[test]
+fn structures_are_carried_drawn_and_exported_from_the_app() {
+    let case = common::reference_folder("structure-case");
+    let mut harness = harness(AppOptions { load_demo: false, ..AppOptions::default() });
+    harness.state_mut().load_files(case.join("ct"), case.join("pseudo_ct"));
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    assert!(harness.state().case().is_some(), "{:?}", harness.state().message());
+    harness.state_mut().load_structures(case.join("RS.dcm"));
+    wait_until_idle(&mut harness, Duration::from_secs(60));
+    assert_eq!(harness.state().structures.as_ref().map(|s| s.masks.len()), Some(3), "{:?}", harness.state().message());
+    assert!(harness.state().carried.is_empty(), "nothing to carry before registering");
+    harness.get_by_label("Register").click();
+    harness.step();
+    wait_until_idle(&mut harness, Duration::from_secs(300));
+    // Registering is followed by carrying the structures.
+    wait_until_idle(&mut harness, Duration::from_secs(60));
+    let carried = &harness.state().carried;
+    assert_eq!(carried.len(), 3, "{:?}", harness.state().message());
+    let tumour = carried.iter().find(|c| c.roi.name == "Tumour").unwrap();
+    let (slice, _) = tumour.contours[tumour.contours.len() / 2];
+    let mut cursor = harness.state().cursor();
+    cursor[2] = slice as f32;
+    harness.state_mut().set_cursor(cursor);
+    let frame = render(&mut harness);
+    let red = |image: &RgbaImage| image.pixels().filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60).count();
+    let fixed_view = crop(&frame, harness.state(), Row::Fixed, Orientation::Axial);
+    assert!(red(&fixed_view) > 30, "the tumour's contour is drawn in red on the CT: {} red pixels", red(&fixed_view));
+    let coronal = crop(&frame, harness.state(), Row::Fixed, Orientation::Coronal);
+    assert_eq!(red(&coronal), 0, "contours lie on axial slices only");
+    harness.get_by_label_contains("Tumour: ");
+
+    harness.state_mut().display.overlay = Overlay::Difference;
+    harness.step();
+    harness.get_by_label("warped - fixed, HU");
+    harness.state_mut().display.overlay = Overlay::Jacobian;
+    harness.step();
+    harness.get_by_label("det J");
+
+    let out = tempfile::tempdir().unwrap();
+    assert!(harness.state().export_dicom, "DICOM export is on by default");
+    harness.state_mut().export_results(out.path().to_path_buf());
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    for file in ["dicom/registration.dcm", "dicom/structures.dcm", "qa/report.html", "report.json"] {
+        assert!(out.path().join(file).exists(), "{file} exported: {:?}", harness.state().message());
+    }
+    let report = common::read_json(&out.path().join("report.json"));
+    assert_eq!(report["dicom"]["structures"].as_array().unwrap().len(), 3);
+    assert_eq!(report["dicom"]["inputs_were_dicom"], true);
+}
+
+/// `diffeoreg view OUT` (the app opened on a finished register folder): the inputs, result,
+/// verdict and carried structures come back without registering again.
+#[test]
+fn a_finished_register_folder_opens_with_its_result_and_structures() {
+    let case = common::reference_folder("structure-case");
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(common::binary())
+        .arg("register")
+        .arg("--fixed")
+        .arg(case.join("ct"))
+        .arg("--moving")
+        .arg(case.join("pseudo_ct"))
+        .arg("--out")
+        .arg(out.path())
+        .arg("--structures")
+        .arg(case.join("RS.dcm"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report = common::read_json(&out.path().join("report.json"));
+    let options = AppOptions { load_demo: false, open_folder: Some(out.path().to_path_buf()), ..AppOptions::default() };
+    let mut harness = harness(options);
+    wait_until_idle(&mut harness, Duration::from_secs(120));
+    let app = harness.state();
+    let result = app.result().unwrap_or_else(|| panic!("opened: {:?}", app.message()));
+    assert_eq!(result.registration.verdict.status.name(), report["verdict"]["status"].as_str().unwrap());
+    assert!(result.registration.history.is_empty(), "nothing was registered again");
+    let saved = diffeoreg::io::read_field(&out.path().join("warp_fwd.nii.gz")).unwrap();
+    assert_eq!(result.registration.warp_fwd.components_mm, saved.components_mm);
+    assert_eq!(app.carried.len(), 3);
+    let tumour = app.carried.iter().find(|c| c.roi.name == "Tumour").unwrap();
+    let reported = report["dicom"]["structures"].as_array().unwrap().iter().find(|s| s["name"] == "Tumour").unwrap();
+    assert!((tumour.carried_ml - reported["carried_ml"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(app.overlay_available(Overlay::Jacobian));
+    harness.get_by_label("Verdict");
+    let (slice, _) = tumour.contours[tumour.contours.len() / 2];
+    let mut cursor = harness.state().cursor();
+    cursor[2] = slice as f32;
+    harness.state_mut().set_cursor(cursor);
+    harness.state_mut().display.overlay = Overlay::Checkerboard;
+    let frame = render(&mut harness);
+    let compared = crop(&frame, harness.state(), Row::Compared, Orientation::Axial);
+    let red = compared.pixels().filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60).count();
+    assert!(red > 30, "the carried tumour is drawn on the warped view: {red} red pixels");
+}

@@ -163,3 +163,55 @@ fn a_constant_image_is_refused() {
         assert!(message.contains(role) && message.contains("constant"), "{message}");
     }
 }
+
+/// A register folder reads back as it was written; an input changed since is named, and a
+/// folder from another report schema is refused.
+#[test]
+fn a_register_folder_reads_back_and_names_changed_inputs() {
+    use diffeoreg::register::saved::read_outputs;
+    let dir = tempfile::tempdir().unwrap();
+    let phantom = diffeoreg::phantom::demo_phantom([48, 52, 44], [4.0, 4.5, 4.0]).unwrap();
+    let (fixed, moving) = (dir.path().join("fixed.nii.gz"), dir.path().join("moving.nii.gz"));
+    diffeoreg::io::write_volume(&fixed, &phantom.fixed, diffeoreg::io::StoredType::Automatic).unwrap();
+    diffeoreg::io::write_volume(&moving, &phantom.moving, diffeoreg::io::StoredType::Automatic).unwrap();
+    let out = dir.path().join("out");
+    let params = RegisterParams::default();
+    let report = diffeoreg::register::pipeline::register_files(
+        &fixed,
+        &moving,
+        &out,
+        &params,
+        None,
+        &diffeoreg::progress::Silent,
+    )
+    .unwrap();
+    let saved = read_outputs(&out, &diffeoreg::progress::Silent).unwrap();
+    assert!(saved.warnings.is_empty(), "{:?}", saved.warnings);
+    assert_eq!(saved.registration.verdict, report.verdict);
+    let json = |e: &diffeoreg::metrics::evaluation::Evaluation| serde_json::to_value(e).unwrap();
+    assert_eq!(json(&saved.registration.metrics.result), json(&report.metrics.result));
+    assert_eq!(
+        saved.registration.rigid.transform.apply([1.0, 2.0, 3.0]).map(|v| (v * 1e6).round()),
+        diffeoreg::io::read_transform(&out.join("rigid.tfm"))
+            .unwrap()
+            .apply([1.0, 2.0, 3.0])
+            .map(|v| (v * 1e6).round())
+    );
+    assert_eq!(saved.fixed.volume, diffeoreg::io::read_volume(&fixed).unwrap());
+    // The moving image changes on disk: it is still shown, with a warning naming it.
+    let mut changed = phantom.moving.clone();
+    changed.voxels[0] += 100.0;
+    diffeoreg::io::write_volume(&moving, &changed, diffeoreg::io::StoredType::Automatic).unwrap();
+    let saved = read_outputs(&out, &diffeoreg::progress::Silent).unwrap();
+    assert!(
+        saved.warnings.iter().any(|w| w.contains("moving.nii.gz") && w.contains("changed")),
+        "{:?}",
+        saved.warnings
+    );
+    // Another schema is refused by name.
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    let old = text.replacen("\"schema_version\": 3", "\"schema_version\": 2", 1);
+    std::fs::write(out.join("report.json"), old).unwrap();
+    let error = read_outputs(&out, &diffeoreg::progress::Silent).err().unwrap().to_string();
+    assert!(error.contains("report.json") && error.contains("schema 2"), "{error}");
+}

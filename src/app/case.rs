@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::app::render::slice::{Slot, TextureData};
+use crate::contours::carry::{CarriedRoi, carry};
 use crate::diffeo::VectorField;
 use crate::diffeo::jacobian::determinant;
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use crate::io::{self, SeriesChoice};
 use crate::metrics::{BODY_DENSITY, Distances, TISSUES, body_mask, endpoint_error};
 use crate::phantom::demo_phantom;
 use crate::progress::Progress;
+use crate::register::dicom_export::{DicomIdentities, StructuresToCarry};
 use crate::register::pipeline::{RegisterParams, Registration, register_volumes};
 use crate::volume::resample::{Interpolation, resample};
 use crate::volume::{Calibration, DisplacementField, Volume};
@@ -41,6 +43,8 @@ pub struct Case {
     pub moving_on_fixed: Volume,
     pub truth: Option<Arc<Truth>>,
     pub warnings: Vec<String>,
+    /// Patient, study and frames of reference for DICOM outputs (made up for non-DICOM inputs).
+    pub identities: DicomIdentities,
 }
 
 /// A finished registration of the current case.
@@ -61,6 +65,11 @@ pub struct CaseResult {
 pub enum JobOutput {
     Loaded(Box<Case>, Vec<TextureData>),
     Registered(Box<CaseResult>, Vec<TextureData>),
+    /// A finished register folder: its case, result and carried structures.
+    Opened(Box<Case>, Box<CaseResult>, Vec<TextureData>, Vec<CarriedRoi>),
+    /// A structure set read and filled on the moving grid, and its regions carried onto the
+    /// fixed grid when a result exists.
+    Structures(Option<Arc<StructuresToCarry>>, Vec<CarriedRoi>),
     Saved(String),
     /// A training ended: the model folder and the epochs done.
     Trained(std::path::PathBuf, usize),
@@ -70,7 +79,8 @@ impl JobOutput {
     pub fn textures_mut(&mut self) -> &mut [TextureData] {
         match self {
             JobOutput::Loaded(_, textures) | JobOutput::Registered(_, textures) => textures,
-            JobOutput::Saved(_) | JobOutput::Trained(..) => &mut [],
+            JobOutput::Opened(_, _, textures, _) => textures,
+            JobOutput::Saved(_) | JobOutput::Trained(..) | JobOutput::Structures(..) => &mut [],
         }
     }
 }
@@ -81,12 +91,13 @@ pub fn load_demo(shape: [usize; 3], spacing_mm: [f64; 3], progress: &dyn Progres
     let phantom = demo_phantom(shape, spacing_mm)?;
     let truth = Truth { forward: phantom.truth_fwd, inverse: phantom.truth_inv };
     let name = format!("demo head {}×{}×{} with a known deformation", shape[0], shape[1], shape[2]);
-    build_case(name, None, None, phantom.fixed, phantom.moving, Some(truth), Vec::new(), progress)
+    let identities = DicomIdentities::made_up();
+    build_case(name, None, None, phantom.fixed, phantom.moving, Some(truth), Vec::new(), identities, progress)
 }
 
 /// A pair already in memory.
 pub fn load_volumes(name: String, fixed: Volume, moving: Volume, progress: &dyn Progress) -> Result<JobOutput> {
-    build_case(name, None, None, fixed, moving, None, Vec::new(), progress)
+    build_case(name, None, None, fixed, moving, None, Vec::new(), DicomIdentities::made_up(), progress)
 }
 
 /// A pair from files or DICOM folders.
@@ -95,6 +106,7 @@ pub fn load_files(fixed_path: &Path, moving_path: &Path, progress: &dyn Progress
     let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
     let warnings = fixed.warnings.iter().chain(&moving.warnings).cloned().collect();
     let name = format!("{} (fixed), {} (moving)", file_name(fixed_path), file_name(moving_path));
+    let identities = DicomIdentities::of(&fixed, &moving);
     build_case(
         name,
         Some(fixed_path.to_path_buf()),
@@ -103,6 +115,7 @@ pub fn load_files(fixed_path: &Path, moving_path: &Path, progress: &dyn Progress
         moving.volume,
         None,
         warnings,
+        identities,
         progress,
     )
 }
@@ -120,6 +133,7 @@ fn build_case(
     moving: Volume,
     truth: Option<Truth>,
     warnings: Vec<String>,
+    identities: DicomIdentities,
     progress: &dyn Progress,
 ) -> Result<JobOutput> {
     for (volume, role) in [(&fixed, "fixed"), (&moving, "moving")] {
@@ -152,6 +166,7 @@ fn build_case(
         moving_on_fixed,
         truth: truth.map(Arc::new),
         warnings,
+        identities,
     };
     Ok(JobOutput::Loaded(Box::new(case), textures))
 }
@@ -189,6 +204,18 @@ pub fn register_case(
     let start = std::time::Instant::now();
     let mut registration = register_volumes(fixed, moving, params, progress)?;
     registration.timings.total_s = start.elapsed().as_secs_f64();
+    let (result, textures) = result_views(fixed, registration, truth, params, progress)?;
+    Ok(JobOutput::Registered(Box::new(result), textures))
+}
+
+/// A result and the textures that show it.
+fn result_views(
+    fixed: &Volume,
+    registration: Registration,
+    truth: Option<&Truth>,
+    params: &RegisterParams,
+    progress: &dyn Progress,
+) -> Result<(CaseResult, Vec<TextureData>)> {
     progress.start_stage("preparing the result's views", 0);
     let warp = VectorField::from_displacement_mm(&registration.warp_fwd);
     let jacobian = determinant(&warp);
@@ -228,7 +255,107 @@ pub fn register_case(
         endpoint_error,
         rigid_endpoint_error,
     };
-    Ok(JobOutput::Registered(Box::new(result), textures))
+    Ok((result, textures))
+}
+
+/// A finished `register` folder, shown as if it had just been registered here: its inputs,
+/// result, verdict and metrics, and the structures it carried.
+pub fn open_result_folder(folder: &Path, progress: &dyn Progress) -> Result<JobOutput> {
+    let saved = crate::register::saved::read_outputs(folder, progress)?;
+    let identities = DicomIdentities::of(&saved.fixed, &saved.moving);
+    let name = format!("result in {}", folder.display());
+    let mut warnings = saved.warnings.clone();
+    warnings.extend(saved.fixed.warnings.iter().chain(&saved.moving.warnings).cloned());
+    let JobOutput::Loaded(case, mut textures) = build_case(
+        name,
+        saved.fixed_path.clone(),
+        saved.moving_path.clone(),
+        saved.fixed.volume,
+        saved.moving.volume,
+        None,
+        warnings,
+        identities,
+        progress,
+    )?
+    else {
+        unreachable!("build_case returns a loaded case")
+    };
+    let (result, result_textures) = result_views(&case.fixed, saved.registration, None, &saved.params, progress)?;
+    // The result's textures replace the case's where both have one.
+    textures.retain(|t| !result_textures.iter().any(|r| r.slot == t.slot));
+    textures.extend(result_textures);
+    let carried = carried_in_folder(folder, &case.fixed.geometry, saved.dicom.as_ref())?;
+    Ok(JobOutput::Opened(case, Box::new(result), textures, carried))
+}
+
+/// The structures a register folder carried onto the CT (`dicom/structures.dcm`), if any.
+fn carried_in_folder(
+    folder: &Path,
+    grid: &crate::volume::Geometry,
+    dicom: Option<&serde_json::Value>,
+) -> Result<Vec<CarriedRoi>> {
+    let path = folder.join("dicom").join("structures.dcm");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let set = crate::io::dicom_structures::read_structure_set(&path)?;
+    let summaries = dicom.and_then(|d| d["structures"].as_array()).cloned().unwrap_or_default();
+    Ok(set
+        .rois
+        .into_iter()
+        .map(|roi| {
+            let summary = summaries.iter().find(|s| s["number"].as_i64() == Some(roi.number));
+            let ml = |key: &str| summary.and_then(|s| s[key].as_f64()).unwrap_or(f64::NAN);
+            let contours = roi
+                .contours
+                .iter()
+                .map(|contour| (grid.world_to_index(contour[0])[2].round().max(0.0) as usize, contour.clone()))
+                .collect();
+            CarriedRoi {
+                moving_ml: ml("moving_ml"),
+                carried_ml: ml("carried_ml"),
+                roi: crate::io::dicom_structures::Roi { contours: Vec::new(), ..roi },
+                contours,
+            }
+        })
+        .collect())
+}
+
+/// Reads a structure set drawn on the moving image and, with a result, carries its regions
+/// onto the fixed grid.
+pub fn load_structures(
+    path: &Path,
+    case_identities: &DicomIdentities,
+    moving: &Volume,
+    registration: Option<&Registration>,
+    progress: &dyn Progress,
+) -> Result<JobOutput> {
+    progress.start_stage("reading the structure set", 0);
+    let structures = Arc::new(StructuresToCarry::read(path, &case_identities.moving, &moving.geometry)?);
+    let carried = match registration {
+        Some(registration) => carry_all(&structures, registration, progress)?,
+        None => Vec::new(),
+    };
+    Ok(JobOutput::Structures(Some(structures), carried))
+}
+
+/// Every region of `structures` carried through `registration`'s forward field.
+pub fn carry_all(
+    structures: &StructuresToCarry,
+    registration: &Registration,
+    progress: &dyn Progress,
+) -> Result<Vec<CarriedRoi>> {
+    progress.start_stage("carrying the structures", structures.masks.len() as u64);
+    structures
+        .masks
+        .iter()
+        .map(|mask| {
+            progress.check_cancelled()?;
+            let carried = carry(mask, &registration.warp_fwd);
+            progress.advance(1);
+            carried
+        })
+        .collect()
 }
 
 /// How many grid voxels one texel of the displacement texture spans for a grid of `shape`.

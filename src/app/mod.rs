@@ -14,6 +14,7 @@ mod views;
 pub mod worker;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,12 @@ use crate::app::case::{Case, CaseResult, JobOutput};
 use crate::app::render::slice::{SliceRenderer, TextureData, ViewUniform};
 use crate::app::view::{Camera, Orientation, WindowLevel};
 use crate::app::worker::{Outcome, Worker};
+use crate::contours::carry::CarriedRoi;
 use crate::metrics::verdict::Status;
 use crate::phantom::{DEMO_SHAPE, DEMO_SPACING_MM};
 use crate::progress::Progress;
 use crate::qa::draw::write_png;
+use crate::register::dicom_export::StructuresToCarry;
 use crate::register::pipeline::{RegisterParams, input_file, input_in_memory, write_outputs};
 
 /// What the app starts with.
@@ -38,6 +41,8 @@ pub struct AppOptions {
     pub demo_spacing_mm: [f64; 3],
     /// The registration parameters the work panel starts from.
     pub params: RegisterParams,
+    /// A finished `register` folder to open at start-up (instead of the demo).
+    pub open_folder: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -47,6 +52,7 @@ impl Default for AppOptions {
             demo_shape: DEMO_SHAPE,
             demo_spacing_mm: DEMO_SPACING_MM,
             params: RegisterParams::default(),
+            open_folder: None,
         }
     }
 }
@@ -155,6 +161,8 @@ pub(crate) enum DialogAnswer {
     TrainingFolder(PathBuf),
     ModelFolder(PathBuf),
     Calibration(PathBuf),
+    Structures(PathBuf),
+    ResultFolder(PathBuf),
 }
 
 /// The app's two pages.
@@ -196,6 +204,13 @@ pub struct DiffeoregApp {
     field_subsampling: usize,
     /// Where each view was drawn in the last frame (points).
     view_rects: Vec<((Row, Orientation), egui::Rect)>,
+    /// A structure set drawn on the moving image, and its regions carried onto the fixed grid
+    /// by the current result (drawn on the fixed and warped views, exported as DICOM).
+    pub structures: Option<Arc<StructuresToCarry>>,
+    pub structures_file: Option<PathBuf>,
+    pub carried: Vec<CarriedRoi>,
+    /// Whether "Results…" also writes the DICOM outputs (series, registration, structures).
+    pub export_dicom: bool,
 }
 
 impl DiffeoregApp {
@@ -230,9 +245,15 @@ impl DiffeoregApp {
             last_frame_time: Duration::ZERO,
             field_subsampling: 1,
             view_rects: Vec::new(),
+            structures: None,
+            structures_file: None,
+            carried: Vec::new(),
+            export_dicom: true,
             options,
         };
-        if app.options.load_demo {
+        if let Some(folder) = app.options.open_folder.clone() {
+            app.open_result_folder(folder);
+        } else if app.options.load_demo {
             app.load_demo();
         }
         app
@@ -313,6 +334,37 @@ impl DiffeoregApp {
         }
     }
 
+    /// Opens a finished `register` folder: its inputs, result, verdict, metrics and carried
+    /// structures, without registering again.
+    pub fn open_result_folder(&mut self, folder: PathBuf) {
+        self.start_job("open result", Box::new(move |board| case::open_result_folder(&folder, board)));
+    }
+
+    /// Reads an RT Structure Set drawn on the moving image; with a result, carries it at once.
+    pub fn load_structures(&mut self, path: PathBuf) {
+        let Some(case) = &self.case else { return };
+        let (identities, moving) = (case.identities.clone(), case.moving.clone());
+        let registration = self.result.as_ref().map(|r| r.registration.clone());
+        self.structures_file = Some(path.clone());
+        self.start_job(
+            "read structures",
+            Box::new(move |board| case::load_structures(&path, &identities, &moving, registration.as_deref(), board)),
+        );
+    }
+
+    /// Carries the loaded structures through the current result.
+    fn carry_structures(&mut self) {
+        let (Some(structures), Some(result)) = (&self.structures, &self.result) else { return };
+        let (structures, registration) = (structures.clone(), result.registration.clone());
+        self.start_job(
+            "carry structures",
+            Box::new(move |board| {
+                let carried = case::carry_all(&structures, &registration, board)?;
+                Ok(JobOutput::Structures(Some(structures), carried))
+            }),
+        );
+    }
+
     /// Registers the loaded pair with the work panel's parameters.
     pub fn start_registration(&mut self) {
         let Some(case) = &self.case else { return };
@@ -324,9 +376,14 @@ impl DiffeoregApp {
         );
     }
 
-    /// Writes the result's fields, warped images, QA figures and report into `folder`.
+    /// Writes the result's fields, warped images, QA figures and report into `folder`, and with
+    /// `export_dicom` the DICOM outputs (with the loaded structures carried).
     pub fn export_results(&mut self, folder: PathBuf) {
         let (Some(case), Some(result)) = (&self.case, &self.result) else { return };
+        let dicom = self.export_dicom.then(|| crate::register::dicom_export::DicomOutputs {
+            identities: case.identities.clone(),
+            structures: self.structures.clone(),
+        });
         let (fixed, moving) = (case.fixed.clone(), case.moving.clone());
         let paths = (case.fixed_path.clone(), case.moving_path.clone());
         let warnings = case.warnings.clone();
@@ -341,9 +398,11 @@ impl DiffeoregApp {
                         input_in_memory("moving", "(built-in demo, in memory)", &moving),
                     ],
                 };
-                let report = write_outputs(&folder, &fixed, &registration, &params, inputs, warnings, None, board)?;
+                let report =
+                    write_outputs(&folder, &fixed, &registration, &params, inputs, warnings, dicom.as_ref(), board)?;
+                let dicom = if report.dicom.is_some() { ", DICOM in dicom/" } else { "" };
                 Ok(JobOutput::Saved(format!(
-                    "results written to {} ({} warnings)",
+                    "results written to {}{dicom}, QA record qa/report.html ({} warnings)",
                     folder.display(),
                     report.warnings.len()
                 )))
@@ -423,6 +482,8 @@ impl DiffeoregApp {
                 DialogAnswer::TrainingFolder(path) => self.training.out = path,
                 DialogAnswer::ModelFolder(path) => self.params.network.model = Some(path),
                 DialogAnswer::Calibration(path) => self.load_calibration(path),
+                DialogAnswer::Structures(path) => self.load_structures(path),
+                DialogAnswer::ResultFolder(path) => self.open_result_folder(path),
                 DialogAnswer::ViewPng(path) => {
                     let (row, orientation) = self.selected_view;
                     self.export_view_png(row, orientation, 768, 768, path);
@@ -444,6 +505,9 @@ impl DiffeoregApp {
                 }
                 self.case = Some(*case);
                 self.result = None;
+                self.structures = None;
+                self.structures_file = None;
+                self.carried.clear();
                 self.field_subsampling = 1;
                 self.pending_textures = textures;
             }
@@ -465,6 +529,43 @@ impl DiffeoregApp {
                 }
                 self.result = Some(*result);
                 self.pending_textures = textures;
+                self.carried.clear();
+                self.carry_structures();
+            }
+            Outcome::Done(JobOutput::Opened(case, result, textures, carried)) => {
+                let shape = case.fixed.geometry.shape;
+                self.cursor = shape.map(|n| (n / 2) as f32);
+                self.cameras = [Camera::default(); 3];
+                for warning in &case.warnings {
+                    self.log.push(format!("warning: {warning}"));
+                }
+                self.log.extend(result.registration.verdict.lines().into_iter().map(|l| format!("verdict {l}")));
+                self.message = Some((
+                    result.registration.verdict.status == Status::Failed,
+                    format!(
+                        "opened {} in {elapsed:.1} s: verdict {}, {} structures",
+                        case.name,
+                        result.registration.verdict.status.name(),
+                        carried.len()
+                    ),
+                ));
+                self.field_subsampling = case::field_subsampling(shape);
+                self.params = result.params.clone();
+                self.case = Some(*case);
+                self.result = Some(*result);
+                self.structures = None;
+                self.structures_file = None;
+                self.carried = carried;
+                self.pending_textures = textures;
+            }
+            Outcome::Done(JobOutput::Structures(structures, carried)) => {
+                let names: Vec<String> =
+                    structures.iter().flat_map(|s| s.masks.iter().map(|m| m.roi.name.clone())).collect();
+                let state =
+                    if carried.is_empty() { "read; carried after registering" } else { "carried onto the fixed CT" };
+                self.message = Some((false, format!("{} structures {state}: {}", names.len(), names.join(", "))));
+                self.structures = structures;
+                self.carried = carried;
             }
             Outcome::Done(JobOutput::Saved(line)) => self.message = Some((false, line)),
             Outcome::Done(JobOutput::Trained(folder, epochs)) => self.use_trained_model(folder, epochs),
@@ -628,11 +729,16 @@ impl DiffeoregApp {
 
 /// Opens the app's window on the demo case (the binary's default command).
 pub fn run_app() -> anyhow::Result<()> {
-    let options = eframe::NativeOptions {
+    run_app_with(AppOptions::default())
+}
+
+/// Opens the app's window with `options` (e.g. a finished register folder to show).
+pub fn run_app_with(app_options: AppOptions) -> anyhow::Result<()> {
+    let native = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: egui::ViewportBuilder::default().with_title("diffeoreg").with_inner_size([1500.0, 950.0]),
         ..Default::default()
     };
-    eframe::run_native("diffeoreg", options, Box::new(|cc| Ok(Box::new(DiffeoregApp::new(cc, AppOptions::default())))))
+    eframe::run_native("diffeoreg", native, Box::new(|cc| Ok(Box::new(DiffeoregApp::new(cc, app_options)))))
         .map_err(|e| anyhow::anyhow!("cannot open the app's window: {e}"))
 }

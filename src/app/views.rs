@@ -8,6 +8,7 @@ use eframe::egui::{self, Align2, Color32, FontId, Pos2, Rect, Sense, Stroke};
 use crate::app::render::slice::slice_shape;
 use crate::app::view::{Orientation, SliceView};
 use crate::app::{DiffeoregApp, Row};
+use crate::volume::Geometry;
 
 /// What lies under the mouse.
 #[derive(Clone, Debug)]
@@ -70,6 +71,9 @@ pub fn grid(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 FontId::proportional(12.0),
                 if selected { Color32::from_rgb(255, 210, 90) } else { Color32::LIGHT_GRAY },
             );
+            if matches!(row, Row::Fixed | Row::Compared) {
+                draw_carried_contours(&painter, app, &view, &geometry);
+            }
             draw_crosshair(&painter, &view, app.cursor, rect);
             draw_letters(&painter, &view.edge_letters(&geometry), rect);
             if let Some(pointer) = response.hover_pos() {
@@ -127,6 +131,33 @@ fn handle_input(
             let mut cursor = app.cursor;
             cursor[view.plane.normal] = (cursor[view.plane.normal] + scroll.signum()).round();
             app.set_cursor(cursor);
+        }
+    }
+}
+
+/// The carried structures' contours that lie on the slice this view shows (contours lie on the
+/// fixed grid's slices, so only views across its third axis show them), in each region's colour.
+fn draw_carried_contours(painter: &egui::Painter, app: &DiffeoregApp, view: &SliceView, geometry: &Geometry) {
+    if view.plane.normal != 2 || app.carried.is_empty() {
+        return;
+    }
+    let slice = view.slice.round() as usize;
+    for carried in &app.carried {
+        let [r, g, b] = carried.roi.colour.unwrap_or([255, 0, 0]);
+        let stroke = Stroke::new(1.5, Color32::from_rgb(r, g, b));
+        for (k, contour) in &carried.contours {
+            if *k != slice {
+                continue;
+            }
+            let points: Vec<Pos2> = contour
+                .iter()
+                .map(|&p| {
+                    let index = geometry.world_to_index(p);
+                    let [x, y] = view.index_to_screen([index[0] as f32, index[1] as f32, index[2] as f32]);
+                    Pos2::new(x, y)
+                })
+                .collect();
+            painter.add(egui::Shape::closed_line(points, stroke));
         }
     }
 }

@@ -51,7 +51,7 @@ fn identity_of(loaded: &LoadedVolume, role: &str) -> SeriesIdentity {
 /// Everything the DICOM outputs of one run need besides the registration.
 pub struct DicomOutputs {
     pub identities: DicomIdentities,
-    pub structures: Option<StructuresToCarry>,
+    pub structures: Option<std::sync::Arc<StructuresToCarry>>,
 }
 
 /// What `register --dicom` was asked for besides the image series and the registration object.

@@ -10,3 +10,4 @@ pub mod optimize;
 pub mod pipeline;
 pub mod qa_report;
 pub mod resolution;
+pub mod saved;

@@ -87,7 +87,7 @@ impl Default for RegisterParams {
 }
 
 /// Seconds spent in each stage.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub load_s: f64,
     pub calibrate_s: f64,
@@ -129,7 +129,7 @@ impl Timings {
 }
 
 /// What the deformation looks like, measured on the fixed grid.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FieldQuality {
     pub folding_voxels: usize,
     pub jacobian_min: f64,
@@ -139,7 +139,7 @@ pub struct FieldQuality {
     pub max_deformation_mm: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InputFile {
     pub role: String,
     pub path: PathBuf,
@@ -542,7 +542,7 @@ pub fn register_files(
     }
     let structures = match (dicom.and_then(|d| d.structures.as_deref()), &identities) {
         (Some(path), Some(identities)) => {
-            Some(StructuresToCarry::read(path, &identities.moving, &moving.volume.geometry)?)
+            Some(std::sync::Arc::new(StructuresToCarry::read(path, &identities.moving, &moving.volume.geometry)?))
         }
         _ => None,
     };
@@ -623,7 +623,7 @@ pub fn write_outputs(
         statistics.write_plot(&out.join("qa").join("patch_border.png"), *margin)?;
     }
     let dicom = dicom
-        .map(|d| write_dicom_outputs(out, registration, &d.identities, d.structures.as_ref(), progress))
+        .map(|d| write_dicom_outputs(out, registration, &d.identities, d.structures.as_deref(), progress))
         .transpose()?;
     let mut timings = registration.timings.clone();
     timings.write_s = writing.elapsed().as_secs_f64();

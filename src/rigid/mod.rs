@@ -73,7 +73,7 @@ impl Default for RigidParams {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RigidResult {
     /// Fixed-space points to moving-space points.
     #[serde(skip)]

@@ -11,6 +11,12 @@ pub struct AffineTransform {
     pub center_mm: Vec3,
 }
 
+impl Default for AffineTransform {
+    fn default() -> Self {
+        AffineTransform::identity()
+    }
+}
+
 impl AffineTransform {
     pub fn identity() -> Self {
         AffineTransform { matrix: IDENTITY, translation_mm: [0.0; 3], center_mm: [0.0; 3] }
