@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::io::dicom_series_out::{ImageKind, SeriesToWrite, write_image_series};
-use crate::io::dicom_write::{SeriesIdentity, truncate};
+use crate::io::dicom_write::truncate;
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::progress::Progress;
 use crate::volume::resample::{Interpolation, warp_through_field};
@@ -60,18 +60,14 @@ pub fn apply_files(
     let field = io::read_field(warp)?;
     let image_loaded = io::load_volume(image, &SeriesChoice::LargestCt, progress)?;
     let reference_loaded = io::load_volume(reference, &SeriesChoice::LargestCt, progress)?;
-    let identity_of = |loaded: &io::LoadedVolume| match &loaded.source {
-        io::Source::Dicom { identity, .. } => (**identity).clone(),
-        _ => SeriesIdentity::made_up("CT", "reference image"),
-    };
-    let reference_identity = identity_of(&reference_loaded);
+    let reference_identity = reference_loaded.dicom_identity("reference image");
     if dicom.is_some() && reference_identity.frame_of_reference_uid.is_none() {
         return Err(Error::bad_input(
             reference,
             "is a DICOM series without a FrameOfReferenceUID: a series cannot be placed in its frame",
         ));
     }
-    let image_modality = identity_of(&image_loaded).modality;
+    let image_modality = image_loaded.dicom_identity("image").modality;
     let (image_volume, reference_volume) = (image_loaded.volume, reference_loaded.volume);
     progress.start_stage("applying the field", 0);
     let result = apply_field(&image_volume, &field, &reference_volume.geometry, labels).map_err(|e| match e {

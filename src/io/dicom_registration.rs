@@ -25,7 +25,8 @@ use dicom_object::OpenFileOptions;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{
     DEFORMABLE_SPATIAL_REGISTRATION_STORAGE, Object, SeriesIdentity, date_and_time_now, instance_reference, new_uid,
-    put_common, put_decimals, put_doubles, put_empty, put_integer_string, put_sequence, put_str, write_file,
+    put_common, put_decimals, put_doubles, put_empty, put_integer_string, put_sequence, put_str, sop_class_of,
+    write_file,
 };
 use crate::volume::geometry::{Mat3, cross, det3, mat_vec, norm};
 use crate::volume::{DisplacementField, Geometry};
@@ -188,13 +189,7 @@ pub fn is_dicom_file(path: &Path) -> bool {
 
 /// Whether `path` is a DICOM file whose SOP class is Deformable Spatial Registration.
 pub fn is_deformable_registration(path: &Path) -> bool {
-    is_dicom_file(path)
-        && std::panic::catch_unwind(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
-            .ok()
-            .and_then(|object| object.ok())
-            .is_some_and(|object| {
-                object.meta().media_storage_sop_class_uid() == DEFORMABLE_SPATIAL_REGISTRATION_STORAGE
-            })
+    sop_class_of(path).as_deref() == Some(DEFORMABLE_SPATIAL_REGISTRATION_STORAGE)
 }
 
 /// Reads a Deformable Spatial Registration object.

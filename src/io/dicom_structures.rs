@@ -16,7 +16,7 @@ use dicom_object::OpenFileOptions;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{
     Object, RT_STRUCTURE_SET_STORAGE, SeriesIdentity, date_and_time_now, instance_reference, new_uid, put_common,
-    put_decimals, put_empty, put_integer_string, put_sequence, put_str, truncate, write_file,
+    put_decimals, put_empty, put_integer_string, put_sequence, put_str, sop_class_of, truncate, write_file,
 };
 use crate::volume::geometry::Vec3;
 
@@ -52,11 +52,7 @@ fn items(object: &Object, tag: dicom_core::Tag) -> &[Object] {
 
 /// Whether `path` is a DICOM file of the RT Structure Set class.
 pub fn is_structure_set(path: &Path) -> bool {
-    crate::io::dicom_registration::is_dicom_file(path)
-        && std::panic::catch_unwind(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
-            .ok()
-            .and_then(|object| object.ok())
-            .is_some_and(|object| object.meta().media_storage_sop_class_uid() == RT_STRUCTURE_SET_STORAGE)
+    sop_class_of(path).as_deref() == Some(RT_STRUCTURE_SET_STORAGE)
 }
 
 /// Reads an RT Structure Set. Refused by name: another SOP class, no frame of reference,

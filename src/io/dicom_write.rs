@@ -134,6 +134,21 @@ pub fn instance_reference(class_uid: &str, instance_uid: &str) -> Object {
     item
 }
 
+/// The SOP class of a DICOM file (from its file meta group), or None when it is not one.
+pub fn sop_class_of(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    let marked = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..] == b"DICM";
+    if !marked {
+        return None;
+    }
+    let object =
+        std::panic::catch_unwind(|| dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
+            .ok()?
+            .ok()?;
+    Some(object.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string())
+}
+
 /// Who the patient is and which study a series belongs to, as read from a DICOM series, or
 /// made up (new UIDs, labelled) for an image that came from a NIfTI file.
 #[derive(Clone, Debug)]

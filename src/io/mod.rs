@@ -54,6 +54,17 @@ pub struct LoadedVolume {
     pub warnings: Vec<String>,
 }
 
+impl LoadedVolume {
+    /// The patient, study, frame of reference and instances DICOM outputs derived from this
+    /// volume belong to: its series' own, or made up (new UIDs, labelled) when it is not DICOM.
+    pub fn dicom_identity(&self, role: &str) -> dicom_write::SeriesIdentity {
+        match &self.source {
+            Source::Dicom { identity, .. } => (**identity).clone(),
+            _ => dicom_write::SeriesIdentity::made_up("CT", role),
+        }
+    }
+}
+
 /// Loads a volume from a NIfTI file, a DICOM folder, a single (multi-frame) DICOM file or an
 /// InVesalius project.
 /// Volumes with NaN or infinite voxels are refused.

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::contours::carry::{RoiMask, carry, roi_masks};
 use crate::error::{Error, Result};
+use crate::io::LoadedVolume;
 use crate::io::dicom_registration::{RegistrationToWrite, write_registration};
 use crate::io::dicom_series_out::{ImageKind, SeriesToWrite, write_image_series};
 use crate::io::dicom_structures::{RoiToWrite, read_structure_set, write_structure_set};
 use crate::io::dicom_write::{SeriesIdentity, truncate};
-use crate::io::{LoadedVolume, Source};
 use crate::progress::Progress;
 use crate::register::pipeline::Registration;
 use crate::volume::Geometry;
@@ -29,7 +29,7 @@ impl DicomIdentities {
     /// From what was loaded. A fixed image that is not DICOM gets a made-up study and frame of
     /// reference; so does a moving one.
     pub fn of(fixed: &LoadedVolume, moving: &LoadedVolume) -> DicomIdentities {
-        DicomIdentities { fixed: identity_of(fixed, "fixed image"), moving: identity_of(moving, "moving image") }
+        DicomIdentities { fixed: fixed.dicom_identity("fixed image"), moving: moving.dicom_identity("moving image") }
     }
 
     /// Made-up identities for images that came from memory (the demo case).
@@ -38,13 +38,6 @@ impl DicomIdentities {
             fixed: SeriesIdentity::made_up("CT", "fixed image"),
             moving: SeriesIdentity::made_up("CT", "moving image"),
         }
-    }
-}
-
-fn identity_of(loaded: &LoadedVolume, role: &str) -> SeriesIdentity {
-    match &loaded.source {
-        Source::Dicom { identity, .. } => (**identity).clone(),
-        _ => SeriesIdentity::made_up("CT", role),
     }
 }
 
