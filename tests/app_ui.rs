@@ -407,12 +407,24 @@ fn structures_are_carried_drawn_and_exported_from_the_app() {
     assert_eq!(red(&coronal), 0, "contours lie on axial slices only");
     harness.get_by_label_contains("Tumour: ");
 
-    harness.state_mut().display.overlay = Overlay::Difference;
-    harness.step();
-    harness.get_by_label("warped - fixed, HU");
-    harness.state_mut().display.overlay = Overlay::Jacobian;
-    harness.step();
-    harness.get_by_label("det J");
+    // The difference and Jacobian overlays draw their colour bar in the title strip of the
+    // compared views: blue through white to red, above the image, not on it.
+    for overlay in [Overlay::Difference, Overlay::Jacobian] {
+        harness.state_mut().display.overlay = overlay;
+        let frame = render(&mut harness);
+        let view = harness.state().view_rect(Row::Compared, Orientation::Axial).unwrap();
+        let strip = image::imageops::crop_imm(
+            &frame,
+            view.left().ceil() as u32,
+            (view.top() - 15.0).ceil() as u32,
+            view.width().floor() as u32,
+            13,
+        )
+        .to_image();
+        let blue = strip.pixels().filter(|p| p[2] > 200 && p[0] < 120 && p[1] < 120).count();
+        let red = strip.pixels().filter(|p| p[0] > 200 && p[1] < 120 && p[2] < 120).count();
+        assert!(blue > 20 && red > 20, "{overlay:?}: colour bar in the title strip ({blue} blue, {red} red pixels)");
+    }
 
     let out = tempfile::tempdir().unwrap();
     assert!(harness.state().export_dicom, "DICOM export is on by default");

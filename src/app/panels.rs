@@ -86,23 +86,10 @@ pub fn top_bar(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 }
                 Overlay::Jacobian => {
                     ui.add(egui::Slider::new(&mut d.jacobian_log2_range, 0.1..=3.0).text("|log2 det| at full colour"));
-                    let r = d.jacobian_log2_range;
-                    let ticks =
-                        [(0.0, format!("{:.2}", (-r).exp2())), (0.5, "1".into()), (1.0, format!("{:.2}", r.exp2()))];
-                    colour_bar(ui, "det J", |t| diverging(2.0 * t - 1.0), &ticks);
                     ui.label(RichText::new("folding (det J <= 0)").color(Color32::from_rgb(0, 230, 50)));
                 }
                 Overlay::Difference => {
                     ui.add(egui::Slider::new(&mut d.difference_hu, 10.0..=2000.0).text("HU at full colour"));
-                    let h = d.difference_hu;
-                    let ticks = [(0.0, format!("-{h:.0}")), (0.5, "0".into()), (1.0, format!("+{h:.0}"))];
-                    colour_bar(ui, "warped - fixed, HU", |t| diverging(2.0 * t - 1.0), &ticks);
-                }
-                Overlay::Momentum => {
-                    let max = app.result.as_ref().map_or(0.0, |r| r.momentum_max);
-                    let ticks = [(0.0, "0".into()), (1.0, format!("{max:.3}"))];
-                    colour_bar(ui, "|m|", heat, &ticks);
-                    ui.label(RichText::new("tile borders").color(Color32::from_rgb(25, 230, 255)));
                 }
                 Overlay::Tissues => {
                     egui::ComboBox::from_id_salt("tissue").selected_text(TISSUES[d.tissue].name).show_ui(ui, |ui| {
@@ -121,48 +108,6 @@ pub fn top_bar(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             }
         });
     });
-}
-
-/// The shaders' diverging map (colormap.wgsl): blue (−1), white (0), red (+1).
-fn diverging(t: f32) -> Color32 {
-    let s = t.clamp(-1.0, 1.0);
-    let fade = |x: f32| (255.0 * (1.0 - x)).round() as u8;
-    if s >= 0.0 { Color32::from_rgb(255, fade(s), fade(s)) } else { Color32::from_rgb(fade(-s), fade(-s), 255) }
-}
-
-/// The shaders' heat map (colormap.wgsl): black through red and yellow to white.
-fn heat(t: f32) -> Color32 {
-    let s = t.clamp(0.0, 1.0);
-    let channel = |x: f32| (255.0 * x.clamp(0.0, 1.0)).round() as u8;
-    Color32::from_rgb(channel(3.0 * s), channel(3.0 * s - 1.0), channel(3.0 * s - 2.0))
-}
-
-/// A colour bar: what the overlay's colours mean, with tick labels (position 0..1, text).
-pub(crate) fn colour_bar(ui: &mut egui::Ui, label: &str, map: impl Fn(f32) -> Color32, ticks: &[(f32, String)]) {
-    ui.label(label);
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(150.0, 26.0), egui::Sense::hover());
-    let painter = ui.painter_at(rect.expand(2.0));
-    let bar = egui::Rect::from_min_size(rect.min, egui::vec2(rect.width(), 10.0));
-    let stripes = 60;
-    for n in 0..stripes {
-        let width = bar.width() / stripes as f32;
-        let stripe = egui::Rect::from_min_size(
-            bar.min + egui::vec2(n as f32 * width, 0.0),
-            egui::vec2(width + 0.5, bar.height()),
-        );
-        painter.rect_filled(stripe, 0.0, map((n as f32 + 0.5) / stripes as f32));
-    }
-    let colour = ui.visuals().text_color();
-    for (position, text) in ticks {
-        let x = bar.left() + position * bar.width();
-        painter.line_segment([egui::pos2(x, bar.bottom()), egui::pos2(x, bar.bottom() + 3.0)], (1.0, colour));
-        let align = match position {
-            p if *p <= 0.0 => egui::Align2::LEFT_TOP,
-            p if *p >= 1.0 => egui::Align2::RIGHT_TOP,
-            _ => egui::Align2::CENTER_TOP,
-        };
-        painter.text(egui::pos2(x, bar.bottom() + 3.0), align, text, egui::FontId::proportional(10.0), colour);
-    }
 }
 
 /// Dice of the selected tissue between the fixed image and the moving-warped one.

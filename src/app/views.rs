@@ -64,7 +64,7 @@ pub fn grid(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             let painter = ui.painter_at(cell);
             painter.add(slice_shape(rect, 3 * r + c, uniform));
             let selected = app.selected_view == (row, orientation);
-            painter.text(
+            let title = painter.text(
                 cell.left_top(),
                 Align2::LEFT_TOP,
                 format!("{} · {} {:.0}", row_title(app, row), orientation.name(), view.slice),
@@ -73,6 +73,10 @@ pub fn grid(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
             );
             if matches!(row, Row::Fixed | Row::Compared) {
                 draw_carried_contours(&painter, app, &view, &geometry);
+            }
+            if row == Row::Compared {
+                let title_strip = Rect::from_min_max(cell.left_top(), egui::pos2(cell.right(), rect.top()));
+                draw_overlay_legend(&painter, app, title_strip, title.right() + 8.0);
             }
             draw_crosshair(&painter, &view, app.cursor, rect);
             draw_letters(&painter, &view.edge_letters(&geometry), rect);
@@ -91,7 +95,7 @@ fn row_title(app: &DiffeoregApp, row: Row) -> String {
     match row {
         Row::Fixed => "fixed".into(),
         Row::Moving => "moving (as loaded)".into(),
-        Row::Compared if app.result.is_some() => format!("moving warped + {}", app.display.overlay.name()),
+        Row::Compared if app.result.is_some() => format!("warped + {}", app.display.overlay.name()),
         Row::Compared => format!("moving, not registered yet + {}", app.display.overlay.name()),
     }
 }
@@ -133,6 +137,74 @@ fn handle_input(
             app.set_cursor(cursor);
         }
     }
+}
+
+/// The shaders' diverging map (colormap.wgsl): blue (−1), white (0), red (+1).
+fn diverging(t: f32) -> Color32 {
+    let s = t.clamp(-1.0, 1.0);
+    let fade = |x: f32| (255.0 * (1.0 - x)).round() as u8;
+    if s >= 0.0 { Color32::from_rgb(255, fade(s), fade(s)) } else { Color32::from_rgb(fade(-s), fade(-s), 255) }
+}
+
+/// The shaders' heat map (colormap.wgsl): black through red and yellow to white.
+fn heat(t: f32) -> Color32 {
+    let s = t.clamp(0.0, 1.0);
+    let channel = |x: f32| (255.0 * x.clamp(0.0, 1.0)).round() as u8;
+    Color32::from_rgb(channel(3.0 * s), channel(3.0 * s - 1.0), channel(3.0 * s - 2.0))
+}
+
+/// What the overlay's colours mean: a colour bar with its end values and unit, at the right of
+/// the view's title strip (so it never covers the image), between `free_from` and the strip's
+/// right end; the bar shrinks to fit, and a view too narrow for it shows none.
+fn draw_overlay_legend(painter: &egui::Painter, app: &DiffeoregApp, strip: Rect, free_from: f32) {
+    let display = &app.display;
+    let (low, high, unit, map): (String, String, &str, fn(f32) -> Color32) = match display.overlay {
+        crate::app::Overlay::Difference => {
+            (format!("-{:.0}", display.difference_hu), format!("+{:.0}", display.difference_hu), "HU", |t| {
+                diverging(2.0 * t - 1.0)
+            })
+        }
+        crate::app::Overlay::Jacobian => (
+            format!("{:.2}", (-display.jacobian_log2_range).exp2()),
+            format!("{:.2}", display.jacobian_log2_range.exp2()),
+            "det J",
+            |t| diverging(2.0 * t - 1.0),
+        ),
+        crate::app::Overlay::Momentum => {
+            let max = app.result.as_ref().map_or(0.0, |r| r.momentum_max);
+            ("0".into(), format!("{max:.3}"), "|m|", heat)
+        }
+        _ => return,
+    };
+    let font = FontId::proportional(10.0);
+    let colour = Color32::LIGHT_GRAY;
+    let width = |text: &str| painter.layout_no_wrap(text.to_string(), font.clone(), colour).size().x;
+    let texts = width(unit) + width(&high) + width(&low) + 6.0 + 3.0 + 3.0 + 2.0;
+    let bar_width = (strip.right() - free_from - texts).min(80.0);
+    if bar_width < 24.0 {
+        return;
+    }
+    let right = strip.right() - 2.0;
+    let unit_rect = painter.text(egui::pos2(right, strip.center().y), Align2::RIGHT_CENTER, unit, font.clone(), colour);
+    let high_rect = painter.text(
+        egui::pos2(unit_rect.left() - 6.0, strip.center().y),
+        Align2::RIGHT_CENTER,
+        high,
+        font.clone(),
+        colour,
+    );
+    let bar = Rect::from_min_max(
+        egui::pos2(high_rect.left() - 3.0 - bar_width, strip.center().y - 4.0),
+        egui::pos2(high_rect.left() - 3.0, strip.center().y + 4.0),
+    );
+    let stripes = 40;
+    for n in 0..stripes {
+        let width = bar.width() / stripes as f32;
+        let stripe =
+            Rect::from_min_size(bar.min + egui::vec2(n as f32 * width, 0.0), egui::vec2(width + 0.5, bar.height()));
+        painter.rect_filled(stripe, 0.0, map((n as f32 + 0.5) / stripes as f32));
+    }
+    painter.text(egui::pos2(bar.left() - 3.0, strip.center().y), Align2::RIGHT_CENTER, low, font, colour);
 }
 
 /// The carried structures' contours that lie on the slice this view shows (contours lie on the
