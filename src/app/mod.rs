@@ -96,6 +96,17 @@ impl Overlay {
         }
     }
 
+    /// A short name for the views' titles.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Overlay::Grid => "grid",
+            Overlay::Jacobian => "det J",
+            Overlay::Tissues => "tissues",
+            Overlay::Momentum => "|m|",
+            other => other.name(),
+        }
+    }
+
     /// The overlay's number in `slice.wgsl`.
     fn shader_code(self) -> u32 {
         Overlay::ALL.iter().position(|&o| o == self).unwrap_or(0) as u32

@@ -95,8 +95,8 @@ fn row_title(app: &DiffeoregApp, row: Row) -> String {
     match row {
         Row::Fixed => "fixed".into(),
         Row::Moving => "moving (as loaded)".into(),
-        Row::Compared if app.result.is_some() => format!("warped + {}", app.display.overlay.name()),
-        Row::Compared => format!("moving, not registered yet + {}", app.display.overlay.name()),
+        Row::Compared if app.result.is_some() => format!("warped + {}", app.display.overlay.short_name()),
+        Row::Compared => format!("moving, not registered yet + {}", app.display.overlay.short_name()),
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Slices are the volume's k planes: ImageOrientationPatient is the first two columns of the
 //! direction matrix, ImagePositionPatient each plane's first voxel, PixelSpacing (row spacing,
-//! column spacing). Values are stored as signed 16-bit integers with a rescale: slope 1 and
-//! intercept 0 for CT when the HU fit (so HU round to within 0.5), otherwise the narrowest
-//! slope that holds the volume's range.
+//! column spacing). Values are stored as signed 16-bit integers: CT with slope 1 and intercept
+//! 0 (HU round to within 0.5), an MRI as whole units with no rescale when its range spans at
+//! least 256 units, otherwise with the narrowest slope that holds the volume's range.
 
 use std::path::Path;
 
@@ -62,7 +62,10 @@ pub fn rescale_for(values: &[f32], kind: ImageKind) -> (f64, f64) {
     if !low.is_finite() {
         return (1.0, 0.0);
     }
-    if kind == ImageKind::Ct && low >= -32768.0 && high <= 32767.0 {
+    let fits = low >= -32768.0 && high <= 32767.0;
+    // CT in HU always; an MRI when its range spans enough units that rounding to whole ones
+    // loses nothing a reader would see (the MR image IOD expects no rescale).
+    if fits && (kind == ImageKind::Ct || high - low >= 256.0) {
         return (1.0, 0.0);
     }
     let slope = ((high - low) / 65534.0).max(1e-6);
@@ -103,7 +106,11 @@ pub fn write_image_series(folder: &Path, series: &SeriesToWrite, progress: &dyn 
             put_common(&mut object, class_uid, instance_uid);
             series.identity.put_patient_and_study(&mut object);
             put_series_attributes(&mut object, series, &series_uid, frame_of_reference);
-            let image_type: &[&str] = &["DERIVED", "SECONDARY", "AXIAL"];
+            let image_type: &[&str] = if series.kind == ImageKind::Ct {
+                &["DERIVED", "SECONDARY", "AXIAL"]
+            } else {
+                &["DERIVED", "SECONDARY", "OTHER"]
+            };
             put_strs(&mut object, tags::IMAGE_TYPE, VR::CS, image_type);
             put_integer_string(&mut object, tags::INSTANCE_NUMBER, k as i64 + 1);
             put_empty(&mut object, tags::PATIENT_ORIENTATION, VR::CS);
@@ -122,8 +129,10 @@ pub fn write_image_series(folder: &Path, series: &SeriesToWrite, progress: &dyn 
             put_u16(&mut object, tags::BITS_STORED, 16);
             put_u16(&mut object, tags::HIGH_BIT, 15);
             put_u16(&mut object, tags::PIXEL_REPRESENTATION, 1);
-            put_decimals(&mut object, tags::RESCALE_INTERCEPT, &[intercept]);
-            put_decimals(&mut object, tags::RESCALE_SLOPE, &[slope]);
+            if series.kind == ImageKind::Ct || (slope, intercept) != (1.0, 0.0) {
+                put_decimals(&mut object, tags::RESCALE_INTERCEPT, &[intercept]);
+                put_decimals(&mut object, tags::RESCALE_SLOPE, &[slope]);
+            }
             if series.kind == ImageKind::Ct {
                 put_str(&mut object, tags::RESCALE_TYPE, VR::LO, "HU");
             }
@@ -192,5 +201,6 @@ mod tests {
         }
         let (slope, _) = rescale_for(&[-50_000.0, 50_000.0], ImageKind::Ct);
         assert!(slope > 1.0);
+        assert_eq!(rescale_for(&[0.0, 700.5, 1200.0], ImageKind::Mr), (1.0, 0.0));
     }
 }
