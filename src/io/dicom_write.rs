@@ -142,10 +142,12 @@ pub fn sop_class_of(path: &Path) -> Option<String> {
     if !marked {
         return None;
     }
-    let object =
-        std::panic::catch_unwind(|| dicom_object::OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path))
-            .ok()?
-            .ok()?;
+    // Only the file meta group is needed: stop at the data set's first elements.
+    let object = std::panic::catch_unwind(|| {
+        dicom_object::OpenFileOptions::new().read_until(tags::SPECIFIC_CHARACTER_SET).open_file(path)
+    })
+    .ok()?
+    .ok()?;
     Some(object.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string())
 }
 
