@@ -21,11 +21,47 @@ use crate::volume::{DisplacementField, Geometry, Volume};
 /// How far (in voxels along the slice normal) a contour's points may lie from a slice plane.
 const PLANE_TOLERANCE_VOXELS: f64 = 0.1;
 
-/// A region filled on a grid: the share of each voxel inside it.
+/// The share of each pixel inside a region on one slice, over the box its contours span.
+#[derive(Clone, Debug)]
+pub struct SliceShare {
+    /// First column and row of the box, and its size.
+    pub x0: usize,
+    pub y0: usize,
+    pub width: usize,
+    pub height: usize,
+    pub share: Vec<f32>,
+}
+
+impl SliceShare {
+    /// The share at pixel (x, y) of the slice; 0 outside the box.
+    fn at(&self, x: isize, y: isize) -> f32 {
+        let (u, v) = (x - self.x0 as isize, y - self.y0 as isize);
+        if u < 0 || v < 0 || u >= self.width as isize || v >= self.height as isize {
+            0.0
+        } else {
+            self.share[v as usize * self.width + u as usize]
+        }
+    }
+}
+
+/// A region filled on a grid: the share of each voxel inside it, kept only on the slices that
+/// hold contours and within their box (a structure set of 50 regions on a 512×512×200 grid
+/// would take 10 GB as whole volumes).
 #[derive(Clone, Debug)]
 pub struct RoiMask {
     pub roi: Roi,
-    pub mask: Volume,
+    pub grid: Geometry,
+    /// One entry per slice of `grid`.
+    pub slices: Vec<Option<SliceShare>>,
+}
+
+impl RoiMask {
+    /// The region's volume on its grid, ml.
+    pub fn volume_ml(&self) -> f64 {
+        let voxel_ml = self.grid.spacing_mm.iter().product::<f64>() / 1000.0;
+        let total: f64 = self.slices.iter().flatten().map(|s| s.share.iter().map(|&v| v as f64).sum::<f64>()).sum();
+        total * voxel_ml
+    }
 }
 
 /// Fills every region of `set` on `grid` (the moving image's grid, whose slices the contours
@@ -69,14 +105,35 @@ pub fn roi_masks(set: &StructureSet, grid: &Geometry) -> std::result::Result<Vec
                 }
                 by_slice[k as usize].push(points);
             }
-            let mut voxels = vec![0f32; grid.voxel_count()];
-            voxels.par_chunks_mut(nx * ny).zip(&by_slice).for_each(|(plane, loops)| {
-                if !loops.is_empty() {
-                    plane.copy_from_slice(&coverage(loops, nx, ny));
-                }
-            });
-            let mask = Volume { geometry: grid.clone(), voxels };
-            Ok(RoiMask { roi: Roi { contours: Vec::new(), ..roi.clone() }, mask })
+            let slices = by_slice
+                .par_iter()
+                .map(|loops| {
+                    if loops.is_empty() {
+                        return None;
+                    }
+                    let (mut low, mut high) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+                    for point in loops.iter().flatten() {
+                        for d in 0..2 {
+                            low[d] = low[d].min(point[d]);
+                            high[d] = high[d].max(point[d]);
+                        }
+                    }
+                    let first = |d: usize| (low[d].floor() - 1.0).max(0.0) as usize;
+                    let end = |d: usize, n: usize| ((high[d].ceil() + 2.0).max(0.0) as usize).min(n);
+                    let (x0, y0) = (first(0), first(1));
+                    let (x1, y1) = (end(0, nx).max(x0), end(1, ny).max(y0));
+                    let (width, height) = (x1 - x0, y1 - y0);
+                    if width == 0 || height == 0 {
+                        return None;
+                    }
+                    let shifted: Vec<Loop> = loops
+                        .iter()
+                        .map(|l| l.iter().map(|p| [p[0] - x0 as f64, p[1] - y0 as f64]).collect())
+                        .collect();
+                    Some(SliceShare { x0, y0, width, height, share: coverage(&shifted, width, height) })
+                })
+                .collect();
+            Ok(RoiMask { roi: Roi { contours: Vec::new(), ..roi.clone() }, grid: grid.clone(), slices })
         })
         .collect()
 }
@@ -96,10 +153,10 @@ pub struct CarriedRoi {
 pub fn carry(mask: &RoiMask, forward: &DisplacementField) -> Result<CarriedRoi> {
     let grid = &forward.geometry;
     let [nx, ny, _] = grid.shape;
-    let pulled = pull_by_slabs(&mask.mask, forward);
-    let voxel_ml = |g: &Geometry| g.spacing_mm.iter().product::<f64>() / 1000.0;
-    let moving_ml = mask.mask.voxels.iter().map(|&v| v as f64).sum::<f64>() * voxel_ml(&mask.mask.geometry);
-    let carried_ml = pulled.voxels.iter().filter(|&&v| v >= 0.5).count() as f64 * voxel_ml(grid);
+    let pulled = pull_by_slabs(mask, forward);
+    let voxel_ml = grid.spacing_mm.iter().product::<f64>() / 1000.0;
+    let moving_ml = mask.volume_ml();
+    let carried_ml = pulled.voxels.iter().filter(|&&v| v >= 0.5).count() as f64 * voxel_ml;
     let contours: Vec<(usize, Vec<Vec3>)> = pulled
         .voxels
         .par_chunks(nx * ny)
@@ -118,9 +175,9 @@ pub fn carry(mask: &RoiMask, forward: &DisplacementField) -> Result<CarriedRoi> 
 
 /// `mask` at x + u(x) for every point x of the field's grid: bilinear within the nearest slice
 /// of the mask, 0 outside it.
-fn pull_by_slabs(mask: &Volume, forward: &DisplacementField) -> Volume {
+fn pull_by_slabs(mask: &RoiMask, forward: &DisplacementField) -> Volume {
     let grid = &forward.geometry;
-    let source = &mask.geometry;
+    let source = &mask.grid;
     let [sx, sy, sz] = source.shape;
     let [nx, ny, _] = grid.shape;
     let mut voxels = vec![0f32; grid.voxel_count()];
@@ -139,19 +196,67 @@ fn pull_by_slabs(mask: &Volume, forward: &DisplacementField) -> Volume {
         {
             return;
         }
-        let plane = &mask.voxels[slice as usize * sx * sy..(slice as usize + 1) * sx * sy];
-        let at = |a: isize, b: isize| -> f32 {
-            if a < 0 || b < 0 || a >= sx as isize || b >= sy as isize {
-                0.0
-            } else {
-                plane[b as usize * sx + a as usize]
-            }
-        };
+        let Some(share) = &mask.slices[slice as usize] else { return };
         let (x0, y0) = (p[0].floor(), p[1].floor());
         let (tx, ty) = ((p[0] - x0) as f32, (p[1] - y0) as f32);
         let (a, b) = (x0 as isize, y0 as isize);
-        *out = (1.0 - ty) * ((1.0 - tx) * at(a, b) + tx * at(a + 1, b))
-            + ty * ((1.0 - tx) * at(a, b + 1) + tx * at(a + 1, b + 1));
+        *out = (1.0 - ty) * ((1.0 - tx) * share.at(a, b) + tx * share.at(a + 1, b))
+            + ty * ((1.0 - tx) * share.at(a, b + 1) + tx * share.at(a + 1, b + 1));
     });
     Volume { geometry: grid.clone(), voxels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disc_set(grid: &Geometry, slice: usize, centre: [f64; 2], radius: f64) -> StructureSet {
+        let z = grid.index_to_world([0.0, 0.0, slice as f64])[2];
+        let contour = (0..120)
+            .map(|n| {
+                let t = n as f64 / 120.0 * std::f64::consts::TAU;
+                [centre[0] + radius * t.cos(), centre[1] + radius * t.sin(), z]
+            })
+            .collect();
+        let roi = Roi {
+            number: 3,
+            name: "disc".into(),
+            colour: None,
+            interpreted_type: String::new(),
+            contours: vec![contour],
+        };
+        StructureSet { label: String::new(), frame_of_reference_uid: "1.2.3".into(), rois: vec![roi] }
+    }
+
+    #[test]
+    fn a_region_is_kept_only_on_its_slices_within_its_box() {
+        let grid = Geometry::axis_aligned([200, 180, 30], [1.0, 1.0, 2.5], [0.0; 3]).unwrap();
+        let masks = roi_masks(&disc_set(&grid, 12, [60.0, 70.0], 10.0), &grid).unwrap();
+        let mask = &masks[0];
+        assert_eq!(mask.slices.iter().flatten().count(), 1);
+        let share = mask.slices[12].as_ref().unwrap();
+        assert!(share.width <= 24 && share.height <= 24, "{}×{}", share.width, share.height);
+        let expected_ml = std::f64::consts::PI * 100.0 * 2.5 / 1000.0;
+        assert!((mask.volume_ml() - expected_ml).abs() < 0.01 * expected_ml, "{} ml", mask.volume_ml());
+        // Carried by a translation of (5, −3, 0) mm: the region moves by (−5, +3) on the fixed grid.
+        let forward = DisplacementField::from_fn(grid.clone(), |_| [5.0, -3.0, 0.0]);
+        let carried = carry(mask, &forward).unwrap();
+        assert_eq!(carried.contours.len(), 1);
+        let (k, contour) = &carried.contours[0];
+        assert_eq!(*k, 12);
+        let centre: Vec3 = std::array::from_fn(|d| contour.iter().map(|p| p[d]).sum::<f64>() / contour.len() as f64);
+        assert!((centre[0] - 55.0).abs() < 0.1 && (centre[1] - 73.0).abs() < 0.1, "{centre:?}");
+        assert!((carried.carried_ml - expected_ml).abs() < 0.03 * expected_ml, "{} ml", carried.carried_ml);
+    }
+
+    #[test]
+    fn a_contour_between_slices_is_refused_by_name() {
+        let grid = Geometry::axis_aligned([40, 40, 10], [1.0, 1.0, 2.0], [0.0; 3]).unwrap();
+        let mut set = disc_set(&grid, 4, [20.0, 20.0], 5.0);
+        for point in &mut set.rois[0].contours[0] {
+            point[2] += 0.9;
+        }
+        let problem = roi_masks(&set, &grid).unwrap_err();
+        assert!(problem.contains("\"disc\"") && problem.contains("does not lie on a slice"), "{problem}");
+    }
 }
