@@ -258,23 +258,28 @@ fn dice_at_same_points(a: &Volume, b: &Volume) -> f64 {
     2.0 * both as f64 / (in_a + in_b) as f64
 }
 
-/// The structure case: a CT, and a pseudo-CT and MRI of the same head in another frame of
-/// reference with an RT Structure Set drawn on the pseudo-CT (refs.py structure-case).
-#[test]
-fn structures_are_carried_onto_the_ct_as_plastimatch_and_apply_labels_agree() {
-    let case = reference_folder("structure-case");
-    let out = tempfile::tempdir().unwrap();
-    let result = run(&[
+/// `register` on the structure case's CT and pseudo-CT, carrying `structures` (a file of it).
+fn register_structure_case(case: &Path, structures: &str, out: &Path) -> Output {
+    run(&[
         "register".as_ref(),
         "--fixed".as_ref(),
         case.join("ct").as_os_str(),
         "--moving".as_ref(),
         case.join("pseudo_ct").as_os_str(),
         "--out".as_ref(),
-        out.path().as_os_str(),
+        out.as_os_str(),
         "--structures".as_ref(),
-        case.join("RS.dcm").as_os_str(),
-    ]);
+        case.join(structures).as_os_str(),
+    ])
+}
+
+/// The structure case: a CT, and a pseudo-CT and MRI of the same head in another frame of
+/// reference with an RT Structure Set drawn on the pseudo-CT (refs.py structure-case).
+#[test]
+fn structures_are_carried_onto_the_ct_as_plastimatch_and_apply_labels_agree() {
+    let case = reference_folder("structure-case");
+    let out = tempfile::tempdir().unwrap();
+    let result = register_structure_case(&case, "RS.dcm", out.path());
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     for name in ["Tumour", "Brainstem", "Ring"] {
@@ -382,17 +387,7 @@ fn broken_structure_sets_are_refused_by_name() {
         ("RS_self_intersecting.dcm", "crosses itself"),
     ] {
         let out = tempfile::tempdir().unwrap().path().join("out");
-        let result = run(&[
-            "register".as_ref(),
-            "--fixed".as_ref(),
-            case.join("ct").as_os_str(),
-            "--moving".as_ref(),
-            case.join("pseudo_ct").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-            "--structures".as_ref(),
-            case.join(file).as_os_str(),
-        ]);
+        let result = register_structure_case(&case, file, &out);
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(!result.status.success(), "{file} was accepted");
         assert!(stderr.contains(file) && stderr.contains(problem), "{file}: {stderr}");

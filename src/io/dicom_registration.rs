@@ -25,8 +25,8 @@ use dicom_object::OpenFileOptions;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{
     DEFORMABLE_SPATIAL_REGISTRATION_STORAGE, Object, SeriesIdentity, date_and_time_now, instance_reference, new_uid,
-    put_common, put_decimals, put_doubles, put_empty, put_integer_string, put_sequence, put_str, sop_class_of,
-    write_file,
+    put_common, put_decimals, put_doubles, put_empty, put_integer_string, put_new_series, put_sequence, put_str,
+    sop_class_of, write_file,
 };
 use crate::volume::geometry::{Mat3, cross, det3, mat_vec, norm};
 use crate::volume::{DisplacementField, Geometry};
@@ -46,25 +46,16 @@ pub struct RegistrationToWrite<'a> {
 pub fn write_registration(path: &Path, registration: &RegistrationToWrite) -> Result<String> {
     let fixed = registration.fixed;
     let moving = registration.moving;
-    let registered_frame = fixed.frame_of_reference_uid.as_deref().ok_or_else(|| {
-        Error::Invalid("the fixed series has no FrameOfReferenceUID: a registration to it cannot be written".into())
-    })?;
-    let source_frame = moving.frame_of_reference_uid.as_deref().ok_or_else(|| {
-        Error::Invalid("the moving series has no FrameOfReferenceUID: a registration from it cannot be written".into())
-    })?;
+    let registered_frame = fixed.frame("fixed", "a registration to it")?;
+    let source_frame = moving.frame("moving", "a registration from it")?;
     let instance_uid = new_uid();
     let (date, time) = date_and_time_now();
     let mut object = Object::new_empty();
     put_common(&mut object, DEFORMABLE_SPATIAL_REGISTRATION_STORAGE, &instance_uid);
     fixed.put_patient_and_study(&mut object);
     // General and Spatial Registration Series, Frame of Reference, equipment.
-    put_str(&mut object, tags::MODALITY, VR::CS, "REG");
-    put_str(&mut object, tags::SERIES_INSTANCE_UID, VR::UI, &new_uid());
-    put_integer_string(&mut object, tags::SERIES_NUMBER, 9002);
+    put_new_series(&mut object, "REG", &new_uid(), 9002, registration.description);
     put_empty(&mut object, tags::LATERALITY, VR::CS);
-    put_str(&mut object, tags::SERIES_DESCRIPTION, VR::LO, registration.description);
-    put_str(&mut object, tags::SERIES_DATE, VR::DA, &date);
-    put_str(&mut object, tags::SERIES_TIME, VR::TM, &time);
     put_str(&mut object, tags::FRAME_OF_REFERENCE_UID, VR::UI, registered_frame);
     put_str(&mut object, tags::POSITION_REFERENCE_INDICATOR, VR::LO, &fixed.position_reference_indicator);
     put_str(&mut object, tags::DEVICE_SERIAL_NUMBER, VR::LO, "0");

@@ -17,7 +17,7 @@ use dicom_dictionary_std::tags;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{
     CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, Object, SeriesIdentity, new_uid, put_common, put_decimals, put_empty,
-    put_integer_string, put_str, put_strs, put_u16, write_file, write_folder_atomically,
+    put_integer_string, put_new_series, put_str, put_strs, put_u16, write_file, write_folder_atomically,
 };
 use crate::progress::Progress;
 use crate::volume::Volume;
@@ -78,11 +78,7 @@ pub fn rescale_for(values: &[f32], kind: ImageKind) -> (f64, f64) {
 pub fn write_image_series(folder: &Path, series: &SeriesToWrite, progress: &dyn Progress) -> Result<WrittenSeries> {
     let volume = series.volume;
     let g = &volume.geometry;
-    let Some(frame_of_reference) = series.identity.frame_of_reference_uid.as_deref() else {
-        return Err(Error::Invalid(
-            "the fixed series has no FrameOfReferenceUID: a derived series cannot be placed in its frame".into(),
-        ));
-    };
+    let frame_of_reference = series.identity.frame("fixed", "a series derived in its frame")?;
     let [nx, ny, nz] = g.shape;
     if nx > u16::MAX as usize || ny > u16::MAX as usize {
         return Err(Error::Invalid(format!("slices of {nx}×{ny} pixels do not fit a DICOM image")));
@@ -157,13 +153,8 @@ fn put_series_attributes(object: &mut Object, series: &SeriesToWrite, series_uid
         ImageKind::Ct => "CT",
         ImageKind::Mr => "MR",
     };
-    put_str(object, tags::MODALITY, VR::CS, modality);
-    put_str(object, tags::SERIES_INSTANCE_UID, VR::UI, series_uid);
-    put_integer_string(object, tags::SERIES_NUMBER, series.series_number);
+    put_new_series(object, modality, series_uid, series.series_number, series.description);
     put_empty(object, tags::LATERALITY, VR::CS);
-    put_str(object, tags::SERIES_DESCRIPTION, VR::LO, series.description);
-    put_str(object, tags::SERIES_DATE, VR::DA, &date);
-    put_str(object, tags::SERIES_TIME, VR::TM, &time);
     put_str(object, tags::CONTENT_DATE, VR::DA, &date);
     put_str(object, tags::CONTENT_TIME, VR::TM, &time);
     put_str(object, tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference);

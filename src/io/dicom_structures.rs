@@ -16,7 +16,8 @@ use dicom_object::OpenFileOptions;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{
     Object, RT_STRUCTURE_SET_STORAGE, SeriesIdentity, date_and_time_now, instance_reference, new_uid, put_common,
-    put_decimals, put_empty, put_integer_string, put_sequence, put_str, sop_class_of, truncate, write_file,
+    put_decimals, put_empty, put_integer_string, put_new_series, put_sequence, put_str, sop_class_of, truncate,
+    write_file,
 };
 use crate::volume::geometry::Vec3;
 
@@ -170,18 +171,13 @@ pub fn write_structure_set(
     label: &str,
     description: &str,
 ) -> Result<String> {
-    let frame = on.frame_of_reference_uid.as_deref().ok_or_else(|| {
-        Error::Invalid("the fixed series has no FrameOfReferenceUID: structures cannot be placed on it".into())
-    })?;
+    let frame = on.frame("fixed", "a structure set on it")?;
     let instance_uid = new_uid();
     let (date, time) = date_and_time_now();
     let mut object = Object::new_empty();
     put_common(&mut object, RT_STRUCTURE_SET_STORAGE, &instance_uid);
     on.put_patient_and_study(&mut object);
-    put_str(&mut object, tags::MODALITY, VR::CS, "RTSTRUCT");
-    put_str(&mut object, tags::SERIES_INSTANCE_UID, VR::UI, &new_uid());
-    put_integer_string(&mut object, tags::SERIES_NUMBER, 9004);
-    put_str(&mut object, tags::SERIES_DESCRIPTION, VR::LO, truncate(description, 64));
+    put_new_series(&mut object, "RTSTRUCT", &new_uid(), 9004, description);
     put_empty(&mut object, tags::OPERATORS_NAME, VR::PN);
     put_integer_string(&mut object, tags::INSTANCE_NUMBER, 1);
     put_str(&mut object, tags::STRUCTURE_SET_LABEL, VR::SH, truncate(label, 16));

@@ -220,6 +220,14 @@ impl SeriesIdentity {
         }
     }
 
+    /// The frame of reference, or an error saying that `what` (an object to be placed in it)
+    /// cannot be written without one.
+    pub fn frame(&self, role: &str, what: &str) -> Result<&str> {
+        self.frame_of_reference_uid.as_deref().ok_or_else(|| {
+            Error::Invalid(format!("the {role} series has no FrameOfReferenceUID: {what} cannot be written"))
+        })
+    }
+
     /// Copies the patient and study attributes into `object`, filling the type 2 ones a source
     /// left out with empty values.
     pub fn put_patient_and_study(&self, object: &mut Object) {
@@ -243,6 +251,18 @@ impl SeriesIdentity {
         }
         put_str(object, tags::STUDY_INSTANCE_UID, VR::UI, &self.study_uid);
     }
+}
+
+/// The General Series attributes of a new series: modality, new series UID, number,
+/// description (cut to 64 bytes), and today's date and time.
+pub fn put_new_series(object: &mut Object, modality: &str, series_uid: &str, number: i64, description: &str) {
+    let (date, time) = date_and_time_now();
+    put_str(object, tags::MODALITY, VR::CS, modality);
+    put_str(object, tags::SERIES_INSTANCE_UID, VR::UI, series_uid);
+    put_integer_string(object, tags::SERIES_NUMBER, number);
+    put_str(object, tags::SERIES_DESCRIPTION, VR::LO, truncate(description, 64));
+    put_str(object, tags::SERIES_DATE, VR::DA, &date);
+    put_str(object, tags::SERIES_TIME, VR::TM, &time);
 }
 
 /// Attributes every object written here carries: character set (UTF-8), SOP class and
