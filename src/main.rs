@@ -131,12 +131,16 @@ enum Command {
         /// Scaling and squaring steps N (the velocity is divided by 2ᴺ).
         #[arg(long)]
         steps: Option<u32>,
-        /// The optimiser's image term: mse, or nmse (normalised MSE with --similarity-a).
+        /// The optimiser's image term: mse, nmse (normalised MSE with --similarity-a) or lncc
+        /// (local normalised cross-correlation with --similarity-radius).
         #[arg(long)]
         similarity: Option<String>,
         /// The scale a of the normalised MSE, kg/dm³.
         #[arg(long)]
         similarity_a: Option<f32>,
+        /// The half-width of local NCC's cubic window, voxels of each level (default 2).
+        #[arg(long)]
+        similarity_radius: Option<u32>,
         /// Hybrid: levels and iterations of the optimisation that refines the network's
         /// prediction (default 1 and 40).
         #[arg(long, value_delimiter = ',')]
@@ -268,7 +272,7 @@ enum Command {
         /// λ of the regulariser (per voxel).
         #[arg(long)]
         lambda: Option<f32>,
-        /// mse or nmse (normalised MSE, a = 0.2).
+        /// mse, nmse (normalised MSE, a = 0.2) or lncc (local NCC, window radius 2).
         #[arg(long)]
         similarity: Option<String>,
         /// Epochs trained with a lower λ (×0.1) first.
@@ -387,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             similarity,
             similarity_a,
+            similarity_radius,
             hybrid_levels,
             hybrid_iterations,
         } => {
@@ -428,7 +433,8 @@ fn run(cli: Cli) -> Result<()> {
             gamma.inspect(|&v| smooth.gamma = v);
             pad.inspect(|&v| smooth.pad = v);
             steps.inspect(|&v| energy.steps = v);
-            energy.similarity = parse_similarity(similarity.as_deref(), similarity_a, energy.similarity)?;
+            energy.similarity =
+                parse_similarity(similarity.as_deref(), similarity_a, similarity_radius, energy.similarity)?;
             hybrid_levels.inspect(|v| params.network.hybrid_levels = v.clone());
             hybrid_iterations.inspect(|v| params.network.hybrid_iterations = v.clone());
             use diffeoreg::rigid::RigidMetric;
@@ -557,29 +563,48 @@ fn stop_on_ctrl_c(cancel: &Arc<CancelFlag>) {
     });
 }
 
-/// `--similarity` (mse or nmse) and `--similarity-a` over `current`.
+/// `--similarity` (mse, nmse or lncc), `--similarity-a` and `--similarity-radius` over `current`.
 fn parse_similarity(
     name: Option<&str>,
     a: Option<f32>,
+    radius: Option<u32>,
     current: diffeoreg::diffeo::energy::Similarity,
 ) -> Result<diffeoreg::diffeo::energy::Similarity> {
     use diffeoreg::diffeo::energy::Similarity;
-    let current_a = match current {
-        Similarity::NormalizedMse { a } => a,
-        Similarity::Mse => 0.2,
+    let name = name.or(match current {
+        Similarity::Mse => Some("mse"),
+        Similarity::NormalizedMse { .. } => Some("nmse"),
+        Similarity::LocalNcc { .. } => Some("lncc"),
+    });
+    let (current_a, current_radius) = match current {
+        Similarity::NormalizedMse { a } => (a, 2),
+        Similarity::LocalNcc { radius } => (0.1, radius),
+        Similarity::Mse => (0.1, 2),
     };
-    Ok(match (name, a) {
-        (None, None) => current,
-        (Some("mse"), None) => Similarity::Mse,
-        (Some("mse"), Some(_)) => anyhow::bail!("--similarity-a applies to nmse, not mse"),
-        (Some("nmse") | None, a) => {
+    if a.is_some() && name != Some("nmse") {
+        anyhow::bail!("--similarity-a applies to nmse only");
+    }
+    if radius.is_some() && name != Some("lncc") {
+        anyhow::bail!("--similarity-radius applies to lncc only");
+    }
+    Ok(match name {
+        Some("mse") => Similarity::Mse,
+        Some("nmse") => {
             let a = a.unwrap_or(current_a);
             if !(a.is_finite() && a > 0.0) {
                 anyhow::bail!("--similarity-a must be a positive number, not {a}");
             }
             Similarity::NormalizedMse { a }
         }
-        (Some(other), _) => anyhow::bail!("unknown --similarity {other:?}: use mse or nmse"),
+        Some("lncc") => {
+            let radius = radius.unwrap_or(current_radius);
+            if !(1..=8).contains(&radius) {
+                anyhow::bail!("--similarity-radius must be 1 to 8 voxels, not {radius}");
+            }
+            Similarity::LocalNcc { radius }
+        }
+        Some(other) => anyhow::bail!("unknown --similarity {other:?}: use mse, nmse or lncc"),
+        None => current,
     })
 }
 
@@ -969,7 +994,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         if let Some(path) = calibration {
             params.register.calibration = diffeoreg::volume::Calibration::load(&path)?;
         }
-        params.energy.similarity = parse_similarity(similarity.as_deref(), None, params.energy.similarity)?;
+        params.energy.similarity = parse_similarity(similarity.as_deref(), None, None, params.energy.similarity)?;
         params
     };
     if let Some(n) = epochs {

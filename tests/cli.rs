@@ -145,7 +145,8 @@ fn register_without_inputs_runs_the_demo_case() {
 }
 
 /// Register's calibration and parameter options: a curve that cannot be used is refused with the
-/// file and line named, before anything is written; so is an unknown similarity.
+/// file and line named, before anything is written; so is an unknown similarity, or a similarity
+/// option given to the measure it does not belong to, or a local NCC window out of range.
 #[test]
 fn register_refuses_a_bad_calibration_or_similarity() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,4 +172,15 @@ fn register_refuses_a_bad_calibration_or_similarity() {
         "0.1".as_ref(),
     ]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--similarity-a applies to nmse"));
+    let lncc = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["register".as_ref(), "--out".as_ref(), out.as_os_str()];
+        args.extend(["--similarity", "lncc"].iter().chain(extra).map(|a| -> &std::ffi::OsStr { a.as_ref() }));
+        String::from_utf8_lossy(&run(&args).stderr).to_string()
+    };
+    assert!(lncc(&["--similarity-radius", "0"]).contains("--similarity-radius must be 1 to 8 voxels, not 0"));
+    assert!(lncc(&["--similarity-a", "0.1"]).contains("--similarity-a applies to nmse"));
+    let refused =
+        run(&["register".as_ref(), "--out".as_ref(), out.as_os_str(), "--similarity-radius".as_ref(), "3".as_ref()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--similarity-radius applies to lncc"));
+    assert!(!out.exists(), "nothing is written");
 }

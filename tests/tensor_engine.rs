@@ -185,7 +185,7 @@ fn energy_and_its_gradient_equal_the_kernels() {
     let momentum = random_field(SHAPE, 2.0, 53);
     let smoother = TensorSmoother::new(SHAPE, &smooth, &device);
     let cpu_smoother = Smoother::with_padded_shape(SHAPE, &smooth, -2, smoother.padded_shape());
-    for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.5 }] {
+    for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.5 }, Similarity::LocalNcc { radius: 2 }] {
         let params = EnergyParams { lambda: 0.05, similarity, steps: 6 };
         let (terms, gradient) = energy_and_gradient(&fixed, &moving, &momentum, &cpu_smoother, &params);
         let m = field_to_tensor(&momentum, &device).require_grad();

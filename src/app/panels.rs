@@ -294,21 +294,41 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
         ui.end_row();
         ui.label("similarity");
         let similarity = &mut params.optimize.energy.similarity;
-        let mut normalised = matches!(similarity, Similarity::NormalizedMse { .. });
+        #[derive(PartialEq, Clone, Copy)]
+        enum Kind {
+            Mse,
+            Normalised,
+            Local,
+        }
+        let mut kind = match similarity {
+            Similarity::Mse => Kind::Mse,
+            Similarity::NormalizedMse { .. } => Kind::Normalised,
+            Similarity::LocalNcc { .. } => Kind::Local,
+        };
+        let before = kind;
         ui.horizontal(|ui| {
-            if ui.radio_value(&mut normalised, false, "MSE").clicked() {
-                *similarity = Similarity::Mse;
-            }
-            if ui.radio_value(&mut normalised, true, "normalised MSE").clicked()
-                && !matches!(similarity, Similarity::NormalizedMse { .. })
-            {
-                *similarity = Similarity::NormalizedMse { a: 0.1 };
-            }
+            ui.radio_value(&mut kind, Kind::Mse, "MSE");
+            ui.radio_value(&mut kind, Kind::Normalised, "normalised MSE");
+            ui.radio_value(&mut kind, Kind::Local, "local NCC");
         });
+        if kind != before {
+            *similarity = match kind {
+                Kind::Mse => Similarity::Mse,
+                Kind::Normalised => Similarity::NormalizedMse { a: 0.1 },
+                Kind::Local => Similarity::LocalNcc { radius: 2 },
+            };
+        }
         ui.end_row();
-        if let Similarity::NormalizedMse { a } = similarity {
-            parameter(ui, "a", egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
-            ui.end_row();
+        match similarity {
+            Similarity::NormalizedMse { a } => {
+                parameter(ui, "a", egui::DragValue::new(a).speed(0.01).range(0.01..=5.0));
+                ui.end_row();
+            }
+            Similarity::LocalNcc { radius } => {
+                parameter(ui, "window radius, voxels", egui::DragValue::new(radius).range(1..=8));
+                ui.end_row();
+            }
+            Similarity::Mse => {}
         }
         ui.label("patient only");
         ui.checkbox(&mut params.patient_only, "compare only the patient (not the couch or head rest)");

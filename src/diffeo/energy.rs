@@ -5,15 +5,18 @@
 //! v·m (voxel units), ε the mean over the voxels whose sample fell inside the grid. A `Region`
 //! may leave voxels far from tissue out of ε's sum; they still count in its mean, as matched.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::{exp_backward, exp_with_trace};
+use crate::diffeo::local_ncc;
 use crate::diffeo::pyramid::{coarse_position, level_shape};
 use crate::diffeo::region::Region;
 use crate::diffeo::smooth::Smoother;
-use crate::diffeo::warp::{Outside, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
+use crate::diffeo::warp::{Outside, sample, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
 
 /// ε, the image dissimilarity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +25,10 @@ pub enum Similarity {
     Mse,
     /// mean(x² / (a² + x²)): bounded, so large local mismatches (pseudo-CT bone) weigh less.
     NormalizedMse { a: f32 },
+    /// mean(1 − cc), cc the squared local correlation within windows of (2 radius + 1)³ voxels
+    /// of each level (`local_ncc`): blind to the local grey scale, so robust to a pseudo-CT's
+    /// density errors, and as sensitive to faint contrast as to strong.
+    LocalNcc { radius: u32 },
 }
 
 impl Similarity {
@@ -30,7 +37,13 @@ impl Similarity {
         match self {
             Similarity::Mse => x * x,
             Similarity::NormalizedMse { a } => x * x / (a * a + x * x),
+            Similarity::LocalNcc { .. } => unreachable!("local NCC is not a voxel-wise measure"),
         }
+    }
+
+    /// Whether the measure compares each voxel on its own (`value` and `derivative` apply).
+    pub fn is_voxelwise(self) -> bool {
+        !matches!(self, Similarity::LocalNcc { .. })
     }
 
     #[inline]
@@ -41,6 +54,7 @@ impl Similarity {
                 let d = a * a + x * x;
                 2.0 * x * a * a / (d * d)
             }
+            Similarity::LocalNcc { .. } => unreachable!("local NCC is not a voxel-wise measure"),
         }
     }
 
@@ -53,6 +67,7 @@ impl Similarity {
                 let inverse = 1.0 / (a * a + x * x);
                 (x * x * inverse, 2.0 * x * a * a * inverse * inverse)
             }
+            Similarity::LocalNcc { .. } => unreachable!("local NCC is not a voxel-wise measure"),
         }
     }
 }
@@ -188,7 +203,10 @@ fn image_terms(
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     drop(total);
     let term = |source: &[f32], target: &[f32], u: &VectorField| match refinement {
-        Some(r) => refined_similarity_and_gradient(source, target, u, r, region, params.similarity),
+        Some(r) if params.similarity.is_voxelwise() => {
+            refined_similarity_and_gradient(source, target, u, r, region, params.similarity)
+        }
+        Some(r) => refined_local_ncc_and_gradient(source, target, u, r, region, params.similarity),
         None => similarity_and_gradient(source, target, u, region, params.similarity),
     };
     let (forward, grad_forward_u) = term(moving, fixed, &forward_u);
@@ -210,7 +228,8 @@ fn similarity_and_gradient(
     region: Option<&Region>,
     similarity: Similarity,
 ) -> (f64, VectorField) {
-    let (warped, mut inside) = warp_image(source, u);
+    let (warped, within_grid) = warp_image(source, u);
+    let mut inside = within_grid.clone();
     let mut left_out = 0;
     if let Some(region) = region {
         assert_eq!(region.shape(), u.shape, "the region on the images' grid");
@@ -223,6 +242,10 @@ fn similarity_and_gradient(
         left_out = region.left_out();
     }
     let count = (inside.iter().filter(|&&m| m).count() + left_out).max(1) as f64;
+    if let Similarity::LocalNcc { radius } = similarity {
+        let (value, gradient, _) = local_ncc_term(&warped, &within_grid, &inside, count, target, u.shape, radius);
+        return (value, warp_image_backward(source, u, &gradient));
+    }
     let total: f64 = warped
         .par_iter()
         .zip(target)
@@ -240,15 +263,82 @@ fn similarity_and_gradient(
     (total / count, warp_image_backward(source, u, &grad_warped))
 }
 
+/// Local NCC of `warped` against `target` over the voxels `counted` (their mean with `count`
+/// in the denominator) and its gradient with respect to `warped`: every warped voxel inside the
+/// grid (`within_grid`) lies in some counted voxel's window, counted itself or not. The windows
+/// are computed only within the box that the counted voxels' windows span, also returned (where
+/// the gradient can be nonzero).
+fn local_ncc_term(
+    warped: &[f32],
+    within_grid: &[bool],
+    counted: &[bool],
+    count: f64,
+    target: &[f32],
+    shape: [usize; 3],
+    radius: u32,
+) -> (f64, Vec<f32>, [Range<usize>; 3]) {
+    let radius = radius as usize;
+    let [nx, ny, _] = shape;
+    let (lower, upper) = counted
+        .par_chunks(nx)
+        .enumerate()
+        .filter_map(|(row, counted)| {
+            let first = counted.iter().position(|&c| c)?;
+            let last = counted.iter().rposition(|&c| c)?;
+            let (j, k) = (row % ny, row / ny);
+            Some(([first, j, k], [last + 1, j + 1, k + 1]))
+        })
+        .reduce(
+            || (shape, [0; 3]),
+            |(l0, u0), (l1, u1)| (std::array::from_fn(|d| l0[d].min(l1[d])), std::array::from_fn(|d| u0[d].max(u1[d]))),
+        );
+    let mut gradient = vec![0f32; warped.len()];
+    if (0..3).any(|d| lower[d] >= upper[d]) {
+        return (0.0, gradient, [0..0, 0..0, 0..0]);
+    }
+    let bounds: [Range<usize>; 3] =
+        std::array::from_fn(|d| lower[d].saturating_sub(radius)..(upper[d] + radius).min(shape[d]));
+    let box_shape = bounds.clone().map(|r| r.len());
+    let (box_warped, box_target) = (crop(warped, &bounds, shape), crop(target, &bounds, shape));
+    let box_counted = crop(counted, &bounds, shape);
+    let [bx, by, _] = box_shape;
+    let (cost, box_gradient) =
+        local_ncc::cost_and_gradient(&box_warped, &box_target, box_shape, radius, |m| box_counted[m]);
+    let total: f64 = cost.par_iter().map(|&c| c as f64).sum();
+    let scale = (1.0 / count) as f32;
+    gradient.par_chunks_mut(nx).enumerate().for_each(|(row, gradient)| {
+        let (j, k) = (row % ny, row / ny);
+        if !bounds[1].contains(&j) || !bounds[2].contains(&k) {
+            return;
+        }
+        let start = bx * ((j - bounds[1].start) + by * (k - bounds[2].start));
+        for (i, g) in bounds[0].clone().zip(&box_gradient[start..start + bx]) {
+            if within_grid[row * nx + i] {
+                gradient[i] = g * scale;
+            }
+        }
+    });
+    (total / count, gradient, bounds)
+}
+
+/// The values of a grid of `shape` within `bounds`, x fastest.
+fn crop<T: Copy>(values: &[T], bounds: &[Range<usize>; 3], shape: [usize; 3]) -> Vec<T> {
+    let [nx, ny, _] = shape;
+    let mut out = Vec::with_capacity(bounds.iter().map(|r| r.len()).product());
+    for k in bounds[2].clone() {
+        for j in bounds[1].clone() {
+            let row = nx * (j + ny * k);
+            out.extend_from_slice(&values[row + bounds[0].start..row + bounds[0].end]);
+        }
+    }
+    out
+}
+
 /// `similarity_and_gradient` for a displacement `u` on the coarser grid of `refinement`: the same
 /// as refining u onto the images' grid (`refine_field`), comparing there, and taking the gradient
 /// back by the refinement's adjoint (`refine_field_adjoint`), in one pass over the image voxels
-/// that keeps no field of the images' size. The refinement is trilinear and separable, and a row
-/// of image voxels (fixed y and z) reads one row of coarse cells: each row first interpolates the
-/// coarse field along y and z into a row buffer and gathers its gradient in another, spread back
-/// over y and z once per row. Each thread scatters its planes into its own coarse gradient; the
-/// gradient is scaled by 1/count at the end instead of per voxel. Only `region`'s span of each
-/// row is visited.
+/// that keeps no field of the images' size (`refined_pass`). Only `region`'s span of each row is
+/// visited.
 fn refined_similarity_and_gradient(
     source: &[f32],
     target: &[f32],
@@ -257,60 +347,182 @@ fn refined_similarity_and_gradient(
     region: Option<&Region>,
     similarity: Similarity,
 ) -> (f64, VectorField) {
-    let (from, to) = (refinement.velocity_factor, refinement.image_factor);
-    let shape = level_shape(refinement.full_shape, to);
-    assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
-    assert_eq!(u.shape, level_shape(refinement.full_shape, from), "the displacement on the refinement's coarse grid");
-    let ratio = from as f32 / to as f32;
-    let [nx, ny, nz] = shape;
-    let [cx, cy, _] = u.shape;
+    let shape = level_shape(refinement.full_shape, refinement.image_factor);
     if let Some(region) = region {
         assert_eq!(region.shape(), shape, "the region on the images' grid");
     }
-    // Per axis and image index: the coarse cell's lower and upper node and the weight of the upper.
-    let axis = |d: usize, n: usize| -> Vec<(usize, usize, f32)> {
-        (0..n)
-            .map(|x| {
-                let mut index = [0usize; 3];
-                index[d] = x;
-                let last = u.shape[d] - 1;
-                let position = coarse_position(index, from, to)[d].clamp(0.0, last as f32);
-                let lower = (position as usize).min(last.saturating_sub(1));
-                (lower, (lower + 1).min(last), position - lower as f32)
-            })
-            .collect()
-    };
-    let (along_x, along_y, along_z) = (axis(0, nx), axis(1, ny), axis(2, nz));
+    let span = |j: usize, k: usize| region.map_or(0..shape[0], |r| r.span(j, k));
+    let (total, count, gradient) =
+        refined_pass(source, u, refinement, span, |n, value| similarity.value_and_derivative(value - target[n]));
+    let count = count.max(1) as f64;
+    (total / count, gradient.scaled((1.0 / count) as f32))
+}
+
+/// Local NCC through a displacement on the coarser grid of `refinement`: the moving image warped
+/// through the refined displacement (one pass, no refined field kept), compared over whole
+/// windows, and the gradient taken back in a second pass.
+fn refined_local_ncc_and_gradient(
+    source: &[f32],
+    target: &[f32],
+    u: &VectorField,
+    refinement: Refinement,
+    region: Option<&Region>,
+    similarity: Similarity,
+) -> (f64, VectorField) {
+    let Similarity::LocalNcc { radius } = similarity else { unreachable!("only local NCC compares whole windows") };
+    let shape = level_shape(refinement.full_shape, refinement.image_factor);
+    let (warped, within_grid) = refined_warp(source, u, refinement);
+    let mut counted = within_grid.clone();
+    let mut left_out = 0;
+    if let Some(region) = region {
+        assert_eq!(region.shape(), shape, "the region on the images' grid");
+        let [nx, ny, _] = shape;
+        counted.par_chunks_mut(nx).enumerate().for_each(|(row, counted)| {
+            let span = region.span(row % ny, row / ny);
+            for (i, c) in counted.iter_mut().enumerate() {
+                *c &= span.contains(&i);
+            }
+        });
+        left_out = region.left_out();
+    }
+    let count = (counted.iter().filter(|&&c| c).count() + left_out).max(1) as f64;
+    let (value, grad_warped, [xs, ys, zs]) =
+        local_ncc_term(&warped, &within_grid, &counted, count, target, shape, radius);
+    drop((warped, within_grid, counted));
+    let span = |j: usize, k: usize| if ys.contains(&j) && zs.contains(&k) { xs.clone() } else { 0..0 };
+    let (_, _, gradient) = refined_pass(source, u, refinement, span, |n, _| (0.0, grad_warped[n]));
+    (value, gradient)
+}
+
+/// Where each row of image voxels reads the coarse displacement of a `Refinement`: the refinement
+/// is trilinear and separable, and a row of image voxels (fixed y and z) reads one row of coarse
+/// cells, so each row first interpolates the coarse field along y and z into a row buffer.
+struct CoarseRows {
+    /// Per axis and image index: the coarse cell's lower and upper node and the weight of the upper.
+    along: [Vec<(usize, usize, f32)>; 3],
+    /// Coarse voxels per image voxel (the displacement's rescaling).
+    ratio: f32,
+    coarse_shape: [usize; 3],
+}
+
+impl CoarseRows {
+    fn new(u: &VectorField, refinement: Refinement) -> Self {
+        let (from, to) = (refinement.velocity_factor, refinement.image_factor);
+        let shape = level_shape(refinement.full_shape, to);
+        assert_eq!(
+            u.shape,
+            level_shape(refinement.full_shape, from),
+            "the displacement on the refinement's coarse grid"
+        );
+        let axis = |d: usize| -> Vec<(usize, usize, f32)> {
+            (0..shape[d])
+                .map(|x| {
+                    let mut index = [0usize; 3];
+                    index[d] = x;
+                    let last = u.shape[d] - 1;
+                    let position = coarse_position(index, from, to)[d].clamp(0.0, last as f32);
+                    let lower = (position as usize).min(last.saturating_sub(1));
+                    (lower, (lower + 1).min(last), position - lower as f32)
+                })
+                .collect()
+        };
+        CoarseRows { along: [axis(0), axis(1), axis(2)], ratio: from as f32 / to as f32, coarse_shape: u.shape }
+    }
+
+    /// The four coarse rows image row (j, k) lies between (flat offsets of their first node) and
+    /// their weights.
+    fn corners(&self, j: usize, k: usize) -> ([usize; 4], [f32; 4]) {
+        let [cx, cy, _] = self.coarse_shape;
+        let ((y0, y1, fy), (z0, z1, fz)) = (self.along[1][j], self.along[2][k]);
+        let rows = [(y0, z0), (y1, z0), (y0, z1), (y1, z1)].map(|(y, z)| cx * (y + cy * z));
+        (rows, [(1.0 - fy) * (1.0 - fz), fy * (1.0 - fz), (1.0 - fy) * fz, fy * fz])
+    }
+
+    /// The coarse field interpolated along y and z onto `row` (rescaled to image voxels).
+    fn interpolate(&self, u: &VectorField, (rows, weights): ([usize; 4], [f32; 4]), row: &mut [Vec<f32>; 3]) {
+        for c in 0..3 {
+            let data = &u.components[c];
+            for (x, value) in row[c].iter_mut().enumerate() {
+                *value = self.ratio * (0..4).map(|r| weights[r] * data[rows[r] + x]).sum::<f32>();
+            }
+        }
+    }
+
+    /// The displacement at image voxel i of an interpolated row, with its cell along x.
+    #[inline]
+    fn at(&self, row: &[Vec<f32>; 3], i: usize) -> ([f32; 3], (usize, usize, f32)) {
+        let cell @ (x0, x1, fx) = self.along[0][i];
+        (std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]), cell)
+    }
+}
+
+/// `source` warped through the refined displacement (`refine_field` of `u`, then `warp_image`),
+/// without keeping the refined field: the values and whether each sample fell within the grid.
+fn refined_warp(source: &[f32], u: &VectorField, refinement: Refinement) -> (Vec<f32>, Vec<bool>) {
+    let shape = level_shape(refinement.full_shape, refinement.image_factor);
+    assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
+    let rows = CoarseRows::new(u, refinement);
+    let [nx, ny, _] = shape;
+    let cx = u.shape[0];
+    let mut values = vec![0f32; source.len()];
+    let mut within = vec![false; source.len()];
+    values.par_chunks_mut(nx * ny).zip(within.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (values, within))| {
+        let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
+        for j in 0..ny {
+            rows.interpolate(u, rows.corners(j, k), &mut row);
+            for i in 0..nx {
+                let (d, _) = rows.at(&row, i);
+                let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
+                if within_voxels(shape, p) {
+                    values[i + nx * j] = sample(source, shape, p, Outside::Clamp).unwrap_or(0.0);
+                    within[i + nx * j] = true;
+                }
+            }
+        }
+    });
+    (values, within)
+}
+
+/// One pass over the image voxels through the coarse displacement of `refinement`: at each voxel
+/// n whose sample x + u(x) falls within the grid (and within `span(j, k)` of its row),
+/// `local(n, value)` gives a cost and its derivative with respect to the sampled value; returns
+/// the summed cost, the number of voxels counted (those sampled, and those the spans leave
+/// out) and the gradient of the summed cost with respect to `u`. Each row gathers its gradient
+/// in a row buffer, spread back over y and z once per row; each thread scatters its planes into
+/// its own coarse gradient.
+fn refined_pass(
+    source: &[f32],
+    u: &VectorField,
+    refinement: Refinement,
+    span: impl Fn(usize, usize) -> Range<usize> + Sync,
+    local: impl Fn(usize, f32) -> (f32, f32) + Sync,
+) -> (f64, usize, VectorField) {
+    let shape = level_shape(refinement.full_shape, refinement.image_factor);
+    assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
+    let rows = CoarseRows::new(u, refinement);
+    let ratio = rows.ratio;
+    let [nx, ny, nz] = shape;
+    let cx = u.shape[0];
     let threads = rayon::current_num_threads().max(1);
     let planes = nz.div_ceil(threads);
     let partials: Vec<(f64, usize, VectorField)> = (0..threads)
         .into_par_iter()
         .map(|t| {
-            let (mut total, mut count, mut local) = (0.0f64, 0usize, VectorField::zeros(u.shape));
+            let (mut total, mut count, mut local_gradient) = (0.0f64, 0usize, VectorField::zeros(u.shape));
             let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
             let mut row_gradient = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
             for k in t * planes..((t + 1) * planes).min(nz) {
-                let (z0, z1, fz) = along_z[k];
                 for j in 0..ny {
-                    let span = region.map_or(0..nx, |r| r.span(j, k));
+                    let span = span(j, k);
                     count += nx - span.len();
                     if span.is_empty() {
                         continue;
                     }
-                    let (y0, y1, fy) = along_y[j];
-                    // The four coarse rows this image row lies between, and their weights.
-                    let rows = [(y0, z0), (y1, z0), (y0, z1), (y1, z1)].map(|(y, z)| cx * (y + cy * z));
-                    let weights = [(1.0 - fy) * (1.0 - fz), fy * (1.0 - fz), (1.0 - fy) * fz, fy * fz];
-                    for c in 0..3 {
-                        let data = &u.components[c];
-                        for (x, value) in row[c].iter_mut().enumerate() {
-                            *value = ratio * (0..4).map(|r| weights[r] * data[rows[r] + x]).sum::<f32>();
-                        }
-                    }
+                    let corners @ (coarse_rows, weights) = rows.corners(j, k);
+                    rows.interpolate(u, corners, &mut row);
                     let (mut row_total, mut touched) = (0.0f32, false);
                     for i in span {
-                        let (x0, x1, fx) = along_x[i];
-                        let d: [f32; 3] = std::array::from_fn(|c| (1.0 - fx) * row[c][x0] + fx * row[c][x1]);
+                        let (d, (x0, x1, fx)) = rows.at(&row, i);
                         let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
                         if !within_voxels(shape, p) {
                             continue;
@@ -318,7 +530,7 @@ fn refined_similarity_and_gradient(
                         let Some((value, slope)) = sample_with_gradient(source, shape, p, Outside::Clamp) else {
                             continue;
                         };
-                        let (cost, derivative) = similarity.value_and_derivative(value - target[i + nx * (j + ny * k)]);
+                        let (cost, derivative) = local(i + nx * (j + ny * k), value);
                         row_total += cost;
                         count += 1;
                         let g = ratio * derivative;
@@ -331,10 +543,10 @@ fn refined_similarity_and_gradient(
                     total += row_total as f64;
                     if touched {
                         for c in 0..3 {
-                            let target = &mut local.components[c];
+                            let target = &mut local_gradient.components[c];
                             for (x, g) in row_gradient[c].iter_mut().enumerate() {
                                 for r in 0..4 {
-                                    target[rows[r] + x] += weights[r] * *g;
+                                    target[coarse_rows[r] + x] += weights[r] * *g;
                                 }
                                 *g = 0.0;
                             }
@@ -342,16 +554,16 @@ fn refined_similarity_and_gradient(
                     }
                 }
             }
-            (total, count, local)
+            (total, count, local_gradient)
         })
         .collect();
-    let count = partials.iter().map(|p| p.1).sum::<usize>().max(1);
+    let count = partials.iter().map(|p| p.1).sum::<usize>();
     let total: f64 = partials.iter().map(|p| p.0).sum();
     let mut gradient = VectorField::zeros(u.shape);
     for (_, _, part) in &partials {
-        gradient = gradient.plus_scaled(1.0, part);
+        gradient.add_scaled(1.0, part);
     }
-    (total / count as f64, gradient.scaled((1.0 / count as f64) as f32))
+    (total, count, gradient)
 }
 
 /// Only the energy (for line searches and tests).
@@ -390,7 +602,7 @@ mod tests {
         let momentum = VectorField::from_fn(shape, |p| [0.3 * wave(p, 0.3), -0.2 * wave(p, 1.1), 0.25 * wave(p, 2.0)]);
         let direction = VectorField::from_fn(shape, |p| [wave(p, 2.5), -wave(p, 0.2), wave(p, 1.4)]);
         let smoother = Smoother::new(shape, &SmoothParams { alpha: 1.0, gamma: 1.0, pad: 4, spacing_mm: None });
-        for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
+        for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }, Similarity::LocalNcc { radius: 2 }] {
             let params = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
             let (_, grad) = energy_and_gradient(&fixed, &moving, &momentum, &smoother, &params);
             let analytic = grad.dot(&direction);
@@ -430,7 +642,7 @@ mod tests {
         let direction = VectorField::from_fn(shape, |p| [wave(p, 2.5), -wave(p, 0.2), wave(p, 1.4)]);
         let params = SmoothParams { alpha: 2.0, gamma: 1.0, pad: 4, spacing_mm: None };
         let half = Smoother::half(shape, &params);
-        for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
+        for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }, Similarity::LocalNcc { radius: 2 }] {
             let energy = EnergyParams { lambda: 1e-2, similarity, steps: 5 };
             let at = |z: &VectorField| {
                 energy_and_gradient_whitened(&fixed, &moving, Some(&base), z, &half, None, None, &energy)
@@ -488,9 +700,15 @@ mod tests {
             let u =
                 VectorField::from_fn(level_shape(full, from), |p| [wave(p, 1.7), -wave(p, 0.4), 0.8 * wave(p, 2.2)]);
             let refinement = Refinement { full_shape: full, velocity_factor: from, image_factor: to };
-            for similarity in [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }] {
-                let (value, gradient) =
-                    refined_similarity_and_gradient(&source, &target, &u, refinement, region.as_ref(), similarity);
+            for similarity in
+                [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }, Similarity::LocalNcc { radius: 2 }]
+            {
+                let refined = if similarity.is_voxelwise() {
+                    refined_similarity_and_gradient
+                } else {
+                    refined_local_ncc_and_gradient
+                };
+                let (value, gradient) = refined(&source, &target, &u, refinement, region.as_ref(), similarity);
                 let fine = refine_field(&u, full, from, to);
                 let (_, inside) = warp_image(&source, &fine);
                 assert!(inside.iter().any(|m| !m), "some samples should leave the grid");
@@ -506,6 +724,50 @@ mod tests {
                 assert!(error < 1e-5, "{from}->{to} {similarity:?}: gradient differs by {error:e} (relative)");
             }
         }
+    }
+
+    /// Local NCC through a coarse velocity and over a region (windows reach voxels the region
+    /// leaves out): the whitened gradient against central finite differences.
+    #[test]
+    fn local_ncc_gradient_through_refinement_and_region_matches_finite_differences() {
+        use crate::diffeo::region::TissueMask;
+        let full = [30, 26, 22];
+        let blob = |p: [f64; 3], c: [f64; 3]| {
+            let r2 = (p[0] - c[0]).powi(2) + 0.8 * (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2);
+            if r2 < 49.0 { 1.0 + 0.05 * (0.9 * p[0]).sin() * (0.7 * p[1]).cos() + 0.1 * (-r2 / 8.0).exp() } else { 0.0 }
+        };
+        let image = |c: [f64; 3], gain: f64| {
+            VectorField::from_fn(full, |p| [gain * blob(p, c), 0.0, 0.0]).components[0].clone()
+        };
+        // The moving image on another grey scale: local NCC does not mind.
+        let (fixed, moving) = (image([14.5, 12.5, 10.5], 1.0), image([15.3, 12.0, 11.0], 1.4));
+        let velocity_shape = level_shape(full, 2);
+        let bump = |p: [f64; 3]| {
+            (0..3)
+                .map(|d| (std::f64::consts::PI * p[d] / (velocity_shape[d] - 1) as f64).sin().powi(2))
+                .product::<f64>()
+        };
+        let wave = |p: [f64; 3], s: f64| bump(p) * ((0.8 * p[0] + s).sin() * (0.6 * p[1] - s).cos() + 0.3);
+        let z = VectorField::from_fn(velocity_shape, |p| [0.4 * wave(p, 0.3), -0.3 * wave(p, 1.1), 0.2 * wave(p, 2.0)]);
+        let direction = VectorField::from_fn(velocity_shape, |p| [wave(p, 2.5), -wave(p, 0.2), wave(p, 1.4)]);
+        let half = Smoother::half(velocity_shape, &SmoothParams { alpha: 1.0, gamma: 1.0, pad: 4, spacing_mm: None });
+        let refinement = Some(Refinement { full_shape: full, velocity_factor: 2, image_factor: 1 });
+        let params = EnergyParams { lambda: 1e-3, similarity: Similarity::LocalNcc { radius: 2 }, steps: 5 };
+        let region = TissueMask::around(&fixed, &moving, full, [1.0; 3], 2.0).at_level(1);
+        assert!(region.left_out() > 0);
+        let at = |z: &VectorField| {
+            energy_and_gradient_whitened(&fixed, &moving, None, z, &half, refinement, Some(&region), &params)
+        };
+        let (terms, gradient) = at(&z);
+        assert!(terms.forward > 0.0 && terms.forward < 1.0, "{terms:?}");
+        let analytic = gradient.dot(&direction);
+        let h = 1e-3f32;
+        let numeric = (at(&z.plus_scaled(h, &direction)).0.total() - at(&z.plus_scaled(-h, &direction)).0.total())
+            / (2.0 * h as f64);
+        assert!(
+            (analytic - numeric).abs() < 1e-2 * numeric.abs(),
+            "analytic {analytic} vs finite differences {numeric}"
+        );
     }
 
     /// Voxels left out count as matched: where both images are the same constant air around

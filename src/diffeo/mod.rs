@@ -8,6 +8,7 @@
 pub mod energy;
 pub mod integrate;
 pub mod jacobian;
+pub mod local_ncc;
 pub mod pyramid;
 pub mod region;
 pub mod smooth;

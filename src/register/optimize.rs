@@ -477,6 +477,7 @@ impl Lbfgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffeo::energy::Similarity;
     use crate::progress::Silent;
 
     /// Levels after one whose voxels are already within `finest_voxel_mm` are dropped.
@@ -547,5 +548,37 @@ mod tests {
             }
             assert!(result.history.last().unwrap().energy.total() < 0.1 * result.history[0].energy.total());
         }
+    }
+
+    /// Local NCC finds the same shift when the moving blob is on another grey scale (brighter
+    /// by 60 % and offset by 0.3 everywhere), where the normalised MSE is pulled off it.
+    #[test]
+    fn local_ncc_recovers_the_shift_across_a_grey_value_change() {
+        let shape = [48, 44, 40];
+        let blob = |p: [f64; 3], c: [f64; 3]| {
+            (-((p[0] - c[0]).powi(2) + 0.5 * (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)) / 60.0).exp()
+        };
+        let image = |c: [f64; 3], gain: f64, offset: f64| {
+            VectorField::from_fn(shape, |p| [gain * blob(p, c) + offset, 0.0, 0.0]).components[0].clone()
+        };
+        let (fixed, moving) = (image([23.0, 21.0, 19.0], 1.0, 0.0), image([26.0, 19.0, 20.5], 1.6, 0.3));
+        let shift_at_centre = |similarity: Similarity| {
+            let energy = EnergyParams { lambda: 1e-4, similarity, ..EnergyParams::default() };
+            let options = OptimizeParams {
+                levels: vec![4, 2],
+                iterations: vec![80, 80],
+                energy,
+                region_margin_mm: 0.0,
+                ..OptimizeParams::default()
+            };
+            let result = optimize(&fixed, &moving, shape, [1.0; 3], &options, &Silent).unwrap();
+            let v = refine_field(&result.velocity, shape, result.factor, 1);
+            let at_centre = v.at(23 + 48 * (21 + 44 * 19));
+            at_centre.iter().zip([3.0, -2.0, 1.5]).map(|(got, want)| (got - want).abs()).fold(0f32, f32::max)
+        };
+        let local = shift_at_centre(Similarity::LocalNcc { radius: 2 });
+        assert!(local < 0.3, "local NCC: off by {local} voxels");
+        let normalised = shift_at_centre(Similarity::NormalizedMse { a: 0.1 });
+        assert!(normalised > local, "normalised MSE off by {normalised}, local NCC by {local}");
     }
 }

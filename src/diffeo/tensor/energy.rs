@@ -66,15 +66,38 @@ fn per_item_sum(values: Tensor<5>) -> Tensor<1> {
     values.reshape([batch as i32, -1]).sum_dim(1).reshape([batch])
 }
 
+/// 1 − cc at each voxel (`diffeo::local_ncc`): box sums over the (2 radius + 1)³ window, cut at
+/// the border, as convolutions with a kernel of ones and zero padding.
+fn local_ncc_cost(warped: Tensor<5>, target: Tensor<5>, radius: usize) -> Tensor<5> {
+    use burn::tensor::module::conv3d;
+    use burn::tensor::ops::ConvOptions;
+    let device = warped.device();
+    let side = 2 * radius + 1;
+    let kernel = Tensor::<5>::ones([1, 1, side, side, side], &device);
+    let box_sum = |x: Tensor<5>| conv3d(x, kernel.clone(), None, ConvOptions::new([1; 3], [radius; 3], [1; 3], 1));
+    let n = box_sum(warped.ones_like());
+    let (sum_i, sum_j) = (box_sum(warped.clone()), box_sum(target.clone()));
+    let a = box_sum(warped.clone() * target.clone()) - sum_i.clone() * sum_j.clone() / n.clone();
+    let b = (box_sum(warped.clone() * warped) - sum_i.clone() * sum_i / n.clone()).clamp_min(0.0);
+    let c = (box_sum(target.clone() * target) - sum_j.clone() * sum_j / n.clone()).clamp_min(0.0);
+    let floor = n.powi_scalar(4) * crate::diffeo::local_ncc::VARIANCE_PRODUCT_FLOOR as f32;
+    (a.clone() * a / (b * c + floor)).neg() + 1.0
+}
+
 /// ε(source ∘ (x + u), target) of each batch item over its samples that stayed inside the grid.
 fn similarity(source: Tensor<5>, target: Tensor<5>, u: Tensor<5>, measure: Similarity) -> Tensor<1> {
     let (warped, inside) = sample_batch(source, u, Outside::Mask);
     let inside = inside.expect("masked sampling returns a mask").float();
-    let difference = warped - target;
-    let squared = difference.clone() * difference;
     let values = match measure {
-        Similarity::Mse => squared,
-        Similarity::NormalizedMse { a } => squared.clone() / (squared + a * a),
+        Similarity::Mse | Similarity::NormalizedMse { .. } => {
+            let difference = warped - target;
+            let squared = difference.clone() * difference;
+            match measure {
+                Similarity::NormalizedMse { a } => squared.clone() / (squared + a * a),
+                _ => squared,
+            }
+        }
+        Similarity::LocalNcc { radius } => local_ncc_cost(warped, target, radius as usize),
     };
     // Which samples count does not depend smoothly on u: the count is a constant for autodiff.
     let count = per_item_sum(inside.clone()).detach().clamp_min(1.0);
