@@ -41,11 +41,6 @@ impl Similarity {
         }
     }
 
-    /// Whether the measure compares each voxel on its own (`value` and `derivative` apply).
-    pub fn is_voxelwise(self) -> bool {
-        !matches!(self, Similarity::LocalNcc { .. })
-    }
-
     #[inline]
     fn derivative(self, x: f32) -> f32 {
         match self {
@@ -203,10 +198,7 @@ fn image_terms(
     let (backward_u, backward_trace) = exp_with_trace(&total.scaled(-1.0), params.steps);
     drop(total);
     let term = |source: &[f32], target: &[f32], u: &VectorField| match refinement {
-        Some(r) if params.similarity.is_voxelwise() => {
-            refined_similarity_and_gradient(source, target, u, r, region, params.similarity)
-        }
-        Some(r) => refined_local_ncc_and_gradient(source, target, u, r, region, params.similarity),
+        Some(r) => refined_similarity_and_gradient(source, target, u, r, region, params.similarity),
         None => similarity_and_gradient(source, target, u, region, params.similarity),
     };
     let (forward, grad_forward_u) = term(moving, fixed, &forward_u);
@@ -338,7 +330,7 @@ fn crop<T: Copy>(values: &[T], bounds: &[Range<usize>; 3], shape: [usize; 3]) ->
 /// as refining u onto the images' grid (`refine_field`), comparing there, and taking the gradient
 /// back by the refinement's adjoint (`refine_field_adjoint`), in one pass over the image voxels
 /// that keeps no field of the images' size (`refined_pass`). Only `region`'s span of each row is
-/// visited.
+/// visited. Local NCC, which compares whole windows, warps first (`refined_local_ncc_and_gradient`).
 fn refined_similarity_and_gradient(
     source: &[f32],
     target: &[f32],
@@ -347,6 +339,9 @@ fn refined_similarity_and_gradient(
     region: Option<&Region>,
     similarity: Similarity,
 ) -> (f64, VectorField) {
+    if let Similarity::LocalNcc { radius } = similarity {
+        return refined_local_ncc_and_gradient(source, target, u, refinement, region, radius);
+    }
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
     if let Some(region) = region {
         assert_eq!(region.shape(), shape, "the region on the images' grid");
@@ -367,9 +362,8 @@ fn refined_local_ncc_and_gradient(
     u: &VectorField,
     refinement: Refinement,
     region: Option<&Region>,
-    similarity: Similarity,
+    radius: u32,
 ) -> (f64, VectorField) {
-    let Similarity::LocalNcc { radius } = similarity else { unreachable!("only local NCC compares whole windows") };
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
     let (warped, within_grid) = refined_warp(source, u, refinement);
     let mut counted = within_grid.clone();
@@ -703,12 +697,8 @@ mod tests {
             for similarity in
                 [Similarity::Mse, Similarity::NormalizedMse { a: 0.2 }, Similarity::LocalNcc { radius: 2 }]
             {
-                let refined = if similarity.is_voxelwise() {
-                    refined_similarity_and_gradient
-                } else {
-                    refined_local_ncc_and_gradient
-                };
-                let (value, gradient) = refined(&source, &target, &u, refinement, region.as_ref(), similarity);
+                let (value, gradient) =
+                    refined_similarity_and_gradient(&source, &target, &u, refinement, region.as_ref(), similarity);
                 let fine = refine_field(&u, full, from, to);
                 let (_, inside) = warp_image(&source, &fine);
                 assert!(inside.iter().any(|m| !m), "some samples should leave the grid");
