@@ -131,8 +131,8 @@ enum Command {
         /// Scaling and squaring steps N (the velocity is divided by 2ᴺ).
         #[arg(long)]
         steps: Option<u32>,
-        /// The optimiser's image term: mse, nmse (normalised MSE with --similarity-a) or lncc
-        /// (local normalised cross-correlation with --similarity-radius).
+        /// The optimiser's image term: lncc (local normalised cross-correlation with
+        /// --similarity-radius; the default), nmse (normalised MSE with --similarity-a) or mse.
         #[arg(long)]
         similarity: Option<String>,
         /// The scale a of the normalised MSE, kg/dm³.

@@ -179,8 +179,15 @@ fn register_refuses_a_bad_calibration_or_similarity() {
     };
     assert!(lncc(&["--similarity-radius", "0"]).contains("--similarity-radius must be 1 to 8 voxels, not 0"));
     assert!(lncc(&["--similarity-a", "0.1"]).contains("--similarity-a applies to nmse"));
-    let refused =
-        run(&["register".as_ref(), "--out".as_ref(), out.as_os_str(), "--similarity-radius".as_ref(), "3".as_ref()]);
+    let refused = run(&[
+        "register".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--similarity".as_ref(),
+        "nmse".as_ref(),
+        "--similarity-radius".as_ref(),
+        "3".as_ref(),
+    ]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--similarity-radius applies to lncc"));
     assert!(!out.exists(), "nothing is written");
 }

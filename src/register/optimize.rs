@@ -106,9 +106,12 @@ impl Default for OptimizeParams {
             // 1.01 / 1.05 / 1.12 mm, a 0.05 / 0.2 (λ 0.005) 1.01 / 1.09 mm; 4× coarser, λ 0.001 /
             // 0.0025: 0.97 / 0.99 mm at 0.3 s rather than 0.5 s an iteration (a 2× coarser grid
             // makes the same λ charge a field's bending 4× more). 120 iterations: 1.01 mm.
+            // The similarity is local NCC (5³ windows): on real-CT development seeds 1–4 forward
+            // mean EPE 1.25 / 0.50 / 0.86 / 0.87 mm against the normalised MSE's (a = 0.1)
+            // 1.53 / 0.72 / 0.92 / 1.10, at about 2.5× the time (121–148 s against ~55 s).
             energy: EnergyParams {
                 lambda: 0.002,
-                similarity: crate::diffeo::energy::Similarity::NormalizedMse { a: 0.1 },
+                similarity: crate::diffeo::energy::Similarity::LocalNcc { radius: 2 },
                 ..EnergyParams::default()
             },
             // γ 0.05 rather than SPEC's 1: γ is what ⟨v, m⟩ charges for the smoothest part of

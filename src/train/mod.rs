@@ -139,7 +139,12 @@ impl Default for TrainParams {
             epochs: 20,
             learning_rate: 1e-3,
             adam_epsilon: 1e-8,
-            energy: crate::register::optimize::OptimizeParams::default().energy,
+            // The normalised MSE the shipped models were trained with (the optimiser's default
+            // is now local NCC; training with it is `--similarity lncc`).
+            energy: crate::diffeo::energy::EnergyParams {
+                similarity: crate::diffeo::energy::Similarity::NormalizedMse { a: 0.1 },
+                ..crate::register::optimize::OptimizeParams::default().energy
+            },
             smooth: SmoothParams::default(),
             warmup_epochs: 1,
             warmup_lambda_scale: 0.1,
