@@ -9,7 +9,14 @@ against the truth, both directions, per region (bone, soft tissue, fat, skin ban
 than 20 mm). Prints a Markdown table per pair and a summary, and writes WORK/results.json.
 
     python3 benches/real_ct.py target/release/diffeoreg target/real-ct/Cranium.inv3 WORK \\
-        --seeds 101,102 [--unrelated 103] [--methods optimize,network,hybrid,greedy] [--register-args="--lambda 0.01 ..."]
+        --seeds 101,102 [--unrelated 103] [--methods optimize,network,hybrid,greedy,niftyreg] [--register-args="--lambda 0.01 ..."]
+        [--niftyreg-bin DIR]
+
+NiftyReg (method `niftyreg`) runs in the thesis' configuration: `reg_aladin -rigOnly`, then
+`reg_f3d -vel -ln 3 -maxit 150` (NMI). It is not on PyPI as a wheel; build it from its source
+distribution: `pip download --no-deps --no-binary :all: niftyreg` (or the sdist from PyPI's JSON),
+then `cmake SRC -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DUSE_OPENMP=ON
+-DCMAKE_INSTALL_PREFIX=DIR/..` and `make install`; pass the folder of its programs.
 
 Seeds: 1-99 are development seeds (defaults may be chosen on them); 101 and above are held out
 (report only; never tune on them).
@@ -63,6 +70,32 @@ def register_greedy(pair, out):
     return {"wall_s": time.perf_counter() - start, "verdict": None, "reasons": []}
 
 
+def register_niftyreg(pair, out, bindir):
+    """NiftyReg: rigid, then the symmetric velocity-field B-spline registration; its forward
+    deformation (fixed grid) and backward one (moving grid), rigid part included, converted from
+    NiftyReg's RAS displacements to the ITK convention (LPS) our `evaluate` reads."""
+    import nibabel as nib
+    import numpy as np
+    os.makedirs(out, exist_ok=True)
+    fixed, moving = f"{pair}/fixed.nii.gz", f"{pair}/moving.nii.gz"
+    start = time.perf_counter()
+    run([f"{bindir}/reg_aladin", "-ref", fixed, "-flo", moving, "-rigOnly", "-aff", f"{out}/rigid.txt",
+         "-res", f"{out}/rigid_resampled.nii.gz"])
+    run([f"{bindir}/reg_f3d", "-ref", fixed, "-flo", moving, "-aff", f"{out}/rigid.txt", "-vel", "-ln", "3",
+         "-maxit", "150", "-cpp", f"{out}/cpp.nii.gz", "-res", f"{out}/resampled.nii.gz"])
+    wall = time.perf_counter() - start
+    for cpp, reference, name in [("cpp.nii.gz", fixed, "warp_fwd"), ("cpp_backward.nii.gz", moving, "warp_inv")]:
+        run([f"{bindir}/reg_transform", "-ref", reference, "-disp", f"{out}/{cpp}", f"{out}/{name}_ras.nii.gz"])
+        image = nib.load(f"{out}/{name}_ras.nii.gz")
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:3] + (1, 3))
+        data[..., 0] *= -1.0
+        data[..., 1] *= -1.0
+        converted = nib.Nifti1Image(data, image.affine)
+        converted.header.set_intent("vector")
+        nib.save(converted, f"{out}/{name}.nii.gz")
+    return {"wall_s": wall, "verdict": None, "reasons": []}
+
+
 def epe(direction):
     e = direction.get("endpoint_error") or {}
     regions = {r["region"]: r["error"]["mean_mm"] for r in direction.get("endpoint_error_by_region", [])}
@@ -78,6 +111,7 @@ def main():
     parser.add_argument("--unrelated", default="", help="seeds whose pseudo-CT lies in another frame")
     parser.add_argument("--methods", default="optimize,greedy")
     parser.add_argument("--register-args", default="", help="extra arguments for our register")
+    parser.add_argument("--niftyreg-bin", default="", help="folder of NiftyReg's programs (method niftyreg)")
     args = parser.parse_args()
     binary, work = os.path.abspath(args.binary), os.path.abspath(args.work)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -97,9 +131,13 @@ def main():
         first_rigid = None
         for method in methods:
             out = f"{work}/{case}/{method}"
-            entry["runs"][method] = register_greedy(pair, out) if method == "greedy" else \
-                register_ours(binary, pair, out, method, extra)
-            rigid = f"{out}/rigid.tfm" if method != "greedy" and first_rigid is None else ""
+            if method == "greedy":
+                entry["runs"][method] = register_greedy(pair, out)
+            elif method == "niftyreg":
+                entry["runs"][method] = register_niftyreg(pair, out, args.niftyreg_bin)
+            else:
+                entry["runs"][method] = register_ours(binary, pair, out, method, extra)
+            rigid = f"{out}/rigid.tfm" if method not in ("greedy", "niftyreg") and first_rigid is None else ""
             first_rigid = first_rigid or rigid
             rows.append(f"{case},{method},{pair}/fixed.nii.gz,{pair}/moving.nii.gz,{out}/warp_fwd.nii.gz,"
                         f"{out}/warp_inv.nii.gz,{pair}/truth_fwd.nii.gz,{pair}/truth_inv.nii.gz,{rigid}")

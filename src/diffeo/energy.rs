@@ -235,8 +235,10 @@ fn similarity_and_gradient(
     }
     let count = (inside.iter().filter(|&&m| m).count() + left_out).max(1) as f64;
     if let Similarity::LocalNcc { radius } = similarity {
-        let (value, gradient, _) = local_ncc_term(&warped, &within_grid, &inside, count, target, u.shape, radius);
-        return (value, warp_image_backward(source, u, &gradient));
+        let (total, mut gradient, _) = local_ncc_term(&warped, &inside, target, u.shape, radius);
+        let scale = (1.0 / count) as f32;
+        gradient.par_iter_mut().zip(&within_grid).for_each(|(g, &within)| *g = if within { *g * scale } else { 0.0 });
+        return (total / count, warp_image_backward(source, u, &gradient));
     }
     let total: f64 = warped
         .par_iter()
@@ -255,16 +257,13 @@ fn similarity_and_gradient(
     (total / count, warp_image_backward(source, u, &grad_warped))
 }
 
-/// Local NCC of `warped` against `target` over the voxels `counted` (their mean with `count`
-/// in the denominator) and its gradient with respect to `warped`: every warped voxel inside the
-/// grid (`within_grid`) lies in some counted voxel's window, counted itself or not. The windows
-/// are computed only within the box that the counted voxels' windows span, also returned (where
-/// the gradient can be nonzero).
+/// Local NCC of `warped` against `target` over the voxels `counted`: the summed cost, its
+/// gradient with respect to `warped` (every voxel in some counted voxel's window, counted
+/// itself or not) and the box that the counted voxels' windows span (the windows are computed
+/// only there, and the gradient is zero outside it).
 fn local_ncc_term(
     warped: &[f32],
-    within_grid: &[bool],
     counted: &[bool],
-    count: f64,
     target: &[f32],
     shape: [usize; 3],
     radius: u32,
@@ -284,46 +283,13 @@ fn local_ncc_term(
             || (shape, [0; 3]),
             |(l0, u0), (l1, u1)| (std::array::from_fn(|d| l0[d].min(l1[d])), std::array::from_fn(|d| u0[d].max(u1[d]))),
         );
-    let mut gradient = vec![0f32; warped.len()];
-    if (0..3).any(|d| lower[d] >= upper[d]) {
-        return (0.0, gradient, [0..0, 0..0, 0..0]);
-    }
-    let bounds: [Range<usize>; 3] =
-        std::array::from_fn(|d| lower[d].saturating_sub(radius)..(upper[d] + radius).min(shape[d]));
-    let box_shape = bounds.clone().map(|r| r.len());
-    let (box_warped, box_target) = (crop(warped, &bounds, shape), crop(target, &bounds, shape));
-    let box_counted = crop(counted, &bounds, shape);
-    let [bx, by, _] = box_shape;
-    let (cost, box_gradient) =
-        local_ncc::cost_and_gradient(&box_warped, &box_target, box_shape, radius, |m| box_counted[m]);
-    let total: f64 = cost.par_iter().map(|&c| c as f64).sum();
-    let scale = (1.0 / count) as f32;
-    gradient.par_chunks_mut(nx).enumerate().for_each(|(row, gradient)| {
-        let (j, k) = (row % ny, row / ny);
-        if !bounds[1].contains(&j) || !bounds[2].contains(&k) {
-            return;
-        }
-        let start = bx * ((j - bounds[1].start) + by * (k - bounds[2].start));
-        for (i, g) in bounds[0].clone().zip(&box_gradient[start..start + bx]) {
-            if within_grid[row * nx + i] {
-                gradient[i] = g * scale;
-            }
-        }
-    });
-    (total / count, gradient, bounds)
-}
-
-/// The values of a grid of `shape` within `bounds`, x fastest.
-fn crop<T: Copy>(values: &[T], bounds: &[Range<usize>; 3], shape: [usize; 3]) -> Vec<T> {
-    let [nx, ny, _] = shape;
-    let mut out = Vec::with_capacity(bounds.iter().map(|r| r.len()).product());
-    for k in bounds[2].clone() {
-        for j in bounds[1].clone() {
-            let row = nx * (j + ny * k);
-            out.extend_from_slice(&values[row + bounds[0].start..row + bounds[0].end]);
-        }
-    }
-    out
+    let bounds: [Range<usize>; 3] = if (0..3).any(|d| lower[d] >= upper[d]) {
+        [0..0, 0..0, 0..0]
+    } else {
+        std::array::from_fn(|d| lower[d].saturating_sub(radius)..(upper[d] + radius).min(shape[d]))
+    };
+    let (total, gradient) = local_ncc::cost_and_gradient(warped, target, shape, &bounds, radius, |n| counted[n]);
+    (total, gradient, bounds)
 }
 
 /// `similarity_and_gradient` for a displacement `u` on the coarser grid of `refinement`: the same
@@ -365,12 +331,27 @@ fn refined_local_ncc_and_gradient(
     radius: u32,
 ) -> (f64, VectorField) {
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
-    let (warped, within_grid) = refined_warp(source, u, refinement);
-    let mut counted = within_grid.clone();
+    let [nx, ny, _] = shape;
+    // Only the voxels within the windows of the region's voxels are warped.
+    let reach: [Range<usize>; 3] = match region {
+        Some(region) => {
+            assert_eq!(region.shape(), shape, "the region on the images' grid");
+            let bounds = region.bounds();
+            std::array::from_fn(|d| {
+                if bounds[d].is_empty() {
+                    0..0
+                } else {
+                    bounds[d].start.saturating_sub(radius as usize)..(bounds[d].end + radius as usize).min(shape[d])
+                }
+            })
+        }
+        None => shape.map(|n| 0..n),
+    };
+    let within_reach =
+        |j: usize, k: usize| if reach[1].contains(&j) && reach[2].contains(&k) { reach[0].clone() } else { 0..0 };
+    let (warped, mut counted) = refined_warp(source, u, refinement, within_reach);
     let mut left_out = 0;
     if let Some(region) = region {
-        assert_eq!(region.shape(), shape, "the region on the images' grid");
-        let [nx, ny, _] = shape;
         counted.par_chunks_mut(nx).enumerate().for_each(|(row, counted)| {
             let span = region.span(row % ny, row / ny);
             for (i, c) in counted.iter_mut().enumerate() {
@@ -379,13 +360,13 @@ fn refined_local_ncc_and_gradient(
         });
         left_out = region.left_out();
     }
-    let count = (counted.iter().filter(|&&c| c).count() + left_out).max(1) as f64;
-    let (value, grad_warped, [xs, ys, zs]) =
-        local_ncc_term(&warped, &within_grid, &counted, count, target, shape, radius);
-    drop((warped, within_grid, counted));
+    let count = (counted.par_iter().filter(|&&c| c).count() + left_out).max(1) as f64;
+    let (total, grad_warped, [xs, ys, zs]) = local_ncc_term(&warped, &counted, target, shape, radius);
+    drop((warped, counted));
     let span = |j: usize, k: usize| if ys.contains(&j) && zs.contains(&k) { xs.clone() } else { 0..0 };
-    let (_, _, gradient) = refined_pass(source, u, refinement, span, |n, _| (0.0, grad_warped[n]));
-    (value, gradient)
+    let scale = (1.0 / count) as f32;
+    let (_, _, gradient) = refined_pass(source, u, refinement, span, |n, _| (0.0, scale * grad_warped[n]));
+    (total / count, gradient)
 }
 
 /// Where each row of image voxels reads the coarse displacement of a `Refinement`: the refinement
@@ -451,8 +432,14 @@ impl CoarseRows {
 }
 
 /// `source` warped through the refined displacement (`refine_field` of `u`, then `warp_image`),
-/// without keeping the refined field: the values and whether each sample fell within the grid.
-fn refined_warp(source: &[f32], u: &VectorField, refinement: Refinement) -> (Vec<f32>, Vec<bool>) {
+/// without keeping the refined field, at the voxels within `span(j, k)` of each row: the values
+/// and whether each sample fell within the grid (0 and false elsewhere).
+fn refined_warp(
+    source: &[f32],
+    u: &VectorField,
+    refinement: Refinement,
+    span: impl Fn(usize, usize) -> Range<usize> + Sync,
+) -> (Vec<f32>, Vec<bool>) {
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
     assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
     let rows = CoarseRows::new(u, refinement);
@@ -463,8 +450,12 @@ fn refined_warp(source: &[f32], u: &VectorField, refinement: Refinement) -> (Vec
     values.par_chunks_mut(nx * ny).zip(within.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (values, within))| {
         let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
         for j in 0..ny {
+            let span = span(j, k);
+            if span.is_empty() {
+                continue;
+            }
             rows.interpolate(u, rows.corners(j, k), &mut row);
-            for i in 0..nx {
+            for i in span {
                 let (d, _) = rows.at(&row, i);
                 let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
                 if within_voxels(shape, p) {

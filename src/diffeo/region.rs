@@ -101,6 +101,21 @@ impl Region {
     pub fn left_out(&self) -> usize {
         self.shape.iter().product::<usize>() - self.spans.iter().map(|s| s.len()).sum::<usize>()
     }
+
+    /// The smallest box holding every covered voxel, per axis (empty ranges when none is).
+    pub fn bounds(&self) -> [Range<usize>; 3] {
+        let (mut lower, mut upper) = (self.shape, [0; 3]);
+        for (row, span) in self.spans.iter().enumerate().filter(|(_, span)| !span.is_empty()) {
+            let (j, k) = (row % self.shape[1], row / self.shape[1]);
+            for (d, (low, high)) in [(span.start, span.end), (j, j + 1), (k, k + 1)].into_iter().enumerate() {
+                (lower[d], upper[d]) = (lower[d].min(low), upper[d].max(high));
+            }
+        }
+        if (0..3).any(|d| lower[d] >= upper[d]) {
+            return [0..0, 0..0, 0..0];
+        }
+        std::array::from_fn(|d| lower[d]..upper[d])
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +144,9 @@ mod tests {
             }
         }
         assert_eq!(region.left_out(), 40 * 36 * 32 - 20 * 20 * 20);
+        assert_eq!(region.bounds(), [10..30, 6..26, 2..22]);
+        assert_eq!(Region::everywhere([5, 4, 3]).bounds(), [0..5, 0..4, 0..3]);
+        assert_eq!(TissueMask::around(&air, &air, shape, [2.0; 3], 9.0).at_level(1).bounds(), [0..0, 0..0, 0..0]);
         // Either image's tissue counts; level 2 halves the spans, level 4 takes the coarse voxel
         // at each voxel's centre.
         let swapped = TissueMask::around(&air, &image, shape, [2.0; 3], 9.0);

@@ -80,7 +80,7 @@ fn local_ncc_cost(warped: Tensor<5>, target: Tensor<5>, radius: usize) -> Tensor
     let a = box_sum(warped.clone() * target.clone()) - sum_i.clone() * sum_j.clone() / n.clone();
     let b = (box_sum(warped.clone() * warped) - sum_i.clone() * sum_i / n.clone()).clamp_min(0.0);
     let c = (box_sum(target.clone() * target) - sum_j.clone() * sum_j / n.clone()).clamp_min(0.0);
-    let floor = n.powi_scalar(4) * crate::diffeo::local_ncc::VARIANCE_PRODUCT_FLOOR as f32;
+    let floor = n.powi_scalar(4) * crate::diffeo::local_ncc::VARIANCE_PRODUCT_FLOOR;
     (a.clone() * a / (b * c + floor)).neg() + 1.0
 }
 
