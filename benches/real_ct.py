@@ -170,10 +170,13 @@ def print_tables(results):
     print("|" + "---|" * (9 + len(REGIONS) - 1))
     ratios = {m: [] for m in methods}
     for entry in results["pairs"]:
+        if "Rigid" not in entry["epe"]:  # only other tools ran: no rigid-only start to compare with
+            entry["epe"]["Rigid"] = {"forward": {"mean": float("nan")}, "backward": None, "folding_voxels": 0,
+                                     "missing": True}
         rigid = entry["epe"]["Rigid"]["forward"]["mean"]
         for method in methods:
             e = entry["epe"].get(method)
-            if e is None:
+            if e is None or e.get("missing"):
                 continue
             f, b = e["forward"], e["backward"] or {}
             run_info = entry["runs"].get(method, {})
