@@ -36,6 +36,7 @@ fn median_seconds(repeat: usize, mut run: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    diffeoreg::heap::keep_freed_blocks();
     let repeat = argument("--repeat", 5).max(1);
     let shape = [argument("--nx", 256), argument("--ny", 256), argument("--nz", 108)];
     let spacing = [0.9, 0.9, 1.6];

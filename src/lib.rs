@@ -11,6 +11,7 @@ pub mod apply;
 pub mod contours;
 pub mod diffeo;
 pub mod error;
+pub mod heap;
 pub mod io;
 pub mod metrics;
 pub mod net;

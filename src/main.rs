@@ -347,6 +347,11 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // The commands run one job and exit: they keep what they free for the next evaluation. The
+    // desktop app, which runs for hours, leaves the heap as it is.
+    if cli.command.is_some() {
+        diffeoreg::heap::keep_freed_blocks();
+    }
     if let Err(error) = run(cli) {
         eprintln!("error: {error:#}");
         std::process::exit(1);

@@ -11,6 +11,7 @@ use diffeoreg::diffeo::tensor::energy::energy;
 use diffeoreg::diffeo::tensor::smooth::TensorSmoother;
 use diffeoreg::diffeo::tensor::tensor_values;
 use diffeoreg::net::{UNet, UNetConfig, load_model, save_model};
+use diffeoreg::register::network::NetworkParams;
 
 const SIDE: usize = 16;
 
@@ -244,6 +245,24 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
         let (read, _) = load_model(&folder, &device).unwrap();
         assert_eq!(read, plain, "{old}");
     }
+
+    // A folder without its training record, or one that does not say how the model's momentum
+    // was smoothed, is refused by registration (no default smoothing in its place).
+    save_model(&folder, &config, &config.init(&device)).unwrap();
+    let params = NetworkParams { model: Some(folder.clone()), ..NetworkParams::default() };
+    let refused = |what: &str| {
+        let error = diffeoreg::register::network::load(&params, &device).err().expect(what).to_string();
+        assert!(error.contains("training.json"), "{what}: {error}");
+        error
+    };
+    let error = refused("no training.json");
+    assert!(error.contains("smoothing"), "{error}");
+    std::fs::write(folder.join("training.json"), r#"{"epochs": 3}"#).unwrap();
+    assert!(refused("no smoothing recorded").contains("\"smooth\""));
+    let builtin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/model/training.json");
+    std::fs::copy(builtin, folder.join("training.json")).unwrap();
+    let loaded = diffeoreg::register::network::load(&params, &device).unwrap();
+    assert_eq!(loaded.config, config);
 
     save_model(&folder, &config, &config.init(&device)).unwrap();
     std::fs::remove_file(folder.join("weights.bpk")).unwrap();

@@ -16,7 +16,7 @@ use crate::diffeo::local_ncc;
 use crate::diffeo::pyramid::{coarse_position, level_shape};
 use crate::diffeo::region::Region;
 use crate::diffeo::smooth::Smoother;
-use crate::diffeo::warp::{Outside, sample, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
+use crate::diffeo::warp::{Outside, sample_with_gradient, warp_image, warp_image_backward, within_voxels};
 
 /// ε, the image dissimilarity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -295,7 +295,7 @@ fn local_ncc_term(
 /// `similarity_and_gradient` for a displacement `u` on the coarser grid of `refinement`: the same
 /// as refining u onto the images' grid (`refine_field`), comparing there, and taking the gradient
 /// back by the refinement's adjoint (`refine_field_adjoint`), in one pass over the image voxels
-/// that keeps no field of the images' size (`refined_pass`). Only `region`'s span of each row is
+/// that keeps no field of the images' size (`refined_adjoint`). Only `region`'s span of each row is
 /// visited. Local NCC, which compares whole windows, warps first (`refined_local_ncc_and_gradient`).
 fn refined_similarity_and_gradient(
     source: &[f32],
@@ -313,8 +313,14 @@ fn refined_similarity_and_gradient(
         assert_eq!(region.shape(), shape, "the region on the images' grid");
     }
     let span = |j: usize, k: usize| region.map_or(0..shape[0], |r| r.span(j, k));
-    let (total, count, gradient) =
-        refined_pass(source, u, refinement, span, |n, value| similarity.value_and_derivative(value - target[n]));
+    let (total, count, gradient) = refined_adjoint(u, refinement, span, |n, p| {
+        if !within_voxels(shape, p) {
+            return None;
+        }
+        let (value, slope) = sample_with_gradient(source, shape, p, Outside::Clamp)?;
+        let (cost, derivative) = similarity.value_and_derivative(value - target[n]);
+        Some((cost, slope.map(|s| derivative * s)))
+    });
     let count = count.max(1) as f64;
     (total / count, gradient.scaled((1.0 / count) as f32))
 }
@@ -349,7 +355,7 @@ fn refined_local_ncc_and_gradient(
     };
     let within_reach =
         |j: usize, k: usize| if reach[1].contains(&j) && reach[2].contains(&k) { reach[0].clone() } else { 0..0 };
-    let (warped, mut counted) = refined_warp(source, u, refinement, within_reach);
+    let (warped, slopes, mut counted) = refined_warp(source, u, refinement, within_reach);
     let mut left_out = 0;
     if let Some(region) = region {
         counted.par_chunks_mut(nx).enumerate().for_each(|(row, counted)| {
@@ -365,7 +371,12 @@ fn refined_local_ncc_and_gradient(
     drop((warped, counted));
     let span = |j: usize, k: usize| if ys.contains(&j) && zs.contains(&k) { xs.clone() } else { 0..0 };
     let scale = (1.0 / count) as f32;
-    let (_, _, gradient) = refined_pass(source, u, refinement, span, |n, _| (0.0, scale * grad_warped[n]));
+    // The warp kept each sample's slope (zero where the sample fell outside the grid), so the
+    // adjoint samples nothing again.
+    let (_, _, gradient) = refined_adjoint(u, refinement, span, |n, _| {
+        let g = scale * grad_warped[n];
+        Some((0.0, slopes[n].map(|s| g * s)))
+    });
     (total / count, gradient)
 }
 
@@ -432,58 +443,64 @@ impl CoarseRows {
 }
 
 /// `source` warped through the refined displacement (`refine_field` of `u`, then `warp_image`),
-/// without keeping the refined field, at the voxels within `span(j, k)` of each row: the values
-/// and whether each sample fell within the grid (0 and false elsewhere).
+/// without keeping the refined field, at the voxels within `span(j, k)` of each row: the values,
+/// their derivatives with respect to the sampled position, and whether each sample fell within
+/// the grid (0, zero and false elsewhere).
 fn refined_warp(
     source: &[f32],
     u: &VectorField,
     refinement: Refinement,
     span: impl Fn(usize, usize) -> Range<usize> + Sync,
-) -> (Vec<f32>, Vec<bool>) {
+) -> (Vec<f32>, Vec<[f32; 3]>, Vec<bool>) {
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
     assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
     let rows = CoarseRows::new(u, refinement);
     let [nx, ny, _] = shape;
     let cx = u.shape[0];
     let mut values = vec![0f32; source.len()];
+    let mut slopes = vec![[0f32; 3]; source.len()];
     let mut within = vec![false; source.len()];
-    values.par_chunks_mut(nx * ny).zip(within.par_chunks_mut(nx * ny)).enumerate().for_each(|(k, (values, within))| {
-        let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
-        for j in 0..ny {
-            let span = span(j, k);
-            if span.is_empty() {
-                continue;
-            }
-            rows.interpolate(u, rows.corners(j, k), &mut row);
-            for i in span {
-                let (d, _) = rows.at(&row, i);
-                let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
-                if within_voxels(shape, p) {
-                    values[i + nx * j] = sample(source, shape, p, Outside::Clamp).unwrap_or(0.0);
-                    within[i + nx * j] = true;
+    values
+        .par_chunks_mut(nx * ny)
+        .zip(slopes.par_chunks_mut(nx * ny))
+        .zip(within.par_chunks_mut(nx * ny))
+        .enumerate()
+        .for_each(|(k, ((values, slopes), within))| {
+            let mut row = [vec![0f32; cx], vec![0f32; cx], vec![0f32; cx]];
+            for j in 0..ny {
+                let span = span(j, k);
+                if span.is_empty() {
+                    continue;
+                }
+                rows.interpolate(u, rows.corners(j, k), &mut row);
+                for i in span {
+                    let (d, _) = rows.at(&row, i);
+                    let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
+                    if !within_voxels(shape, p) {
+                        continue;
+                    }
+                    if let Some((value, slope)) = sample_with_gradient(source, shape, p, Outside::Clamp) {
+                        (values[i + nx * j], slopes[i + nx * j], within[i + nx * j]) = (value, slope, true);
+                    }
                 }
             }
-        }
-    });
-    (values, within)
+        });
+    (values, slopes, within)
 }
 
-/// One pass over the image voxels through the coarse displacement of `refinement`: at each voxel
-/// n whose sample x + u(x) falls within the grid (and within `span(j, k)` of its row),
-/// `local(n, value)` gives a cost and its derivative with respect to the sampled value; returns
-/// the summed cost, the number of voxels counted (those sampled, and those the spans leave
-/// out) and the gradient of the summed cost with respect to `u`. Each row gathers its gradient
-/// in a row buffer, spread back over y and z once per row; each thread scatters its planes into
-/// its own coarse gradient.
-fn refined_pass(
-    source: &[f32],
+/// The adjoint of the refinement, in one pass over the image voxels within `span(j, k)` of each
+/// row: `voxel(n, p)` gives, for image voxel n sampled at position p = x + u(x), a cost and its
+/// gradient with respect to p (None: the voxel is not counted). Returns the summed cost, the
+/// number of voxels counted (those with a value, and those the spans leave out) and the gradient
+/// of the summed cost with respect to `u`. Each row gathers its gradient in a row buffer, spread
+/// back over y and z once per row; each thread scatters its planes into its own coarse gradient.
+fn refined_adjoint(
     u: &VectorField,
     refinement: Refinement,
     span: impl Fn(usize, usize) -> Range<usize> + Sync,
-    local: impl Fn(usize, f32) -> (f32, f32) + Sync,
+    voxel: impl Fn(usize, [f32; 3]) -> Option<(f32, [f32; 3])> + Sync,
 ) -> (f64, usize, VectorField) {
     let shape = level_shape(refinement.full_shape, refinement.image_factor);
-    assert_eq!(source.len(), shape.iter().product::<usize>(), "images on the refinement's grid");
     let rows = CoarseRows::new(u, refinement);
     let ratio = rows.ratio;
     let [nx, ny, nz] = shape;
@@ -509,19 +526,15 @@ fn refined_pass(
                     for i in span {
                         let (d, (x0, x1, fx)) = rows.at(&row, i);
                         let p = [i as f32 + d[0], j as f32 + d[1], k as f32 + d[2]];
-                        if !within_voxels(shape, p) {
-                            continue;
-                        }
-                        let Some((value, slope)) = sample_with_gradient(source, shape, p, Outside::Clamp) else {
+                        let Some((cost, force)) = voxel(i + nx * (j + ny * k), p) else {
                             continue;
                         };
-                        let (cost, derivative) = local(i + nx * (j + ny * k), value);
                         row_total += cost;
                         count += 1;
-                        let g = ratio * derivative;
                         for c in 0..3 {
-                            row_gradient[c][x0] += (1.0 - fx) * g * slope[c];
-                            row_gradient[c][x1] += fx * g * slope[c];
+                            let g = ratio * force[c];
+                            row_gradient[c][x0] += (1.0 - fx) * g;
+                            row_gradient[c][x1] += fx * g;
                         }
                         touched = true;
                     }

@@ -84,32 +84,37 @@ pub struct LoadedModel {
     pub source: String,
 }
 
-/// The smoothing recorded in a `training.json` (the default when absent).
-fn training_smooth(text: Option<&str>) -> Result<SmoothParams> {
-    let Some(text) = text else { return Ok(SmoothParams::default()) };
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::Invalid(format!("training.json is not JSON: {e}")))?;
-    match value.get("smooth") {
-        Some(smooth) => serde_json::from_value(smooth.clone())
-            .map_err(|e| Error::Invalid(format!("training.json: unreadable smoothing parameters: {e}"))),
-        None => Ok(SmoothParams::default()),
-    }
+/// The smoothing recorded in a `training.json`: the one the network's momentum was trained to be
+/// smoothed with. A record without it is refused: a default would silently change what the
+/// model predicts (α 20 instead of the α 1 a model may have been trained with).
+fn training_smooth(text: &str) -> Result<SmoothParams> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Invalid(format!("not JSON: {e}")))?;
+    let smooth = value.get("smooth").ok_or_else(|| {
+        Error::Invalid("no \"smooth\" entry: the smoothing the model was trained with (α, γ) is unknown".into())
+    })?;
+    serde_json::from_value(smooth.clone()).map_err(|e| Error::Invalid(format!("unreadable smoothing parameters: {e}")))
 }
 
-/// Loads the model of `params` (a folder, or the built-in one) onto `device`.
+/// Loads the model of `params` (a folder, or the built-in one) onto `device`. A folder must hold
+/// its `training.json` (the smoothing its predictions need) besides the network itself.
 pub fn load(params: &NetworkParams, device: &Device) -> Result<LoadedModel> {
     match &params.model {
         Some(folder) => {
             let (config, model) = load_model(folder, device)?;
             let training = folder.join(crate::train::TRAINING_JSON);
-            let text = std::fs::read_to_string(&training).ok();
-            let smooth =
-                training_smooth(text.as_deref()).map_err(|e| Error::Invalid(format!("{}: {e}", training.display())))?;
+            let text = std::fs::read_to_string(&training).map_err(|e| {
+                Error::Invalid(format!(
+                    "{}: cannot read the model's training record ({e}); it holds the smoothing the model was \
+                     trained with, without which its predictions cannot be used",
+                    training.display()
+                ))
+            })?;
+            let smooth = training_smooth(&text).map_err(|e| Error::Invalid(format!("{}: {e}", training.display())))?;
             Ok(LoadedModel { config, model, smooth, source: folder.display().to_string() })
         }
         None => {
             let (config, model) = load_builtin_model(device)?;
-            let smooth = training_smooth(Some(BUILTIN_TRAINING_JSON))?;
+            let smooth = training_smooth(BUILTIN_TRAINING_JSON)?;
             Ok(LoadedModel { config, model, smooth, source: "built-in (assets/model)".into() })
         }
     }
