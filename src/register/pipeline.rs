@@ -606,19 +606,10 @@ pub fn write_outputs(
     let writing = Instant::now();
     progress.start_stage("writing outputs", 0);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    // Compressing is serial within a file: the fields and the images are written side by side.
-    let (fields, images) = rayon::join(
-        || {
-            io::write_field(&out.join("warp_fwd.nii.gz"), &registration.warp_fwd)?;
-            io::write_field(&out.join("warp_inv.nii.gz"), &registration.warp_inv)
-        },
-        || {
-            io::write_volume(&out.join("moving_warped.nii.gz"), &registration.moving_warped, StoredType::Float32)?;
-            io::write_volume(&out.join("fixed_warped.nii.gz"), &registration.fixed_warped, StoredType::Float32)
-        },
-    );
-    fields?;
-    images?;
+    io::write_field(&out.join("warp_fwd.nii.gz"), &registration.warp_fwd)?;
+    io::write_field(&out.join("warp_inv.nii.gz"), &registration.warp_inv)?;
+    io::write_volume(&out.join("moving_warped.nii.gz"), &registration.moving_warped, StoredType::Float32)?;
+    io::write_volume(&out.join("fixed_warped.nii.gz"), &registration.fixed_warped, StoredType::Float32)?;
     io::write_transform(&out.join("rigid.tfm"), &registration.rigid.transform)?;
     let qa_inputs = QaInputs {
         fixed,
