@@ -13,6 +13,7 @@ pub mod diffeo;
 pub mod error;
 pub mod heap;
 pub mod io;
+pub mod matching;
 pub mod metrics;
 pub mod net;
 pub mod patch;

@@ -204,10 +204,11 @@ enum Command {
         /// The pairs: a CSV (fixed path, moving path per row, relative to the CSV's folder), or a
         /// folder with one sub-folder per pair holding fixed* and moving* images (NIfTI or DICOM
         /// folders; what `phantom` writes).
-        #[arg(long, conflicts_with = "synthetic")]
+        #[arg(long)]
         pairs: Option<PathBuf>,
         /// Train on this many synthetic pairs (random heads, deformations and pseudo-CT
-        /// appearance) instead; the default when no --pairs is given (16).
+        /// appearance): instead of --pairs when that is left out (16 by default), besides them
+        /// when both are given.
         #[arg(long)]
         synthetic: Option<usize>,
         #[arg(long)]
@@ -944,9 +945,8 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         diffeoreg::train::read_params(&out)?
     } else {
         let mut params = TrainParams::default();
-        if let Some(list) = pairs {
-            params.source = if list.is_dir() { PairSource::Folder(list) } else { PairSource::Csv(list) };
-        } else if let PairSource::Synthetic { count, shape, spacing_mm, first_seed, .. } = &mut params.source {
+        let files = pairs.map(|list| if list.is_dir() { PairSource::Folder(list) } else { PairSource::Csv(list) });
+        if let PairSource::Synthetic { count, shape, spacing_mm, first_seed, .. } = &mut params.source {
             if let Some(n) = synthetic {
                 *count = n;
             }
@@ -960,6 +960,11 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
                 *first_seed = s;
             }
         }
+        params.source = match (files, synthetic) {
+            (Some(files), Some(_)) => PairSource::Mixed(vec![files, params.source]),
+            (Some(files), None) => files,
+            (None, _) => params.source,
+        };
         macro_rules! set {
             ($option:expr, $field:expr) => {
                 if let Some(value) = $option {
@@ -993,7 +998,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         set!(smooth_gamma, params.smooth.gamma);
         if let Some(passes) = local_prior_passes {
             params.network.local_prior =
-                (passes > 0).then(|| diffeoreg::register::local_flow::LocalFlowParams { passes, ..Default::default() });
+                (passes > 0).then(|| diffeoreg::net::local_flow::LocalFlowParams { passes, ..Default::default() });
         }
         params.initial_model = init_from;
         if let Some(path) = calibration {
@@ -1024,8 +1029,9 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
     let mut report = |event: diffeoreg::train::TrainEvent| {
         let diffeoreg::train::TrainEvent::Epoch(r) = event else { return };
         let validation = r.validation_loss.map_or("-".to_string(), |v| format!("{v:.5}"));
+        let epe = r.validation_epe_mm.map_or(String::new(), |v| format!(" (endpoint error {v:.3} mm)"));
         let line = format!(
-            "epoch {:3}  λ {:.1e}  train {:.5}  validation {validation}  {:.0} s  {:.2} patches/s",
+            "epoch {:3}  λ {:.1e}  train {:.5}  validation {validation}{epe}  {:.0} s  {:.2} patches/s",
             r.epoch, r.lambda, r.train_loss, r.seconds, r.patches_per_s
         );
         if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
@@ -1042,6 +1048,16 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         Ok(state) => {
             progress.finish();
             println!("trained {} epochs → {}", state.epochs_done, out.display());
+            let best = state
+                .history
+                .iter()
+                .filter_map(|r| r.validation_epe_mm.map(|e| (e, r.epoch)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let (Some(start), Some((epe, epoch))) = (state.initial_validation_epe_mm, best) {
+                println!(
+                    "validation endpoint error: {start:.3} mm before training (zero head), {epe:.3} mm at epoch {epoch} (kept)"
+                );
+            }
             Ok(())
         }
     }

@@ -5,8 +5,8 @@
 
 use diffeoreg::diffeo::VectorField;
 use diffeoreg::diffeo::pyramid::level_shape;
+use diffeoreg::net::local_flow::{LocalFlowParams, local_displacement, local_velocity, pooled_products};
 use diffeoreg::progress::Silent;
-use diffeoreg::register::local_flow::{LocalFlowParams, local_displacement, local_velocity, pooled_products};
 
 const SHAPE: [usize; 3] = [64, 60, 56];
 const FACTOR: usize = 4;
@@ -146,8 +146,8 @@ fn an_untrained_network_with_a_local_prior_predicts_the_estimate_itself() {
     use burn::tensor::Device;
     use diffeoreg::diffeo::smooth::SmoothParams;
     use diffeoreg::net::UNetConfig;
-    use diffeoreg::register::network::{LoadedModel, NetworkParams, predict_velocity};
-    use diffeoreg::register::optimize::OptimizeParams;
+    use diffeoreg::net::model::{Model, ModelSpec};
+    use diffeoreg::register::network::{NetworkParams, predict_velocity};
     let fixed = sampled([0.0; 3]);
     let moving = sampled([0.9, 0.6, -0.4]);
     let local = LocalFlowParams { passes: 3, ..LocalFlowParams::default() };
@@ -158,16 +158,14 @@ fn an_untrained_network_with_a_local_prior_predicts_the_estimate_itself() {
         .with_pooled_force(true)
         .with_local_prior(Some(local.clone()));
     let device = Device::flex();
-    let loaded =
-        LoadedModel { model: config.init(&device), config, smooth: SmoothParams::default(), source: "test".into() };
-    let matching = OptimizeParams::default();
-    let expected = local_velocity(&fixed, &moving, SHAPE, FACTOR, &local, matching.energy.steps, &Silent).unwrap();
+    let spec = ModelSpec::new(config.clone(), SmoothParams::default(), 7);
+    let model = Model { network: config.init(&device), spec, source: "test".into() };
+    let expected = local_velocity(&fixed, &moving, SHAPE, FACTOR, &local, 7, &Silent).unwrap();
     assert!(expected.max_norm() > 0.1, "the estimate moves");
     // The network's head starts at zero: it adds nothing, however often it predicts.
     for cascade in [1, 2] {
         let params = NetworkParams { tile: 12, margin: 2, cascade, ..NetworkParams::default() };
-        let (predicted, ..) =
-            predict_velocity(&fixed, &moving, SHAPE, &loaded, &params, &matching, &device, &Silent).unwrap();
+        let (predicted, ..) = predict_velocity(&fixed, &moving, SHAPE, &model, &params, &device, &Silent).unwrap();
         assert_eq!(predicted.factor, FACTOR);
         assert_eq!(predicted.velocity, expected, "cascade {cascade}");
     }

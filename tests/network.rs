@@ -10,7 +10,8 @@ use diffeoreg::diffeo::smooth::SmoothParams;
 use diffeoreg::diffeo::tensor::energy::energy;
 use diffeoreg::diffeo::tensor::smooth::TensorSmoother;
 use diffeoreg::diffeo::tensor::tensor_values;
-use diffeoreg::net::{UNet, UNetConfig, load_model, save_model};
+use diffeoreg::net::model::{Model, ModelSpec, save_model};
+use diffeoreg::net::{UNet, UNetConfig, load_network, save_network};
 use diffeoreg::register::network::NetworkParams;
 
 const SIDE: usize = 16;
@@ -117,14 +118,15 @@ fn trains_saves_reloads_and_runs_on_flex_and_wgpu() {
     let cpu = Device::flex();
     let expected = tensor_values(inference.forward(batch(&cpu)));
     assert!(expected.iter().any(|v| *v != 0.0), "the trained head predicts motion");
-    save_model(&folder, &config, &inference).unwrap();
-    let (loaded_config, loaded) = load_model(&folder, &cpu).unwrap();
-    assert_eq!(loaded_config, config);
-    assert_eq!(tensor_values(loaded.forward(batch(&cpu))), expected);
+    let spec = ModelSpec::new(config.clone(), SmoothParams::default(), 7);
+    save_model(&folder, &spec, &inference).unwrap();
+    let loaded = Model::load(&folder, &cpu).unwrap();
+    assert_eq!(loaded.spec, spec);
+    assert_eq!(tensor_values(loaded.network.forward(batch(&cpu))), expected);
 
     // The same model on wgpu (lavapipe without a GPU) agrees within 1e-4.
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);
-    let (_, on_gpu) = load_model(&folder, &gpu).unwrap();
+    let on_gpu = Model::load(&folder, &gpu).unwrap().network;
     let gpu_values = tensor_values(on_gpu.forward(batch(&gpu)));
     let diff = gpu_values.iter().zip(&expected).map(|(a, b)| (a - b).powi(2) as f64).sum::<f64>().sqrt();
     let norm = expected.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
@@ -213,42 +215,65 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("model");
     let config = small();
-    save_model(&folder, &config, &config.init(&device)).unwrap();
-
+    let smooth = SmoothParams { alpha: 1.0, gamma: 1.0, ..SmoothParams::default() };
+    let spec = ModelSpec::new(config.clone(), smooth.clone(), 7);
+    save_model(&folder, &spec, &config.init(&device)).unwrap();
     let config_path = folder.join("config.json");
-    let text = std::fs::read_to_string(&config_path).unwrap();
-    assert!(text.contains("\"format_version\": 5"), "{text}");
-    std::fs::write(&config_path, text.replace("\"format_version\": 5", "\"format_version\": 99")).unwrap();
-    let error = load_model(&folder, &device).unwrap_err().to_string();
+    let bundle = std::fs::read_to_string(&config_path).unwrap();
+    assert_eq!(Model::load(&folder, &device).unwrap().spec, spec);
+
+    // Every part of the bundle is needed: a folder lacking one is refused, naming it.
+    for field in ["smooth", "steps", "network"] {
+        let mut value: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+        value.as_object_mut().unwrap().remove(field);
+        std::fs::write(&config_path, value.to_string()).unwrap();
+        let error = Model::load(&folder, &device).err().expect(field).to_string();
+        assert!(error.contains("config.json"), "{field}: {error}");
+        if field != "network" {
+            assert!(error.contains(field), "{field}: {error}");
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    value["format_version"] = 99.into();
+    std::fs::write(&config_path, value.to_string()).unwrap();
+    let error = Model::load(&folder, &device).err().unwrap().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
 
-    // Configs of version 1 (before whitened output and matched input), 2 (before force
+    // A bare network (what a training checkpoint keeps) is not a model.
+    save_network(&folder, &config, &config.init(&device)).unwrap();
+    let error = Model::load(&folder, &device).err().unwrap().to_string();
+    assert!(error.contains("bare network") && error.contains("smoothing"), "{error}");
+
+    // Networks of version 1 (before whitened output and matched input), 2 (before force
     // channels), 3 (before the pooled force) and 4 (before the local prior) read as ones with
     // the later fields off.
     let plain = UNetConfig::new().with_base_channels(4);
-    save_model(&folder, &plain, &plain.init(&device)).unwrap();
+    save_network(&folder, &plain, &plain.init(&device)).unwrap();
     let text = std::fs::read_to_string(&config_path).unwrap();
+    assert!(text.contains("\"format_version\": 6"), "{text}");
     let versions = [
         (1, &["whitened_output", "matched_input", "force_", "pooled_force", "local_prior"][..]),
         (2, &["force_", "pooled_force", "local_prior"][..]),
         (3, &["pooled_force", "local_prior"][..]),
         (4, &["local_prior"][..]),
+        (5, &[][..]),
     ];
     for (version, dropped) in versions {
         let old: String = text
             .lines()
             .filter(|l| !dropped.iter().any(|field| l.contains(field)))
-            .map(|l| l.replace("\"format_version\": 5", &format!("\"format_version\": {version}")) + "\n")
+            .map(|l| l.replace("\"format_version\": 6", &format!("\"format_version\": {version}")) + "\n")
             .collect();
         let old = old.replace(",\n}", "\n}");
         std::fs::write(&config_path, &old).unwrap();
-        let (read, _) = load_model(&folder, &device).unwrap();
+        let (read, _) = load_network(&folder, &device).unwrap();
         assert_eq!(read, plain, "{old}");
     }
 
-    // A folder without its training record, or one that does not say how the model's momentum
-    // was smoothed, is refused by registration (no default smoothing in its place).
-    save_model(&folder, &config, &config.init(&device)).unwrap();
+    // A model folder of version 5 or older kept its smoothing in training.json: read from
+    // there, and the folder refused when that is missing or does not record it.
+    let old = text.replace("\"format_version\": 6", "\"format_version\": 5");
+    std::fs::write(&config_path, &old).unwrap();
     let params = NetworkParams { model: Some(folder.clone()), ..NetworkParams::default() };
     let refused = |what: &str| {
         let error = diffeoreg::register::network::load(&params, &device).err().expect(what).to_string();
@@ -259,25 +284,28 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
     assert!(error.contains("smoothing"), "{error}");
     std::fs::write(folder.join("training.json"), r#"{"epochs": 3}"#).unwrap();
     assert!(refused("no smoothing recorded").contains("\"smooth\""));
-    let builtin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/model/training.json");
-    std::fs::copy(builtin, folder.join("training.json")).unwrap();
+    std::fs::write(
+        folder.join("training.json"),
+        r#"{"smooth": {"alpha": 1.0, "gamma": 1.0, "pad": 12, "spacing_mm": null}}"#,
+    )
+    .unwrap();
     let loaded = diffeoreg::register::network::load(&params, &device).unwrap();
-    assert_eq!(loaded.config, config);
+    assert_eq!(loaded.spec, ModelSpec::new(plain.clone(), smooth, 7));
 
-    save_model(&folder, &config, &config.init(&device)).unwrap();
+    save_network(&folder, &config, &config.init(&device)).unwrap();
     std::fs::remove_file(folder.join("weights.bpk")).unwrap();
-    let error = load_model(&folder, &device).unwrap_err().to_string();
+    let error = load_network(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("weights.bpk"), "{error}");
 
     // Weights of a wider network do not fit a narrower config.
-    save_model(
+    save_network(
         &folder,
         &UNetConfig::new().with_base_channels(8),
         &UNetConfig::new().with_base_channels(8).init(&device),
     )
     .unwrap();
     std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
-    let error = load_model(&folder, &device).unwrap_err().to_string();
+    let error = load_network(&folder, &device).unwrap_err().to_string();
     assert!(error.contains("does not fit"), "{error}");
 }
 
@@ -285,7 +313,7 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
 /// same centre values as the network run on that sub-volume directly, and every patch is counted.
 #[test]
 fn patchwise_prediction_assembles_the_networks_centres() {
-    use diffeoreg::net::predict_momentum;
+    use diffeoreg::net::model::predict_momentum;
     use diffeoreg::patch::tiling::{Tiling, tiles};
     let device = Device::flex();
     let mut model = small().init(&device.clone().autodiff());

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::binary;
 use diffeoreg::diffeo::tensor::tensor_values;
-use diffeoreg::net::load_model;
+use diffeoreg::net::load_network;
+use diffeoreg::net::model::Model;
 
 /// A small, quick training: three 48³ synthetic pairs at half resolution (24³), 16³ patches.
 const TINY: &[&str] = &[
@@ -53,14 +54,14 @@ fn train_pairs(list: &Path, args: &[&str], out: &Path) -> std::process::Output {
 /// losses.csv without its timing columns.
 fn epoch_losses(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("losses.csv")).unwrap();
-    text.lines().map(|line| line.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+    text.lines().map(|line| line.split(',').take(5).collect::<Vec<_>>().join(",")).collect()
 }
 
 fn outputs(folder: &Path) -> Vec<f32> {
     let device = Device::flex();
     device.seed(3);
     let input = Tensor::<5>::random([1, 2, 16, 16, 16], Distribution::Uniform(0.0, 1.5), &device);
-    let (_, model) = load_model(folder, &device).unwrap();
+    let model = Model::load(folder, &device).unwrap().network;
     tensor_values(model.forward(input))
 }
 
@@ -192,7 +193,7 @@ fn trains_on_the_full_resolution_objective_and_registers_with_that_model() {
     }
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    let flags = ["whitened_output", "matched_input", "force_features"].map(|f| config[f].as_bool());
+    let flags = ["whitened_output", "matched_input", "force_features"].map(|f| config["network"][f].as_bool());
     assert_eq!(flags, [Some(true); 3], "{config}");
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
@@ -262,6 +263,16 @@ fn trains_on_known_deformations_of_synthetic_pairs_and_phantom_folders() {
     let untrained = column(&losses[1], 3);
     assert!(untrained > 1e-3, "{losses:?}");
     assert!(!out.join("targets").exists(), "known deformations need no stored targets");
+    // Each epoch's endpoint error on the whole validation pairs (before training: no motion
+    // predicted) chooses the model kept: that of the epoch with the lowest.
+    let epe: Vec<f64> = losses[1..].iter().map(|row| column(row, 4)).collect();
+    assert!(epe.iter().all(|e| *e > 0.05 && *e < 20.0), "{losses:?}");
+    let best = if epe[1] <= epe[2] { 1 } else { 2 };
+    let device = Device::flex();
+    device.seed(3);
+    let input = Tensor::<5>::random([1, 2, 16, 16, 16], Distribution::Uniform(0.0, 1.5), &device);
+    let (_, kept) = load_network(&out.join(format!("checkpoints/epoch-{best:04}")), &device).unwrap();
+    assert_eq!(outputs(&out), tensor_values(kept.forward(input)), "epoch {best} kept, {epe:?}");
     register_with_model(&out, &dir.path().join("result"), &[]);
 
     // Phantom folders: `phantom` writes fixed, moving and truth_fwd side by side.
@@ -323,7 +334,7 @@ fn trains_with_the_pooled_force_and_registers_in_a_cascade() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["pooled_force"].as_bool(), Some(true), "{config}");
+    assert_eq!(config["network"]["pooled_force"].as_bool(), Some(true), "{config}");
     let losses = epoch_losses(&out);
     assert_eq!(losses.len(), 3, "{losses:?}");
 
@@ -367,7 +378,7 @@ fn trains_a_correction_of_the_local_estimate_and_registers_with_it() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(corrected.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["local_prior"]["passes"].as_u64(), Some(3), "{config}");
+    assert_eq!(config["network"]["local_prior"]["passes"].as_u64(), Some(3), "{config}");
     let untrained = |out: &Path| epoch_losses(out)[1].split(',').nth(3).unwrap().parse::<f64>().unwrap();
     let (no_motion, estimate) = (untrained(&alone), untrained(&corrected));
     assert!(estimate < 0.8 * no_motion, "validation loss of the estimate {estimate}, of no motion {no_motion}");

@@ -10,7 +10,7 @@ use std::process::Command;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Distribution, Tensor};
 use diffeoreg::metrics::verdict::Status;
-use diffeoreg::net::{load_builtin_model, save_model};
+use diffeoreg::net::model::{Model, save_model};
 use diffeoreg::phantom::head::{HeadVariation, varied_head};
 use diffeoreg::phantom::{PhantomParams, make_phantom};
 use diffeoreg::progress::Silent;
@@ -31,10 +31,8 @@ impl ModuleMapper for Scramble {
 
 fn write_scrambled_model(folder: &Path) {
     let device = burn::tensor::Device::flex();
-    let (config, model) = load_builtin_model(&device).unwrap();
-    save_model(folder, &config, &model.map(&mut Scramble(0.5))).unwrap();
-    let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/model/training.json");
-    std::fs::copy(builtin, folder.join("training.json")).unwrap();
+    let Model { spec, network, .. } = Model::builtin(&device).unwrap();
+    save_model(folder, &spec, &network.map(&mut Scramble(0.5))).unwrap();
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl Default for TrainingTab {
         let params = TrainParams::default();
         let synthetic_count = match &params.source {
             PairSource::Synthetic { count, .. } => *count,
-            PairSource::Csv(_) | PairSource::Folder(_) => 16,
+            PairSource::Csv(_) | PairSource::Folder(_) | PairSource::Mixed(_) => 16,
         };
         TrainingTab {
             params,
@@ -96,7 +96,7 @@ impl TrainingTab {
                     first_seed: *first_seed,
                     max_mm: *max_mm,
                 },
-                PairSource::Csv(_) | PairSource::Folder(_) => TrainParams::default().source,
+                PairSource::Csv(_) | PairSource::Folder(_) | PairSource::Mixed(_) => TrainParams::default().source,
             },
         };
         params
@@ -272,8 +272,7 @@ pub fn panel(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
                 .checkbox(&mut prior, "network corrects a closed-form local estimate (Lucas–Kanade, 10 passes)")
                 .changed()
             {
-                app.training.params.network.local_prior =
-                    prior.then(crate::register::local_flow::LocalFlowParams::default);
+                app.training.params.network.local_prior = prior.then(crate::net::local_flow::LocalFlowParams::default);
             }
             ui.separator();
             ui.heading("Model folder");

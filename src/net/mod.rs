@@ -5,9 +5,12 @@
 //! dropout after each down-sampling step and after the first concatenation. Patch sides must be
 //! multiples of 4.
 //!
-//! A model lives in a folder: `config.json` (this `UNetConfig`, with the file format version)
-//! and `weights.bpk` (Burn's burnpack), so any model can be rebuilt from its folder.
+//! The network alone is `UNetConfig` and its weights (`save_network`, `load_network`: what a
+//! training checkpoint keeps). A model that registers is a `model::Model`: the network with
+//! everything its input and output need, described by its folder alone.
 
+pub mod local_flow;
+pub mod model;
 pub mod pooled_force;
 
 use std::path::Path;
@@ -22,16 +25,18 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Bumped whenever the architecture or the weights' layout changes meaning. Version 2 added
-/// `whitened_output` and `matched_input`, version 3 `force_features`, version 4 `pooled_force`,
-/// version 5 `local_prior`; a model of an earlier version is read as one with the later fields
-/// off, which is what it was.
-pub const MODEL_FORMAT_VERSION: u32 = 5;
+/// Bumped whenever the architecture, the weights' layout or the model folder changes meaning.
+/// Version 2 added `whitened_output` and `matched_input`, version 3 `force_features`, version 4
+/// `pooled_force`, version 5 `local_prior`; a network of an earlier version is read as one with
+/// the later fields off, which is what it was. Version 6 made the model folder a bundle
+/// (`model::ModelSpec`: the network with its smoothing and exponential steps); the network's
+/// own fields are those of version 5.
+pub const MODEL_FORMAT_VERSION: u32 = 6;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// `MODEL_FORMAT_VERSION` of the code that wrote the model.
-    #[config(default = 5)]
+    #[config(default = 6)]
     pub format_version: u32,
     #[config(default = 2)]
     pub in_channels: usize,
@@ -62,7 +67,7 @@ pub struct UNetConfig {
     #[config(default = false)]
     pub whitened_output: bool,
     /// The network sees the pair after its resolutions and grey values were matched at the
-    /// rigid alignment (`register::optimize::matched_at_alignment`), as it was trained.
+    /// rigid alignment (`matching::matched_at_alignment`), as it was trained.
     #[config(default = false)]
     pub matched_input: bool,
     /// The network derives from its two density channels the force that the energy's gradient
@@ -90,7 +95,7 @@ pub struct UNetConfig {
     /// estimate (its pooled force measured on that pair). Training compares the sum with the
     /// target, so the network learns what the estimate gets wrong. None: the network alone.
     #[config(default = "None")]
-    pub local_prior: Option<crate::register::local_flow::LocalFlowParams>,
+    pub local_prior: Option<local_flow::LocalFlowParams>,
 }
 
 /// Channels `UNetConfig::force_features` adds to the network's input.
@@ -223,8 +228,13 @@ pub fn with_force_channels(input: Tensor<5>, scale: f64) -> Tensor<5> {
     Tensor::cat(vec![input, force, normalised], 1)
 }
 
-/// Writes a model's folder: `config.json` and `weights.bpk`.
-pub fn save_model(folder: &Path, config: &UNetConfig, model: &UNet) -> Result<()> {
+/// Writes a network's folder: `config.json` (its `UNetConfig`) and `weights.bpk`.
+pub fn save_network(folder: &Path, config: &UNetConfig, model: &UNet) -> Result<()> {
+    save_with_config(folder, config, model)
+}
+
+/// Writes `config.json` (`config` as JSON) and `weights.bpk` (`model`'s) into `folder`.
+pub(crate) fn save_with_config(folder: &Path, config: &impl serde::Serialize, model: &UNet) -> Result<()> {
     std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
     let config_path = folder.join("config.json");
     let json = serde_json::to_string_pretty(config).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -236,45 +246,35 @@ pub fn save_model(folder: &Path, config: &UNetConfig, model: &UNet) -> Result<()
     model.save_into(&mut store).map_err(|e| Error::Invalid(format!("cannot write {}: {e}", weights.display())))
 }
 
-/// Rebuilds a model from its folder, refusing a config of another format version or weights
-/// that do not fit the config.
-pub fn load_model(folder: &Path, device: &Device) -> Result<(UNetConfig, UNet)> {
+/// Rebuilds a network from its folder (`save_network`), refusing a config of another format
+/// version or weights that do not fit the config.
+pub fn load_network(folder: &Path, device: &Device) -> Result<(UNetConfig, UNet)> {
     let config_path = folder.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let value = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{} is not a diffeoreg model config: {e}", config_path.display())))?;
+    let config = parse_config(value, &config_path.display().to_string())?;
+    let model = load_weights_file(&config, folder, device)?;
+    Ok((config, model))
+}
+
+/// The weights in `folder`'s `weights.bpk`, for `config`.
+pub(crate) fn load_weights_file(config: &UNetConfig, folder: &Path, device: &Device) -> Result<UNet> {
     let weights = folder.join("weights.bpk");
     if !weights.is_file() {
         return Err(Error::Invalid(format!("{} is missing", weights.display())));
     }
-    let config = parse_config(&text, &config_path.display().to_string())?;
-    let model = load_weights(&config, BurnpackStore::from_file(&weights), &weights.display().to_string(), device)?;
-    Ok((config, model))
+    load_weights(config, BurnpackStore::from_file(&weights), &weights.display().to_string(), device)
 }
 
-/// The model shipped in `assets/model` (trained by the command in README.md), built into the binary.
-pub fn load_builtin_model(device: &Device) -> Result<(UNetConfig, UNet)> {
-    let config = parse_config(include_str!("../../assets/model/config.json"), "the built-in model's config.json")?;
-    let store = BurnpackStore::from_static(&BUILTIN_WEIGHTS.0);
-    let model = load_weights(&config, store, "the built-in model's weights.bpk", device)?;
-    Ok((config, model))
-}
-
-/// The built-in weights, aligned as a file read into memory would be: burnpack reads tensors in
-/// place, which needs their offsets aligned in memory too.
-#[repr(C, align(256))]
-struct Aligned<T: ?Sized>(T);
-static BUILTIN_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!("../../assets/model/weights.bpk"));
-
-/// The built-in model's training record (`training.json`).
-pub const BUILTIN_TRAINING_JSON: &str = include_str!("../../assets/model/training.json");
-
-fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
+/// A network's config (`UNetConfig` as JSON) of any version this code reads, as the current one.
+pub(crate) fn parse_config(mut value: serde_json::Value, name: &str) -> Result<UNetConfig> {
     let not_a_config = |e: serde_json::Error| Error::Invalid(format!("{name} is not a diffeoreg model config: {e}"));
-    let mut value: serde_json::Value = serde_json::from_str(text).map_err(not_a_config)?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     match version {
-        Some(v @ 1..=4) => {
+        Some(v @ 1..=5) => {
             // Version 1 predicted plain momentum from unmatched images; versions 1 and 2 had no
-            // force channels, versions 1 to 3 no pooled force, none of them a local prior.
+            // force channels, versions 1 to 3 no pooled force, versions 1 to 4 no local prior.
             if let Some(fields) = value.as_object_mut() {
                 if v == 1 {
                     fields.insert("whitened_output".into(), false.into());
@@ -287,7 +287,9 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
                 if v <= 3 {
                     fields.insert("pooled_force".into(), false.into());
                 }
-                fields.insert("local_prior".into(), serde_json::Value::Null);
+                if v <= 4 {
+                    fields.insert("local_prior".into(), serde_json::Value::Null);
+                }
                 fields.insert("format_version".into(), MODEL_FORMAT_VERSION.into());
             }
         }
@@ -306,7 +308,7 @@ fn parse_config(text: &str, name: &str) -> Result<UNetConfig> {
     Ok(config)
 }
 
-fn load_weights(config: &UNetConfig, mut store: BurnpackStore, name: &str, device: &Device) -> Result<UNet> {
+pub(crate) fn load_weights(config: &UNetConfig, mut store: BurnpackStore, name: &str, device: &Device) -> Result<UNet> {
     let mut model = config.init(device);
     let result =
         model.load_from(&mut store).map_err(|e| Error::Invalid(format!("{name} does not fit its config.json: {e}")))?;
@@ -318,48 +320,4 @@ fn load_weights(config: &UNetConfig, mut store: BurnpackStore, name: &str, devic
         )));
     }
     Ok(model)
-}
-
-/// The network's input channels for a pair of density volumes on one full-resolution grid of
-/// `shape`: both downsampled by the model's resolution factor, then, for a model with
-/// `pooled_force`, its pooled force channels (all on the downsampled grid).
-pub fn network_input(config: &UNetConfig, fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> Vec<Vec<f32>> {
-    let factor = config.resolution_factor;
-    let mut channels = vec![
-        crate::diffeo::pyramid::downsample(fixed, shape, factor),
-        crate::diffeo::pyramid::downsample(moving, shape, factor),
-    ];
-    if config.pooled_force {
-        channels.extend(pooled_force::pooled_force_channels(fixed, moving, shape, factor, config.force_scale as f32));
-    }
-    channels
-}
-
-/// Predicts the momentum of the network's input channels (`network_input`: a pair's density
-/// volumes, and any pooled force) on one grid of `shape` ([X, Y, Z]) patch by patch (SPEC §3):
-/// each patch's centre is kept (the volume's border regions too), the kept parts are assembled
-/// into one momentum volume (voxels), and the patch-border statistics of every predicted patch
-/// are gathered. Smoothing and exponentiating the whole volume follow.
-pub fn predict_momentum(
-    model: &UNet,
-    channels: &[&[f32]],
-    shape: [usize; 3],
-    tiling: crate::patch::tiling::Tiling,
-    device: &Device,
-    on_patch: &dyn Fn(),
-) -> (crate::diffeo::VectorField, crate::patch::border::BorderStatistics) {
-    use burn::tensor::TensorData;
-    let size = tiling.patch;
-    assert!(size.is_multiple_of(4), "patch sides must be multiples of 4 for the U-Net");
-    let mut statistics = crate::patch::border::BorderStatistics::new(size);
-    let count = channels.len();
-    let channels = crate::patch::tiling::predict_tiled(channels, shape, tiling, 3, |patch| {
-        let input = Tensor::<5>::from_data(TensorData::new(patch.to_vec(), [1, count, size, size, size]), device);
-        let momentum = crate::diffeo::tensor::tensor_values(model.forward(input));
-        statistics.add(&momentum);
-        on_patch();
-        momentum
-    });
-    let [x, y, z] = channels.try_into().expect("three momentum channels");
-    (crate::diffeo::VectorField { shape, components: [x, y, z] }, statistics)
 }

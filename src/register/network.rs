@@ -2,10 +2,10 @@
 //! resolution, momentum predicted tile by tile (each tile's centre kept), the whole momentum
 //! volume smoothed at once (so regularisation flows across tile borders) into the velocity.
 //! A model with a local prior adds that velocity to a closed-form local estimate
-//! (`register::local_flow`), having seen the moving image warped by the estimate.
+//! (`net::local_flow`), having seen the moving image warped by the estimate; the pair is
+//! prepared and the output smoothed as the model folder says (`net::model::ModelSpec`).
 //! `hybrid` then refines that velocity by direct optimisation of the same energy.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
@@ -13,19 +13,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
-use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{level_shape, refine_field};
-use crate::diffeo::smooth::{SmoothParams, Smoother};
-use crate::diffeo::warp::warp_image;
 use crate::error::{Error, Result};
-use crate::net::{
-    BUILTIN_TRAINING_JSON, UNet, UNetConfig, load_builtin_model, load_model, network_input, predict_momentum,
-};
+use crate::net::model::Model;
 use crate::patch::border::BorderStatistics;
 use crate::patch::tiling::{Tiling, axis_tiles, tiles};
 use crate::progress::Progress;
-use crate::register::local_flow::local_velocity;
-use crate::register::optimize::{OptimizeParams, Optimized, matched_at_alignment};
+use crate::register::optimize::Optimized;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkParams {
@@ -75,48 +68,11 @@ impl NetworkParams {
     }
 }
 
-/// A model ready to predict, with the smoothing it was trained with.
-pub struct LoadedModel {
-    pub config: UNetConfig,
-    pub model: UNet,
-    pub smooth: SmoothParams,
-    /// Where it came from, for the report.
-    pub source: String,
-}
-
-/// The smoothing recorded in a `training.json`: the one the network's momentum was trained to be
-/// smoothed with. A record without it is refused: a default would silently change what the
-/// model predicts (α 20 instead of the α 1 a model may have been trained with).
-fn training_smooth(text: &str) -> Result<SmoothParams> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Invalid(format!("not JSON: {e}")))?;
-    let smooth = value.get("smooth").ok_or_else(|| {
-        Error::Invalid("no \"smooth\" entry: the smoothing the model was trained with (α, γ) is unknown".into())
-    })?;
-    serde_json::from_value(smooth.clone()).map_err(|e| Error::Invalid(format!("unreadable smoothing parameters: {e}")))
-}
-
-/// Loads the model of `params` (a folder, or the built-in one) onto `device`. A folder must hold
-/// its `training.json` (the smoothing its predictions need) besides the network itself.
-pub fn load(params: &NetworkParams, device: &Device) -> Result<LoadedModel> {
+/// Loads the model of `params` (a folder, or the built-in one) onto `device`.
+pub fn load(params: &NetworkParams, device: &Device) -> Result<Model> {
     match &params.model {
-        Some(folder) => {
-            let (config, model) = load_model(folder, device)?;
-            let training = folder.join(crate::train::TRAINING_JSON);
-            let text = std::fs::read_to_string(&training).map_err(|e| {
-                Error::Invalid(format!(
-                    "{}: cannot read the model's training record ({e}); it holds the smoothing the model was \
-                     trained with, without which its predictions cannot be used",
-                    training.display()
-                ))
-            })?;
-            let smooth = training_smooth(&text).map_err(|e| Error::Invalid(format!("{}: {e}", training.display())))?;
-            Ok(LoadedModel { config, model, smooth, source: folder.display().to_string() })
-        }
-        None => {
-            let (config, model) = load_builtin_model(device)?;
-            let smooth = training_smooth(BUILTIN_TRAINING_JSON)?;
-            Ok(LoadedModel { config, model, smooth, source: "built-in (assets/model)".into() })
-        }
+        Some(folder) => Model::load(folder, device),
+        None => Model::builtin(device),
     }
 }
 
@@ -172,25 +128,17 @@ pub struct PredictionTimings {
 }
 
 /// The velocity the network predicts for two density images on one grid of `shape`, on the
-/// grid downsampled by the model's resolution factor, and the patch-border statistics. A model
-/// trained on matched pairs sees the pair matched as `matching` says (its resolution and
-/// grey-value settings).
-#[allow(clippy::too_many_arguments)]
+/// grid downsampled by the model's resolution factor, and the patch-border statistics. The
+/// pair is prepared as the model says (`ModelSpec::prepare_input`), as it was in training.
 pub fn predict_velocity(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
-    loaded: &LoadedModel,
+    model: &Model,
     params: &NetworkParams,
-    matching: &OptimizeParams,
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<(Optimized, BorderStatistics, MomentumMap, PredictionTimings)> {
-    let factor = loaded.config.resolution_factor;
-    let level = level_shape(shape, factor);
-    if level.iter().any(|&n| n < 4) {
-        return Err(Error::Invalid(format!("the grid {shape:?} is too small for the model (1/{factor} resolution)")));
-    }
     if params.tile == 0 || !params.tile.is_multiple_of(4) || params.tile <= 2 * params.margin {
         return Err(Error::Invalid(format!(
             "the inference tile ({}) must be a multiple of 4 wider than two margins ({})",
@@ -200,49 +148,27 @@ pub fn predict_velocity(
     if params.cascade == 0 {
         return Err(Error::Invalid("the network must predict at least once (cascade ≥ 1)".into()));
     }
+    let spec = &model.spec;
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
-    let (fixed, moving): (Cow<[f32]>, Cow<[f32]>) = if loaded.config.matched_input {
-        let (fixed, moving) = matched_at_alignment(fixed, moving, shape, matching);
-        (fixed.into(), moving.into())
-    } else {
-        (fixed.into(), moving.into())
-    };
-    let smoother = if loaded.config.whitened_output {
-        Smoother::half(level, &loaded.smooth)
-    } else {
-        Smoother::new(level, &loaded.smooth)
-    };
-    // The closed-form estimate the network corrects, for a model with a local prior.
-    let local_start = clock.elapsed().as_secs_f64();
-    let prior = match &loaded.config.local_prior {
-        Some(local) => {
-            progress.start_stage("local estimate", local.passes as u64);
-            Some(local_velocity(&fixed, &moving, shape, factor, local, matching.energy.steps, progress)?)
-        }
-        None => None,
-    };
-    let local_estimate_s = clock.elapsed().as_secs_f64() - local_start;
+    let input = spec.prepare_input(fixed, moving, shape, progress)?;
+    let local_estimate_s = clock.elapsed().as_secs_f64();
+    let level = input.level;
     progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);
     let mut momentum = VectorField::zeros(level);
-    let velocity_of = |momentum: &VectorField| {
-        let mut velocity = smoother.apply(momentum);
-        if let Some(prior) = &prior {
-            velocity.add_scaled(1.0, prior);
-        }
-        velocity
-    };
     let mut border = None;
     for round in 0..params.cascade {
-        let input = if round == 0 && prior.is_none() {
-            network_input(&loaded.config, &fixed, &moving, shape)
+        // Later rounds see the moving image warped by the deformation predicted so far.
+        let later;
+        let channels = if round == 0 {
+            &input.channels
         } else {
-            let u = refine_field(&exp(&velocity_of(&momentum), matching.energy.steps), shape, factor, 1);
-            network_input(&loaded.config, &fixed, &warp_image(&moving, &u).0, shape)
+            let velocity = spec.velocity(&momentum, input.prior.as_ref());
+            later = spec.channels(&input.fixed, &spec.warped(&input.moving, shape, &velocity), shape);
+            &later
         };
-        let channels: Vec<&[f32]> = input.iter().map(Vec::as_slice).collect();
-        let (predicted, statistics) =
-            predict_momentum(&loaded.model, &channels, level, tiling, device, &|| progress.advance(1));
+        let channels: Vec<&[f32]> = channels.iter().map(Vec::as_slice).collect();
+        let (predicted, statistics) = model.predict(&channels, level, tiling, device, &|| progress.advance(1));
         progress.check_cancelled()?;
         momentum.add_scaled(1.0, &predicted);
         // The patch-border check describes the first prediction, the one from the pair as given.
@@ -254,9 +180,10 @@ pub fn predict_velocity(
         let m = momentum.at(n);
         (m[0] * m[0] + m[1] * m[1] + m[2] * m[2]).sqrt()
     });
+    let factor = spec.factor();
     let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
-    let velocity = velocity_of(&momentum);
+    let velocity = spec.velocity(&momentum, input.prior.as_ref());
     let seconds = PredictionTimings {
         local_estimate_s,
         predict_s,

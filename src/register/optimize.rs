@@ -9,15 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::energy::{EnergyParams, EnergyTerms, Refinement, energy_and_gradient_whitened};
-use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{downsample, level_shape, refine_field, refined_at};
+use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
 use crate::diffeo::region::TissueMask;
 use crate::diffeo::smooth::{SmoothParams, Smoother};
-use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
+use crate::matching::intensity::IntensityMatch;
+use crate::matching::resolution::{MatchedPair, ResolutionMatch};
+use crate::matching::{Switches, match_pair};
 use crate::progress::Progress;
-use crate::register::intensity::{self, IntensityMatch};
-use crate::register::resolution::{self, GreyValues, MatchedPair, ResolutionMatch};
 use crate::volume::filter::gaussian_blur;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -255,7 +254,8 @@ pub fn optimize_from(
         let matched = match &velocity {
             Some(start) if params.match_resolution || params.match_intensity => {
                 progress.start_stage("matching resolutions and grey values", 0);
-                let found = match_pair(fixed, moving, shape, start, params);
+                let switches = Switches { resolution: params.match_resolution, intensity: params.match_intensity };
+                let found = match_pair(fixed, moving, shape, start, switches, params.energy.steps);
                 (resolution, intensity) = (found.1, found.2);
                 found.0
             }
@@ -367,62 +367,6 @@ pub fn optimize_from(
     }
     let (velocity, factor) = velocity.expect("at least one level ran");
     Ok(Optimized { velocity, factor, history, resolution, intensity })
-}
-
-/// Both images compared through the resolution and grey-value matches estimated at the rigid
-/// alignment (no velocity yet): what a network trained on matched pairs sees and what its
-/// training compares (`UNetConfig::matched_input`). Both matches are made whatever `params`
-/// says of them (the optimiser's own switches), as the models were trained.
-pub fn matched_at_alignment(
-    fixed: &[f32],
-    moving: &[f32],
-    shape: [usize; 3],
-    params: &OptimizeParams,
-) -> (Vec<f32>, Vec<f32>) {
-    let factor = 4;
-    let rest = (VectorField::zeros(level_shape(shape, factor)), factor);
-    let as_trained = OptimizeParams { match_resolution: true, match_intensity: true, ..params.clone() };
-    let (pair, _, _) = match_pair(fixed, moving, shape, &rest, &as_trained);
-    (pair.fixed().to_vec(), pair.moving().to_vec())
-}
-
-/// The pair a level compares, with the resolution and grey-value matches found, given the
-/// velocity it starts from (in voxels of level `from`). The order
-/// follows how a pseudo-CT differs from the CT: blurred, then its grey values changed; the blur
-/// is judged by how well a grey-value map of the blurred image predicts the other.
-fn match_pair<'a>(
-    fixed: &'a [f32],
-    moving: &'a [f32],
-    shape: [usize; 3],
-    (velocity, from): &(VectorField, usize),
-    params: &OptimizeParams,
-) -> (MatchedPair<'a>, Option<ResolutionMatch>, Option<IntensityMatch>) {
-    let displacement = exp(velocity, params.energy.steps);
-    // The value of `image` warped by the velocity at a voxel of the fixed grid.
-    let warped_at = |image: &[f32], index: [usize; 3]| -> f32 {
-        let u = refined_at(&displacement, index, *from, 1);
-        let p: [f32; 3] = std::array::from_fn(|d| index[d] as f32 + u[d]);
-        sample(image, shape, p, Outside::Mask).unwrap_or(f32::NAN)
-    };
-    let mut pair = MatchedPair::unchanged(fixed, moving);
-    let mut resolution = None;
-    if params.match_resolution {
-        let grey = if params.match_intensity { GreyValues::Monotone } else { GreyValues::Linear };
-        let found = resolution::estimate_with(fixed, shape, grey, |index| warped_at(moving, index));
-        if found.sigma_voxels > 0.0 {
-            pair = found.apply(fixed, moving, shape);
-        }
-        resolution = Some(found);
-    }
-    let map = if params.match_intensity {
-        intensity::estimate_with(pair.fixed(), shape, |index| warped_at(pair.moving(), index))
-    } else {
-        None
-    };
-    if let Some(map) = &map {
-        map.apply(pair.fixed_mut());
-    }
-    (pair, resolution, map)
 }
 
 /// Limited-memory BFGS (Nocedal & Wright, algorithm 7.4): the search direction from the last

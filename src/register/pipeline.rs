@@ -13,6 +13,8 @@ use crate::diffeo::pyramid::refine_field;
 use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
+use crate::matching::intensity::IntensityMatch;
+use crate::matching::resolution::ResolutionMatch;
 use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
 use crate::metrics::verdict::{Verdict, VerdictInputs, VerdictLimits, judge, mask_extent_mm, mean_both_ways};
 use crate::metrics::{Distances, body_mask, endpoint_error};
@@ -23,11 +25,9 @@ use crate::qa::{QaInputs, write_figures};
 use crate::register::dicom_export::{
     DicomIdentities, DicomOutputs, DicomRequest, DicomWritten, StructuresToCarry, write_dicom_outputs,
 };
-use crate::register::intensity::IntensityMatch;
 use crate::register::network::{MomentumMap, NetworkParams, load as load_network, predict_velocity};
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::register::qa_report::write_report_html;
-use crate::register::resolution::ResolutionMatch;
 use crate::rigid::{RigidParams, RigidResult, align};
 use crate::volume::geometry::{add, mat_vec, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
@@ -252,7 +252,6 @@ pub fn register_volumes(
                 shape,
                 &loaded,
                 &params.network,
-                &params.optimize,
                 &device,
                 progress,
             )?;

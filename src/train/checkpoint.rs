@@ -11,7 +11,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::net::{UNet, UNetConfig, load_model, save_model};
+use crate::net::{UNet, UNetConfig, load_network, save_network};
 use crate::phantom::random::SeededRng;
 
 /// How many of the latest checkpoints are kept.
@@ -27,6 +27,11 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Mean energy over the fixed validation patches, at the full λ (none without validation pairs).
     pub validation_loss: Option<f64>,
+    /// Mean endpoint error (mm) of the network's whole-pair prediction on the validation pairs
+    /// (`validation::validation_endpoint_error`), for objectives with a target per pair.
+    /// (Absent from records written before it existed.)
+    #[serde(default)]
+    pub validation_epe_mm: Option<f64>,
     pub seconds: f64,
     pub patches_per_s: f64,
 }
@@ -48,6 +53,10 @@ pub struct TrainState {
     /// The validation loss before the first step (no motion predicted yet).
     #[serde(default)]
     pub initial_validation_loss: Option<f64>,
+    /// The validation endpoint error before the first step: with a zero head, that of the local
+    /// estimate alone (or of no motion, for a network without one).
+    #[serde(default)]
+    pub initial_validation_epe_mm: Option<f64>,
     pub history: Vec<EpochRecord>,
     pub batches: Vec<BatchRecord>,
 }
@@ -72,7 +81,7 @@ pub fn save_checkpoint(
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
-    save_model(&partial, config, model)?;
+    save_network(&partial, config, model)?;
     let optimizer_path = partial.join("optimizer.bpk");
     optimizer
         .save(&optimizer_path)
@@ -113,7 +122,7 @@ pub fn load_checkpoint(
     fresh: ModuleOptimizer,
     device: &Device,
 ) -> Result<(UNetConfig, UNet, ModuleOptimizer, TrainState)> {
-    let (config, model) = load_model(folder, device)?;
+    let (config, model) = load_network(folder, device)?;
     let optimizer_path = folder.join("optimizer.bpk");
     let optimizer = fresh
         .load(&optimizer_path)

@@ -7,24 +7,29 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::qa::draw::{Canvas, Rgb};
-use crate::train::checkpoint::{BatchRecord, EpochRecord};
+use crate::train::checkpoint::{BatchRecord, EpochRecord, TrainState};
 
 pub const EPOCHS_CSV: &str = "losses.csv";
 pub const BATCHES_CSV: &str = "batch_losses.csv";
 pub const CURVES_PNG: &str = "loss_curves.png";
 
 /// One row per epoch; a row for epoch 0 holds the validation loss before training.
-pub fn write_epochs_csv(out: &Path, initial_validation: Option<f64>, history: &[EpochRecord]) -> Result<()> {
+pub fn write_epochs_csv(out: &Path, state: &TrainState) -> Result<()> {
+    let history = &state.history;
     let path = out.join(EPOCHS_CSV);
     crate::io::atomic::write_atomically(&path, |w| {
-        let mut text = String::from("epoch,lambda,train_loss,validation_loss,seconds,patches_per_s\n");
-        if let Some(v) = initial_validation {
-            text += &format!("0,,,{v:e},,\n");
+        let mut text =
+            String::from("epoch,lambda,train_loss,validation_loss,validation_epe_mm,seconds,patches_per_s\n");
+        if state.initial_validation_loss.is_some() || state.initial_validation_epe_mm.is_some() {
+            let validation = state.initial_validation_loss.map_or(String::new(), |v| format!("{v:e}"));
+            let epe = state.initial_validation_epe_mm.map_or(String::new(), |v| format!("{v:.4}"));
+            text += &format!("0,,,{validation},{epe},,\n");
         }
         for r in history {
             let validation = r.validation_loss.map_or(String::new(), |v| format!("{v:e}"));
+            let epe = r.validation_epe_mm.map_or(String::new(), |v| format!("{v:.4}"));
             text += &format!(
-                "{},{:e},{:e},{validation},{:.2},{:.3}\n",
+                "{},{:e},{:e},{validation},{epe},{:.2},{:.3}\n",
                 r.epoch, r.lambda, r.train_loss, r.seconds, r.patches_per_s
             );
         }

@@ -9,16 +9,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
-use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{downsample, level_shape, refine_field};
-use crate::diffeo::warp::warp_image;
+use crate::diffeo::pyramid::{downsample, level_shape};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice};
-use crate::net::network_input;
 use crate::phantom::synthetic_phantom;
 use crate::progress::Progress;
-use crate::register::local_flow::local_velocity;
-use crate::register::optimize::matched_at_alignment;
 use crate::register::pipeline::align_rigidly;
 use crate::train::{Objective, TrainParams, distill};
 use crate::volume::{DisplacementField, Volume};
@@ -36,6 +31,8 @@ pub enum PairSource {
     /// `count` synthetic heads (`HeadVariation::random(first_seed + i)`), each deformed by a
     /// random diffeomorphism of up to `max_mm` (phantom seed `first_seed + i`).
     Synthetic { count: usize, shape: [usize; 3], spacing_mm: [f64; 3], first_seed: u64, max_mm: f64 },
+    /// The pairs of each source in turn (a clinic's or real-CT pairs with synthetic heads).
+    Mixed(Vec<PairSource>),
 }
 
 /// One pair as the network sees it: both density images on one grid, downsampled (matched
@@ -57,6 +54,10 @@ pub struct TrainingPair {
     /// The weight of each voxel of the network's grid in the target's loss
     /// (`TrainParams::target_in_body`: its share of body), or none (every voxel alike).
     pub target_weight: Option<Vec<f32>>,
+    /// The local estimate the network corrects (a network with a local prior), on its grid.
+    pub prior: Option<VectorField>,
+    /// The size of a voxel of the network's grid, mm per axis.
+    pub voxel_mm: [f64; 3],
 }
 
 /// Both density images of a pair on the fixed grid at full resolution, matched as the network's
@@ -140,30 +141,25 @@ pub fn prepare_pair(
             .collect();
         downsample(&body, shape, factor)
     });
-    let (fixed_density, moving_density) = if params.network.matched_input {
-        progress.start_stage(&format!("matching {name}"), 0);
-        matched_at_alignment(
-            &aligned.fixed_density.voxels,
-            &aligned.moving_on_fixed.voxels,
-            shape,
-            &params.register.optimize,
-        )
-    } else {
-        (aligned.fixed_density.voxels, aligned.moving_on_fixed.voxels)
+    let spec = params.spec();
+    let prepared = spec
+        .prepare_input(&aligned.fixed_density.voxels, &aligned.moving_on_fixed.voxels, shape, progress)
+        .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
+    // A network with a local prior learns what that estimate leaves.
+    let target = match (&prepared.prior, target) {
+        (Some(prior), Some(target)) => Some(target.plus_scaled(-1.0, prior)),
+        (_, target) => target,
     };
-    // A network with a local prior sees the pair as that estimate leaves it and learns the rest.
-    let (moving_density, target) = match &params.network.local_prior {
-        Some(local) => {
-            progress.start_stage(&format!("local estimate of {name}"), local.passes as u64);
-            let steps = params.register.optimize.energy.steps;
-            let prior = local_velocity(&fixed_density, &moving_density, shape, factor, local, steps, progress)?;
-            let u = refine_field(&exp(&prior, steps), shape, factor, 1);
-            let warped = warp_image(&moving_density, &u).0;
-            (warped, target.map(|target| target.plus_scaled(-1.0, &prior)))
-        }
-        None => (moving_density, target),
-    };
-    let mut channels = network_input(&params.network, &fixed_density, &moving_density, shape);
+    let full = (params.objective == Objective::FullResolution).then(|| FullResolutionPair {
+        moving: match &prepared.prior {
+            Some(prior) => spec.warped(&prepared.moving, shape, prior),
+            None => prepared.moving.clone(),
+        },
+        fixed: prepared.fixed,
+        shape,
+        spacing_mm,
+    });
+    let mut channels = prepared.channels;
     let force = channels.split_off(2);
     let [fixed_level, moving_level]: [Vec<f32>; 2] =
         channels.try_into().expect("the network's input starts with the two images");
@@ -173,14 +169,11 @@ pub fn prepare_pair(
         moving: moving_level,
         force,
         shape: level,
-        full: (params.objective == Objective::FullResolution).then_some(FullResolutionPair {
-            fixed: fixed_density,
-            moving: moving_density,
-            shape,
-            spacing_mm,
-        }),
+        full,
         target,
         target_weight,
+        prior: prepared.prior,
+        voxel_mm: spacing_mm.map(|s| s * factor as f64),
     })
 }
 
@@ -241,12 +234,28 @@ pub fn read_pair_folder(folder: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 /// Loads (or generates) every pair of `params.source`, prepared for its network and objective;
 /// distillation targets are kept in `targets` (a model folder's `distill::TARGETS_DIR`) if given.
 pub fn load_pairs(params: &TrainParams, targets: Option<&Path>, progress: &dyn Progress) -> Result<Vec<TrainingPair>> {
-    match &params.source {
+    load_source(&params.source, params, targets, progress)
+}
+
+fn load_source(
+    source: &PairSource,
+    params: &TrainParams,
+    targets: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Vec<TrainingPair>> {
+    match source {
+        PairSource::Mixed(sources) => {
+            let mut pairs = Vec::new();
+            for source in sources {
+                pairs.extend(load_source(source, params, targets, progress)?);
+            }
+            Ok(pairs)
+        }
         PairSource::Csv(_) | PairSource::Folder(_) => {
-            let list = match &params.source {
+            let list = match source {
                 PairSource::Csv(csv) => read_pair_list(csv)?,
                 PairSource::Folder(folder) => read_pair_folder(folder)?,
-                PairSource::Synthetic { .. } => unreachable!("handled below"),
+                PairSource::Synthetic { .. } | PairSource::Mixed(_) => unreachable!("handled apart"),
             };
             let mut pairs = Vec::with_capacity(list.len());
             for (fixed_path, moving_path) in &list {
@@ -254,7 +263,7 @@ pub fn load_pairs(params: &TrainParams, targets: Option<&Path>, progress: &dyn P
                 let fixed = io::load_volume(fixed_path, &SeriesChoice::LargestCt, progress)?;
                 let moving = io::load_volume(moving_path, &SeriesChoice::LargestCt, progress)?;
                 let name = format!("{} / {}", fixed_path.display(), moving_path.display());
-                let truth = match (&params.source, &params.objective) {
+                let truth = match (source, &params.objective) {
                     (PairSource::Folder(_), Objective::Truth) => truth_beside(fixed_path)?,
                     _ => None,
                 };

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod curves;
 pub mod data;
 pub mod distill;
+pub mod validation;
 
 use std::path::Path;
 use std::time::Instant;
@@ -29,17 +30,17 @@ use crate::diffeo::tensor::energy::batch_energy;
 use crate::diffeo::tensor::smooth::TensorSmoother;
 use crate::diffeo::tensor::tensor_values;
 use crate::error::{Error, Result};
-use crate::net::{UNet, UNetConfig, save_model};
+use crate::net::model::{Model, ModelSpec, save_model};
+use crate::net::{UNet, UNetConfig};
 use crate::patch::sampler::{PairChannels, PatchRef, SamplerParams, batch_input, epoch_batches};
-use crate::patch::tiling::extract;
+use crate::patch::tiling::{Tiling, extract};
 use crate::phantom::random::SeededRng;
 use crate::progress::Progress;
 use crate::register::pipeline::RegisterParams;
 use checkpoint::{BatchRecord, EpochRecord, TrainState, checkpoints, load_checkpoint, save_checkpoint};
 use data::{FullResolutionPair, PairSource, TrainingPair};
 
-/// The file in a model folder that records how the model was trained.
-pub const TRAINING_JSON: &str = "training.json";
+pub use crate::net::model::TRAINING_JSON;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainParams {
@@ -180,6 +181,11 @@ impl TrainParams {
         self
     }
 
+    /// The model folder's description of the network this trains.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec::new(self.network.clone(), self.smooth.clone(), self.register.optimize.energy.steps)
+    }
+
     /// Whether `other` trains the same way, except perhaps for more epochs.
     fn same_training(&self, other: &TrainParams) -> bool {
         TrainParams { epochs: 0, ..self.clone() } == TrainParams { epochs: 0, ..other.clone() }
@@ -292,19 +298,188 @@ pub enum TrainEvent<'a> {
     Epoch(&'a EpochRecord),
 }
 
-/// Trains on `pairs` (prepared by `data::load_pairs` for `params`) and writes the model, the loss
-/// log and checkpoints into `out`. With `resume`, continues from the latest checkpoint there
-/// (the parameters must be those of that training, epochs aside). `on_event` sees every step
-/// and every finished epoch. Cancelling stops before the next step; the last checkpoint stays resumable.
-pub fn train(
-    pairs: &[TrainingPair],
+/// The pairs one side of a training (the training pairs, or the validation pairs) draws on:
+/// their input channels, and what the objective compares with (full-resolution images for
+/// `FullResolution`, target velocities and their weights for `Distill` and `Truth`).
+struct Side<'a> {
+    set: Vec<PairChannels<'a>>,
+    full: Vec<&'a FullResolutionPair>,
+    targets: Vec<&'a VectorField>,
+    weights: Vec<Option<&'a [f32]>>,
+}
+
+impl<'a> Side<'a> {
+    /// Pairs `ids` of `pairs`, checked against what `params` trains.
+    fn new(pairs: &'a [TrainingPair], ids: &[usize], params: &TrainParams) -> Result<Side<'a>> {
+        let channels = params.network.input_channels();
+        let (mut set, mut full, mut targets, mut weights) = (vec![], vec![], vec![], vec![]);
+        for pair in ids.iter().map(|&i| &pairs[i]) {
+            let input: Vec<&[f32]> =
+                [&pair.fixed, &pair.moving].into_iter().chain(&pair.force).map(Vec::as_slice).collect();
+            if input.len() != channels {
+                return Err(Error::Invalid(format!(
+                    "training pair {} was prepared with {} input channels, the network takes {channels}",
+                    pair.name,
+                    input.len()
+                )));
+            }
+            set.push((input, pair.shape));
+            if params.objective == Objective::FullResolution {
+                full.push(pair.full.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "training pair {} was prepared without its full-resolution images",
+                        pair.name
+                    ))
+                })?);
+            }
+            if params.objective.has_targets() {
+                let target = pair.target.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!("training pair {} was prepared without its target velocity", pair.name))
+                })?;
+                if target.shape != pair.shape {
+                    return Err(Error::Invalid(format!(
+                        "training pair {}: its target velocity is on a {:?} grid, the network's on {:?}",
+                        pair.name, target.shape, pair.shape
+                    )));
+                }
+                targets.push(target);
+            }
+            weights.push(pair.target_weight.as_deref());
+        }
+        Ok(Side { set, full, targets, weights })
+    }
+
+    fn shapes(&self) -> Vec<[usize; 3]> {
+        self.set.iter().map(|p| p.1).collect()
+    }
+}
+
+/// The patch energy objective on one batch: its mean and the tensor to differentiate.
+fn patch_energy_loss(
+    model: &UNet,
+    input: Tensor<5>,
+    smoother: &TensorSmoother,
+    energy: &EnergyParams,
+    together: usize,
+) -> (f64, Tensor<1>) {
+    let loss = batch_loss(model, input, smoother, energy, together);
+    (tensor_values(loss.clone())[0] as f64, loss)
+}
+
+/// An objective whose value and gradient with respect to the network's output z come from the
+/// CPU kernels (`loss_of_z`): its value, and z · (that gradient), whose gradient through the
+/// network is the objective's.
+fn loss_through_output(
+    model: &UNet,
+    input: Tensor<5>,
+    loss_of_z: impl FnOnce(&[f32]) -> (f64, Vec<f32>),
+) -> (f64, Tensor<1>) {
+    let device = input.device();
+    let z = model.forward(input);
+    let (value, gradient) = loss_of_z(&tensor_values(z.clone()));
+    let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), &device);
+    (value, (z * gradient).sum())
+}
+
+/// What a training step needs besides the batch.
+struct StepContext<'a> {
+    params: &'a TrainParams,
+    half: Smoother,
+    together: usize,
+}
+
+impl StepContext<'_> {
+    /// A batch's mean loss under the objective and the tensor to differentiate for it.
+    fn loss(
+        &self,
+        model: &UNet,
+        batch: &[PatchRef],
+        side: &Side,
+        device: &Device,
+        smoother: &TensorSmoother,
+        energy: &EnergyParams,
+    ) -> (f64, Tensor<1>) {
+        let (params, patch) = (self.params, self.params.sampler.patch);
+        let channels = params.network.input_channels();
+        let values = batch_input(batch, &side.set, patch);
+        let input =
+            Tensor::<5>::from_data(TensorData::new(values, [batch.len(), channels, patch, patch, patch]), device);
+        match params.objective {
+            Objective::PatchEnergy => patch_energy_loss(model, input, smoother, energy, self.together),
+            Objective::FullResolution => loss_through_output(model, input, |z| {
+                let (factor, margin) = (params.network.resolution_factor, params.register.optimize.region_margin_mm);
+                full_resolution_energy(z, batch, &side.full, patch, factor, &self.half, margin, energy)
+            }),
+            Objective::Distill | Objective::Truth => loss_through_output(model, input, |z| {
+                distill::weighted_distillation_loss(z, batch, &side.targets, &side.weights, patch, &self.half)
+            }),
+        }
+    }
+}
+
+/// The network, its optimiser and the training state to go on from: the latest checkpoint in
+/// `out` (`resume`), or a fresh start (from `params.initial_model`'s weights if given).
+fn start_or_resume(
     out: &Path,
     params: &TrainParams,
     resume: bool,
-    device: &Device,
-    progress: &dyn Progress,
-    on_event: &mut dyn FnMut(TrainEvent),
-) -> Result<TrainState> {
+    autodiff: &Device,
+) -> Result<(UNet, ModuleOptimizer, TrainState)> {
+    let fresh_optimizer = || AdamConfig::new().with_epsilon(params.adam_epsilon as f32).init();
+    let existing = checkpoints(out)?;
+    if resume {
+        let Some(latest) = existing.last() else {
+            return Err(Error::Invalid(format!("{} holds no checkpoint to resume from", out.display())));
+        };
+        if !read_params(out)?.same_training(params) {
+            return Err(Error::Invalid(format!(
+                "{} records other training parameters than these; resume with the same ones",
+                out.join(TRAINING_JSON).display()
+            )));
+        }
+        let (config, model, optimizer, state) = load_checkpoint(latest, fresh_optimizer(), autodiff)?;
+        if config != params.network {
+            return Err(Error::Invalid(format!("{} holds another network than configured", latest.display())));
+        }
+        return Ok((model, optimizer, state));
+    }
+    if !existing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a training (checkpoints/); resume it with --resume or choose another folder",
+            out.display()
+        )));
+    }
+    autodiff.seed(params.seed);
+    let model = match &params.initial_model {
+        None => params.network.init(autodiff),
+        Some(folder) => {
+            let Model { spec, network, .. } = Model::load(folder, autodiff)?;
+            if spec.network != params.network {
+                return Err(Error::Invalid(format!(
+                    "{} holds another network than configured ({:?}, not {:?}); start from a model of the same \
+                     configuration",
+                    folder.display(),
+                    spec.network,
+                    params.network
+                )));
+            }
+            network
+        }
+    };
+    let state = TrainState {
+        epochs_done: 0,
+        rng: SeededRng::new(params.seed),
+        initial_validation_loss: None,
+        initial_validation_epe_mm: None,
+        history: vec![],
+        batches: vec![],
+    };
+    Ok((model, fresh_optimizer(), state))
+}
+
+/// Refuses parameters that cannot train: a patch side the U-Net cannot take, no pairs, or an
+/// objective for another kind of network.
+fn check_trainable(pairs: &[TrainingPair], params: &TrainParams) -> Result<()> {
     let patch = params.sampler.patch;
     if patch == 0 || !patch.is_multiple_of(4) {
         return Err(Error::Invalid(format!("the patch size must be a positive multiple of 4, not {patch}")));
@@ -325,58 +500,28 @@ pub fn train(
             params.objective
         )));
     }
+    Ok(())
+}
+
+/// Trains on `pairs` (prepared by `data::load_pairs` for `params`) and writes the model, the loss
+/// log and checkpoints into `out`. With `resume`, continues from the latest checkpoint there
+/// (the parameters must be those of that training, epochs aside). `on_event` sees every step
+/// and every finished epoch. Cancelling stops before the next step; the last checkpoint stays resumable.
+pub fn train(
+    pairs: &[TrainingPair],
+    out: &Path,
+    params: &TrainParams,
+    resume: bool,
+    device: &Device,
+    progress: &dyn Progress,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainState> {
+    check_trainable(pairs, params)?;
+    let patch = params.sampler.patch;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let params_path = out.join(TRAINING_JSON);
     let autodiff = device.clone().autodiff();
-    let fresh_optimizer = || AdamConfig::new().with_epsilon(params.adam_epsilon as f32).init();
-    let existing = checkpoints(out)?;
-    let (mut model, mut optimizer, mut state): (UNet, ModuleOptimizer, TrainState) = if resume {
-        let Some(latest) = existing.last() else {
-            return Err(Error::Invalid(format!("{} holds no checkpoint to resume from", out.display())));
-        };
-        if !read_params(out)?.same_training(params) {
-            return Err(Error::Invalid(format!(
-                "{} records other training parameters than these; resume with the same ones",
-                params_path.display()
-            )));
-        }
-        let (config, model, optimizer, state) = load_checkpoint(latest, fresh_optimizer(), &autodiff)?;
-        if config != params.network {
-            return Err(Error::Invalid(format!("{} holds another network than configured", latest.display())));
-        }
-        (model, optimizer, state)
-    } else {
-        if !existing.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{} already holds a training (checkpoints/); resume it with --resume or choose another folder",
-                out.display()
-            )));
-        }
-        autodiff.seed(params.seed);
-        let model = match &params.initial_model {
-            None => params.network.init(&autodiff),
-            Some(folder) => {
-                let (config, model) = crate::net::load_model(folder, &autodiff)?;
-                if config != params.network {
-                    return Err(Error::Invalid(format!(
-                        "{} holds another network than configured ({config:?}, not {:?}); start from a model of \
-                         the same configuration",
-                        folder.display(),
-                        params.network
-                    )));
-                }
-                model
-            }
-        };
-        let state = TrainState {
-            epochs_done: 0,
-            rng: SeededRng::new(params.seed),
-            initial_validation_loss: None,
-            history: vec![],
-            batches: vec![],
-        };
-        (model, fresh_optimizer(), state)
-    };
+    let (mut model, mut optimizer, mut state) = start_or_resume(out, params, resume, &autodiff)?;
     let json = serde_json::to_string_pretty(params).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::io::atomic::write_atomically(&params_path, |w| {
         w.write_all(json.as_bytes()).map_err(|e| Error::io(&params_path, e))
@@ -384,127 +529,18 @@ pub fn train(
     curves::restart_batches_csv(out, &state.batches)?;
 
     let (train_ids, validation_ids) = split_pairs(pairs.len(), params.validation_share, params.seed);
-    let channels = params.network.input_channels();
-    let view = |ids: &[usize]| -> Result<Vec<PairChannels>> {
-        ids.iter()
-            .map(|&i| {
-                let pair = &pairs[i];
-                let input: Vec<&[f32]> =
-                    [&pair.fixed, &pair.moving].into_iter().chain(&pair.force).map(Vec::as_slice).collect();
-                if input.len() != channels {
-                    return Err(Error::Invalid(format!(
-                        "training pair {} was prepared with {} input channels, the network takes {channels}",
-                        pair.name,
-                        input.len()
-                    )));
-                }
-                Ok((input, pair.shape))
-            })
-            .collect()
-    };
-    let (train_set, validation_set) = (view(&train_ids)?, view(&validation_ids)?);
-    let shapes = |set: &[PairChannels]| set.iter().map(|p| p.1).collect::<Vec<_>>();
+    let (training, validation) = (Side::new(pairs, &train_ids, params)?, Side::new(pairs, &validation_ids, params)?);
     // The validation patches are drawn once, so every epoch is measured on the same ones.
     let validation_sampler =
         SamplerParams { patches_per_pair: params.validation_patches_per_pair, ..params.sampler.clone() };
     let validation_batches =
-        epoch_batches(&shapes(&validation_set), &validation_sampler, &mut SeededRng::new(params.seed ^ 0x0a11_da7e));
+        epoch_batches(&validation.shapes(), &validation_sampler, &mut SeededRng::new(params.seed ^ 0x0a11_da7e));
     let smoother = TensorSmoother::new([patch; 3], &params.smooth, &autodiff);
-    let together = energies_together(device, params.sampler.batch);
     let plain_smoother = TensorSmoother::new([patch; 3], &params.smooth, device);
-    let to_tensor = |batch: &[PatchRef], set: &[PairChannels], device: &Device| {
-        let values = batch_input(batch, set, patch);
-        Tensor::<5>::from_data(TensorData::new(values, [batch.len(), channels, patch, patch, patch]), device)
-    };
-    let factor = params.network.resolution_factor;
-    let full_of = |ids: &[usize]| -> Result<Vec<&FullResolutionPair>> {
-        ids.iter()
-            .map(|&i| {
-                pairs[i].full.as_ref().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "training pair {} was prepared without its full-resolution images",
-                        pairs[i].name
-                    ))
-                })
-            })
-            .collect()
-    };
-    let (train_full, validation_full) = match params.objective {
-        Objective::FullResolution => (full_of(&train_ids)?, full_of(&validation_ids)?),
-        _ => (Vec::new(), Vec::new()),
-    };
-    let targets_of = |ids: &[usize]| -> Result<Vec<&VectorField>> {
-        ids.iter()
-            .map(|&i| {
-                let target = pairs[i].target.as_ref().ok_or_else(|| {
-                    Error::Invalid(format!("training pair {} was prepared without its target velocity", pairs[i].name))
-                })?;
-                if target.shape != pairs[i].shape {
-                    return Err(Error::Invalid(format!(
-                        "training pair {}: its target velocity is on a {:?} grid, the network's on {:?}",
-                        pairs[i].name, target.shape, pairs[i].shape
-                    )));
-                }
-                Ok(target)
-            })
-            .collect()
-    };
-    let weights_of =
-        |ids: &[usize]| -> Vec<Option<&[f32]>> { ids.iter().map(|&i| pairs[i].target_weight.as_deref()).collect() };
-    let (train_weights, validation_weights) = (weights_of(&train_ids), weights_of(&validation_ids));
-    let (train_targets, validation_targets) = match params.objective {
-        Objective::Distill | Objective::Truth => (targets_of(&train_ids)?, targets_of(&validation_ids)?),
-        _ => (Vec::new(), Vec::new()),
-    };
-    let half = Smoother::half([patch; 3], &params.smooth);
-    // A batch's mean loss and the tensor to differentiate for it (on `device`).
-    let step_loss = |model: &UNet,
-                     batch: &[PatchRef],
-                     set: &[PairChannels],
-                     full: &[&FullResolutionPair],
-                     targets: &[&VectorField],
-                     weights: &[Option<&[f32]>],
-                     device: &Device,
-                     smoother: &TensorSmoother,
-                     energy: &EnergyParams|
-     -> (f64, Tensor<1>) {
-        let input = to_tensor(batch, set, device);
-        match params.objective {
-            Objective::PatchEnergy => {
-                let loss = batch_loss(model, input, smoother, energy, together);
-                (tensor_values(loss.clone())[0] as f64, loss)
-            }
-            Objective::FullResolution => {
-                let z = model.forward(input);
-                let margin = params.register.optimize.region_margin_mm;
-                let (value, gradient) = full_resolution_energy(
-                    &tensor_values(z.clone()),
-                    batch,
-                    full,
-                    patch,
-                    factor,
-                    &half,
-                    margin,
-                    energy,
-                );
-                let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), device);
-                // Its gradient with respect to z is the energy's (already divided by the batch size).
-                (value, (z * gradient).sum())
-            }
-            Objective::Distill | Objective::Truth => {
-                let z = model.forward(input);
-                let (value, gradient) = distill::weighted_distillation_loss(
-                    &tensor_values(z.clone()),
-                    batch,
-                    targets,
-                    weights,
-                    patch,
-                    &half,
-                );
-                let gradient = Tensor::<5>::from_data(TensorData::new(gradient, z.dims()), device);
-                (value, (z * gradient).sum())
-            }
-        }
+    let step = StepContext {
+        params,
+        half: Smoother::half([patch; 3], &params.smooth),
+        together: energies_together(device, params.sampler.batch),
     };
     // The mean energy of the fixed validation patches at the full λ, dropout off.
     let validate = |model: &UNet| -> Result<Option<f64>> {
@@ -516,51 +552,52 @@ pub fn train(
         let (mut total, mut count) = (0.0f64, 0usize);
         for batch in &validation_batches {
             progress.check_cancelled()?;
-            let (loss, _) = step_loss(
-                &inference,
-                batch,
-                &validation_set,
-                &validation_full,
-                &validation_targets,
-                &validation_weights,
-                device,
-                &plain_smoother,
-                &params.energy,
-            );
+            let (loss, _) = step.loss(&inference, batch, &validation, device, &plain_smoother, &params.energy);
             total += loss * batch.len() as f64;
             count += batch.len();
             progress.advance(1);
         }
         Ok(Some(total / count as f64))
     };
+    // Endpoint error of whole validation pairs, for objectives with a target per pair.
+    let validation_pairs: Vec<&TrainingPair> = validation_ids.iter().map(|&i| &pairs[i]).collect();
+    let spec = params.spec();
+    let tiling = Tiling { patch: params.register.network.tile, margin: params.register.network.margin };
+    let validate_epe = |model: &UNet| -> Option<f64> {
+        if !params.objective.has_targets() {
+            return None;
+        }
+        progress.start_stage("validation endpoint error", 0);
+        validation::validation_endpoint_error(&model.valid(), &spec, &validation_pairs, tiling, device)
+    };
     if state.epochs_done == 0 && state.initial_validation_loss.is_none() {
         // Where training starts: the untrained network predicts no motion.
         state.initial_validation_loss = validate(&model)?;
+        state.initial_validation_epe_mm = validate_epe(&model);
     }
-    let mut best = state.history.iter().filter_map(|r| r.validation_loss).fold(f64::INFINITY, f64::min);
+    // The model kept is the epoch of lowest validation endpoint error where there is one (the
+    // objectives with targets), else of lowest validation loss.
+    let score_of = |r: &EpochRecord| r.validation_epe_mm.or(r.validation_loss);
+    let mut best = state.history.iter().filter_map(score_of).fold(f64::INFINITY, f64::min);
+    if params.epochs == 0 && state.history.is_empty() {
+        // Nothing to train: the folder holds the network as it starts (with a zero head and a
+        // local prior, the estimate alone), measured as above.
+        save_model(out, &params.spec(), &model.valid())?;
+        curves::write_epochs_csv(out, &state)?;
+    }
 
     for epoch in state.epochs_done..params.epochs {
         let clock = Instant::now();
         let lambda = params.lambda_at(epoch);
         let energy_params = EnergyParams { lambda, ..params.energy.clone() };
-        let batches = epoch_batches(&shapes(&train_set), &params.sampler, &mut state.rng);
+        let batches = epoch_batches(&training.shapes(), &params.sampler, &mut state.rng);
         progress.start_stage(&format!("training epoch {}/{}", epoch + 1, params.epochs), batches.len() as u64);
         let (mut sum, mut patches) = (0.0f64, 0usize);
         for (number, batch) in batches.iter().enumerate() {
             progress.check_cancelled()?;
             // Dropout draws from the device's generator: seeded per step, so a resumed run repeats it.
             autodiff.seed(state.rng.next_u64());
-            let (value, loss) = step_loss(
-                &model,
-                batch,
-                &train_set,
-                &train_full,
-                &train_targets,
-                &train_weights,
-                &autodiff,
-                &smoother,
-                &energy_params,
-            );
+            let (value, loss) = step.loss(&model, batch, &training, &autodiff, &smoother, &energy_params);
             let value = value as f32;
             if !value.is_finite() {
                 return Err(Error::Invalid(format!("the loss became {value} in epoch {} step {number}", epoch + 1)));
@@ -577,24 +614,27 @@ pub fn train(
         }
         let train_seconds = clock.elapsed().as_secs_f64();
         let validation_loss = validate(&model)?;
+        let validation_epe_mm = validate_epe(&model);
         let record = EpochRecord {
             epoch: epoch + 1,
             lambda,
             train_loss: sum / batches.len().max(1) as f64,
             validation_loss,
+            validation_epe_mm,
             seconds: clock.elapsed().as_secs_f64(),
             patches_per_s: patches as f64 / train_seconds.max(1e-9),
         };
         state.history.push(record.clone());
         state.epochs_done = epoch + 1;
         save_checkpoint(out, &params.network, &model, &optimizer, &state)?;
-        // The model folder holds the epoch of lowest validation loss (the latest without validation).
-        let score = validation_loss.unwrap_or(f64::NEG_INFINITY);
-        if score <= best || validation_loss.is_none() {
+        // The model folder holds the best epoch (`score_of`; the latest without validation).
+        let score = score_of(&record);
+        if score.is_none_or(|score| score <= best) {
+            let score = score.unwrap_or(f64::NEG_INFINITY);
             best = best.min(score);
-            save_model(out, &params.network, &model.valid())?;
+            save_model(out, &params.spec(), &model.valid())?;
         }
-        curves::write_epochs_csv(out, state.initial_validation_loss, &state.history)?;
+        curves::write_epochs_csv(out, &state)?;
         curves::write_curves_png(out, &state.history, &state.batches)?;
         on_event(TrainEvent::Epoch(&record));
     }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::register::intensity;
+use crate::matching::intensity;
 use crate::volume::filter::gaussian_blur;
 
 /// Candidate blurs, voxels of the fixed grid.
