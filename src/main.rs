@@ -240,6 +240,11 @@ enum Command {
         /// The network works on images downsampled by this factor (1 = full resolution).
         #[arg(long)]
         resolution_factor: Option<usize>,
+        /// The size of the network's voxels, mm: each pair is downsampled by the whole factor
+        /// closest to it ÷ its voxel size (geometric mean), at training and at registration, so
+        /// that one model serves 0.5–2 mm grids; without it, always by --resolution-factor
+        #[arg(long)]
+        grid_mm: Option<f64>,
         /// Factor on the network's output (momentum), for faster learning.
         #[arg(long)]
         output_scale: Option<f64>,
@@ -259,6 +264,11 @@ enum Command {
         /// and it sees the moving image warped by the estimate. 0: the network alone (default).
         #[arg(long)]
         local_prior_passes: Option<usize>,
+        /// Whether the local estimate solves for a grey-value offset in each window beside the
+        /// displacement, so that a pseudo-CT's bias field reads as no motion: true or false
+        /// (default false)
+        #[arg(long)]
+        local_prior_offset: Option<bool>,
         /// Whether the distill and truth objectives count each voxel by its share of body (where
         /// endpoint error is measured) rather than all alike: true or false (default true).
         #[arg(long)]
@@ -919,10 +929,12 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         validation_patches_per_pair,
         base_channels,
         resolution_factor,
+        grid_mm,
         output_scale,
         force_features,
         pooled_force,
         local_prior_passes,
+        local_prior_offset,
         target_in_body,
         smooth_alpha,
         smooth_gamma,
@@ -980,6 +992,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         set!(validation_patches_per_pair, params.validation_patches_per_pair);
         set!(base_channels, params.network.base_channels);
         set!(resolution_factor, params.network.resolution_factor);
+        params.grid_mm = grid_mm;
         set!(output_scale, params.network.output_scale);
         set!(lambda, params.energy.lambda);
         set!(warmup_epochs, params.warmup_epochs);
@@ -997,8 +1010,14 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         set!(smooth_alpha, params.smooth.alpha);
         set!(smooth_gamma, params.smooth.gamma);
         if let Some(passes) = local_prior_passes {
-            params.network.local_prior =
-                (passes > 0).then(|| diffeoreg::net::local_flow::LocalFlowParams { passes, ..Default::default() });
+            let offset = local_prior_offset.unwrap_or(false);
+            params.network.local_prior = (passes > 0).then(|| diffeoreg::net::local_flow::LocalFlowParams {
+                passes,
+                offset,
+                ..Default::default()
+            });
+        } else if local_prior_offset.is_some() {
+            anyhow::bail!("--local-prior-offset needs --local-prior-passes");
         }
         params.initial_model = init_from;
         if let Some(path) = calibration {

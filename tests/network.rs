@@ -384,7 +384,8 @@ fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
             })
             .collect()
     };
-    let pair = FullResolutionPair { fixed: ball(0.0), moving: ball(2.5), shape: [side; 3], spacing_mm: [1.0; 3] };
+    let pair =
+        FullResolutionPair { fixed: ball(0.0), moving: ball(2.5), shape: [side; 3], spacing_mm: [1.0; 3], factor };
     let smooth = SmoothParams { alpha: 2.0, gamma: 0.05, pad: 4, ..SmoothParams::default() };
     let half = Smoother::half([patch; 3], &smooth);
     let params = EnergyParams { lambda: 2e-3, similarity: Similarity::NormalizedMse { a: 0.1 }, steps: 7 };
@@ -394,8 +395,7 @@ fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
     let item = PatchRef { pair: 0, start: [0, 0, 0] };
 
     // One item: the energy of the whole volume (its box), computed directly.
-    let (single, single_gradient) =
-        full_resolution_energy(&z, &[item], &[&pair], patch, factor, &half, margin, &params);
+    let (single, single_gradient) = full_resolution_energy(&z, &[item], &[&pair], patch, &half, margin, &params);
     let field = VectorField {
         shape: [patch; 3],
         components: std::array::from_fn(|c| z[c * voxels..(c + 1) * voxels].to_vec()),
@@ -421,10 +421,9 @@ fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
     // Two items (the second with no motion): the mean energy, each gradient halved, in place.
     let mut two_z = z.clone();
     two_z.extend(std::iter::repeat_n(0.0, 3 * voxels));
-    let (mean, gradient) =
-        full_resolution_energy(&two_z, &[item, item], &[&pair], patch, factor, &half, margin, &params);
+    let (mean, gradient) = full_resolution_energy(&two_z, &[item, item], &[&pair], patch, &half, margin, &params);
     let (still, still_gradient) =
-        full_resolution_energy(&vec![0.0; 3 * voxels], &[item], &[&pair], patch, factor, &half, margin, &params);
+        full_resolution_energy(&vec![0.0; 3 * voxels], &[item], &[&pair], patch, &half, margin, &params);
     assert!((mean - 0.5 * (single + still)).abs() < 1e-9 * mean.abs());
     for (v, (g, s)) in gradient.iter().zip(single_gradient.iter().chain(&still_gradient)).enumerate() {
         assert!((g - 0.5 * s).abs() <= 1e-6 * s.abs().max(1e-6), "voxel {v}: {g} vs {s}/2");
@@ -434,7 +433,7 @@ fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
     let direction: Vec<f32> = (0..3 * voxels).map(|v| ((v * 7919 % 113) as f32 / 56.5 - 1.0) * 0.1).collect();
     let at = |t: f32| -> f64 {
         let moved: Vec<f32> = z.iter().zip(&direction).map(|(a, d)| a + t * d).collect();
-        full_resolution_energy(&moved, &[item], &[&pair], patch, factor, &half, margin, &params).0
+        full_resolution_energy(&moved, &[item], &[&pair], patch, &half, margin, &params).0
     };
     let eps = 1e-2;
     let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
@@ -454,16 +453,8 @@ fn the_full_resolution_objective_is_each_boxes_energy_and_trains_the_network() {
     let mut energies = Vec::new();
     for _ in 0..6 {
         let out = model.forward(input.clone());
-        let (value, gradient) = full_resolution_energy(
-            &tensor_values(out.clone()),
-            &[item],
-            &[&pair],
-            patch,
-            factor,
-            &half,
-            margin,
-            &params,
-        );
+        let (value, gradient) =
+            full_resolution_energy(&tensor_values(out.clone()), &[item], &[&pair], patch, &half, margin, &params);
         energies.push(value);
         let gradient = Tensor::<5>::from_data(TensorData::new(gradient, out.dims()), &device);
         let gradients = GradientsParams::from_grads((out * gradient).sum().backward(), &model);

@@ -30,8 +30,17 @@ use crate::progress::Progress;
 use crate::volume::filter::gaussian_blur;
 use crate::volume::geometry::{det3, inverse3, mat_vec};
 
+/// Values `pooled_products` gives per coarse voxel.
+pub const POOLED: usize = 13;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocalFlowParams {
+    /// Solve for a grey-value offset within each window beside the displacement (the
+    /// difference and the slopes taken relative to their window means): a smooth bias field or
+    /// a tissue's density offset, which a pseudo-CT has, then reads as no motion instead of as
+    /// motion across every faint slope. (Absent from older models: off.)
+    #[serde(default)]
+    pub offset: bool,
     /// Gaussian σ of the Lucas–Kanade window, in voxels of the coarse grid.
     pub window: f32,
     /// Gaussian σ of the normalised convolution that spreads each pass's estimate, coarse voxels.
@@ -44,12 +53,12 @@ pub struct LocalFlowParams {
 
 impl Default for LocalFlowParams {
     fn default() -> Self {
-        LocalFlowParams { window: 0.7, spread: 3.0, regularisation: 0.01, passes: 10 }
+        LocalFlowParams { offset: false, window: 0.7, spread: 3.0, regularisation: 0.01, passes: 10 }
     }
 }
 
-/// Box sums over each coarse voxel of d·g (3) and g·gᵀ (6: xx, yy, zz, xy, xz, yz), divided by
-/// the box's voxel count: 9 values per coarse voxel, slopes in coarse voxels. Where `inside`
+/// Box sums over each coarse voxel of d·g (3), g·gᵀ (6: xx, yy, zz, xy, xz, yz), d (1) and g
+/// (3), divided by the box's voxel count: 13 values per coarse voxel, slopes in coarse voxels. Where `inside`
 /// is given, a voxel counts only when it and its six neighbours are inside (a moving image
 /// warped from beyond the grid has no values there, and its edge would read as motion).
 pub fn pooled_products(
@@ -58,7 +67,7 @@ pub fn pooled_products(
     inside: Option<&[bool]>,
     shape: [usize; 3],
     factor: usize,
-) -> Vec<[f32; 9]> {
+) -> Vec<[f32; POOLED]> {
     let n: usize = shape.iter().product();
     assert!(fixed.len() == n && moving.len() == n, "both images on the grid of {shape:?}");
     assert!(inside.is_none_or(|inside| inside.len() == n), "the mask on the grid of {shape:?}");
@@ -74,9 +83,9 @@ pub fn pooled_products(
         let (lo, hi) = (c.saturating_sub(1), (c + 1).min(size - 1));
         if hi == lo { 0.0 } else { factor as f32 * (at(hi) - at(lo)) / (hi - lo) as f32 }
     };
-    let mut out = vec![[0.0f32; 9]; coarse.iter().product()];
+    let mut out = vec![[0.0f32; POOLED]; coarse.iter().product()];
     out.par_chunks_mut(cx * cy).enumerate().for_each(|(k, slab)| {
-        let mut sums = vec![[0.0f64; 9]; cx * cy];
+        let mut sums = vec![[0.0f64; POOLED]; cx * cy];
         for z in k * factor..((k + 1) * factor).min(nz) {
             for y in 0..ny {
                 for x in 0..nx {
@@ -112,6 +121,10 @@ pub fn pooled_products(
                         g[0] * g[1],
                         g[0] * g[2],
                         g[1] * g[2],
+                        d,
+                        g[0],
+                        g[1],
+                        g[2],
                     ];
                     for (total, value) in s.iter_mut().zip(values) {
                         *total += value as f64;
@@ -142,9 +155,24 @@ pub fn local_displacement(
 ) -> VectorField {
     let coarse = level_shape(shape, factor);
     let products = pooled_products(fixed, moving, inside, shape, factor);
-    let mut channels: Vec<Vec<f32>> = (0..9).map(|c| products.iter().map(|p| p[c]).collect()).collect();
+    let mut channels: Vec<Vec<f32>> = (0..POOLED).map(|c| products.iter().map(|p| p[c]).collect()).collect();
     for channel in &mut channels {
         gaussian_blur(channel, coarse, params.window);
+    }
+    if params.offset {
+        // Relative to the window's means: E[(d − d̄) g] = E[dg] − d̄ ḡ, and the slopes' covariance
+        // E[g gᵀ] − ḡ ḡᵀ (the least-squares displacement when an offset is solved for too).
+        let (d, g) = (9, [10, 11, 12]);
+        let products = [(3, 0, 0), (4, 1, 1), (5, 2, 2), (6, 0, 1), (7, 0, 2), (8, 1, 2)];
+        for i in 0..channels[0].len() {
+            let (mean_d, mean_g) = (channels[d][i], g.map(|c| channels[c][i]));
+            for axis in 0..3 {
+                channels[axis][i] -= mean_d * mean_g[axis];
+            }
+            for (c, a, b) in products {
+                channels[c][i] -= mean_g[a] * mean_g[b];
+            }
+        }
     }
     let count = products.len();
     let mean_trace = (0..count).map(|i| (channels[3][i] + channels[4][i] + channels[5][i]) as f64).sum::<f64>()

@@ -34,7 +34,8 @@ pub const TRAINING_JSON: &str = "training.json";
 
 /// What the units of a model are, written into every `config.json` for its reader.
 pub const UNITS: &str = "input: density (kg/dm³, calibrated from HU) on the network's grid, the fixed grid \
-     downsampled by resolution_factor; output: momentum (whitened when whitened_output) and velocity in voxels \
+     downsampled by the whole factor closest to grid_mm / its voxel size (resolution_factor when grid_mm is null); \
+     output: momentum (whitened when whitened_output) and velocity in voxels \
      of that grid; smooth's alpha and gamma in those voxels";
 
 /// Everything a model folder's `config.json` says: how to build the network, prepare its
@@ -49,17 +50,31 @@ pub struct ModelSpec {
     pub smooth: SmoothParams,
     /// Squarings of every exponential: the local estimate's warps and the velocity's.
     pub steps: u32,
+    /// The size of the network's voxels the model was made for, mm (geometric mean over the
+    /// axes): a grid is downsampled by the whole factor that comes closest to it
+    /// (`factor_for`), so that the network, its local estimate (window and spread in its
+    /// voxels) and its tiles see anatomy at one scale on 0.5–2 mm grids. None: always
+    /// `network.resolution_factor`, whatever the grid's spacing.
+    pub grid_mm: Option<f64>,
     pub units: String,
 }
 
 impl ModelSpec {
     pub fn new(network: UNetConfig, smooth: SmoothParams, steps: u32) -> Self {
-        ModelSpec { format_version: MODEL_FORMAT_VERSION, network, smooth, steps, units: UNITS.into() }
+        ModelSpec { format_version: MODEL_FORMAT_VERSION, network, smooth, steps, grid_mm: None, units: UNITS.into() }
     }
 
-    /// The network's grid is the fixed grid downsampled by this.
-    pub fn factor(&self) -> usize {
-        self.network.resolution_factor
+    /// The network's grid for a fixed grid of voxels `spacing_mm` is that grid downsampled by
+    /// this: the whole factor closest to `grid_mm` ÷ the voxels' size (geometric mean), at
+    /// least 1; `network.resolution_factor` for a model without `grid_mm`.
+    pub fn factor_for(&self, spacing_mm: [f64; 3]) -> usize {
+        match self.grid_mm {
+            Some(grid) => {
+                let voxel = (spacing_mm[0] * spacing_mm[1] * spacing_mm[2]).cbrt();
+                ((grid / voxel).round() as usize).max(1)
+            }
+            None => self.network.resolution_factor,
+        }
     }
 
     /// The network's input for a pair of density images on one grid of `shape` (the moving
@@ -72,9 +87,10 @@ impl ModelSpec {
         fixed: &[f32],
         moving: &[f32],
         shape: [usize; 3],
+        spacing_mm: [f64; 3],
         progress: &dyn Progress,
     ) -> Result<PreparedInput> {
-        let factor = self.factor();
+        let factor = self.factor_for(spacing_mm);
         let level = level_shape(shape, factor);
         if level.iter().any(|&n| n < 4) {
             return Err(Error::Invalid(format!(
@@ -95,23 +111,23 @@ impl ModelSpec {
             None => None,
         };
         let channels = match &prior {
-            Some(prior) => self.channels(&fixed, &self.warped(&moving, shape, prior), shape),
-            None => self.channels(&fixed, &moving, shape),
+            Some(prior) => self.channels(&fixed, &self.warped(&moving, shape, factor, prior), shape, factor),
+            None => self.channels(&fixed, &moving, shape, factor),
         };
-        Ok(PreparedInput { fixed, moving, prior, channels, shape, level })
+        Ok(PreparedInput { fixed, moving, prior, channels, shape, level, factor })
     }
 
-    /// `moving` (on the full grid of `shape`) warped by exp of `velocity` (the network's grid).
-    pub fn warped(&self, moving: &[f32], shape: [usize; 3], velocity: &VectorField) -> Vec<f32> {
-        let u = refine_field(&exp(velocity, self.steps), shape, self.factor(), 1);
+    /// `moving` (on the full grid of `shape`) warped by exp of `velocity` (on that grid
+    /// downsampled by `factor`, in its voxels).
+    pub fn warped(&self, moving: &[f32], shape: [usize; 3], factor: usize, velocity: &VectorField) -> Vec<f32> {
+        let u = refine_field(&exp(velocity, self.steps), shape, factor, 1);
         warp_image(moving, &u).0
     }
 
     /// The input channels for two density images on one full-resolution grid of `shape`: both
-    /// downsampled to the network's grid, then, for a network with `pooled_force`, its pooled
-    /// force channels.
-    pub fn channels(&self, fixed: &[f32], moving: &[f32], shape: [usize; 3]) -> Vec<Vec<f32>> {
-        let factor = self.factor();
+    /// downsampled by `factor` to the network's grid, then, for a network with `pooled_force`,
+    /// its pooled force channels.
+    pub fn channels(&self, fixed: &[f32], moving: &[f32], shape: [usize; 3], factor: usize) -> Vec<Vec<f32>> {
         let mut channels = vec![downsample(fixed, shape, factor), downsample(moving, shape, factor)];
         if self.network.pooled_force {
             let scale = self.network.force_scale as f32;
@@ -163,6 +179,7 @@ impl ModelSpec {
                 let text = legacy_training()?;
                 let smooth = training_smooth(&text)?;
                 Ok(ModelSpec::new(network, smooth, crate::diffeo::energy::EnergyParams::default().steps))
+                // (no grid_mm: those models always ran at their resolution factor)
             }
             Some(v) if v == MODEL_FORMAT_VERSION as u64 => Err(Error::Invalid(format!(
                 "{name} describes a bare network (a training checkpoint?), not a model: it says nothing of the \
@@ -197,9 +214,10 @@ pub struct PreparedInput {
     pub prior: Option<VectorField>,
     /// The network's input channels on its grid.
     pub channels: Vec<Vec<f32>>,
-    /// The full grid and the network's.
+    /// The full grid and the network's, that grid downsampled by `factor`.
     pub shape: [usize; 3],
     pub level: [usize; 3],
+    pub factor: usize,
 }
 
 /// A model ready to predict.

@@ -127,13 +127,16 @@ pub struct PredictionTimings {
     pub smooth_s: f64,
 }
 
-/// The velocity the network predicts for two density images on one grid of `shape`, on the
-/// grid downsampled by the model's resolution factor, and the patch-border statistics. The
+/// The velocity the network predicts for two density images on one grid of `shape` (voxels of
+/// `spacing_mm`), on that grid downsampled as the model says (`ModelSpec::factor_for`), and
+/// the patch-border statistics. The
 /// pair is prepared as the model says (`ModelSpec::prepare_input`), as it was in training.
+#[allow(clippy::too_many_arguments)]
 pub fn predict_velocity(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
+    spacing_mm: [f64; 3],
     model: &Model,
     params: &NetworkParams,
     device: &Device,
@@ -151,7 +154,7 @@ pub fn predict_velocity(
     let spec = &model.spec;
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
-    let input = spec.prepare_input(fixed, moving, shape, progress)?;
+    let input = spec.prepare_input(fixed, moving, shape, spacing_mm, progress)?;
     let local_estimate_s = clock.elapsed().as_secs_f64();
     let level = input.level;
     progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);
@@ -164,7 +167,8 @@ pub fn predict_velocity(
             &input.channels
         } else {
             let velocity = spec.velocity(&momentum, input.prior.as_ref());
-            later = spec.channels(&input.fixed, &spec.warped(&input.moving, shape, &velocity), shape);
+            let warped = spec.warped(&input.moving, shape, input.factor, &velocity);
+            later = spec.channels(&input.fixed, &warped, shape, input.factor);
             &later
         };
         let channels: Vec<&[f32]> = channels.iter().map(Vec::as_slice).collect();
@@ -180,7 +184,7 @@ pub fn predict_velocity(
         let m = momentum.at(n);
         (m[0] * m[0] + m[1] * m[1] + m[2] * m[2]).sqrt()
     });
-    let factor = spec.factor();
+    let factor = input.factor;
     let map = MomentumMap { magnitude: magnitude.collect(), shape: level, factor, tiling };
     progress.start_stage("smoothing momentum", 0);
     let velocity = spec.velocity(&momentum, input.prior.as_ref());

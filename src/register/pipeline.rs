@@ -250,6 +250,7 @@ pub fn register_volumes(
                 &fixed_density.voxels,
                 &moving_on_fixed.voxels,
                 shape,
+                fixed.geometry.spacing_mm,
                 &loaded,
                 &params.network,
                 &device,

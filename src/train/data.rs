@@ -68,6 +68,8 @@ pub struct FullResolutionPair {
     pub moving: Vec<f32>,
     pub shape: [usize; 3],
     pub spacing_mm: [f64; 3],
+    /// The network's grid is this grid downsampled by this.
+    pub factor: usize,
 }
 
 /// Aligns `moving` to `fixed` rigidly and keeps both densities on the fixed grid, downsampled
@@ -86,12 +88,13 @@ pub fn prepare_pair(
     let aligned = align_rigidly(fixed, moving, &params.register, progress)
         .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
     let shape = fixed.geometry.shape;
-    let factor = params.network.resolution_factor;
+    let spacing_mm = fixed.geometry.spacing_mm;
+    let spec = params.spec();
+    let factor = spec.factor_for(spacing_mm);
     let level = level_shape(shape, factor);
     if level.iter().any(|&n| n < 4) {
         return Err(Error::Invalid(format!("training pair {name}: {shape:?} is too small at 1/{factor} resolution")));
     }
-    let spacing_mm = fixed.geometry.spacing_mm;
     // The optimiser's answer, found as `register --method optimize` finds it (before matching).
     let target = match params.objective {
         Objective::Distill => {
@@ -141,9 +144,8 @@ pub fn prepare_pair(
             .collect();
         downsample(&body, shape, factor)
     });
-    let spec = params.spec();
     let prepared = spec
-        .prepare_input(&aligned.fixed_density.voxels, &aligned.moving_on_fixed.voxels, shape, progress)
+        .prepare_input(&aligned.fixed_density.voxels, &aligned.moving_on_fixed.voxels, shape, spacing_mm, progress)
         .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
     // A network with a local prior learns what that estimate leaves.
     let target = match (&prepared.prior, target) {
@@ -152,12 +154,13 @@ pub fn prepare_pair(
     };
     let full = (params.objective == Objective::FullResolution).then(|| FullResolutionPair {
         moving: match &prepared.prior {
-            Some(prior) => spec.warped(&prepared.moving, shape, prior),
+            Some(prior) => spec.warped(&prepared.moving, shape, factor, prior),
             None => prepared.moving.clone(),
         },
         fixed: prepared.fixed,
         shape,
         spacing_mm,
+        factor,
     });
     let mut channels = prepared.channels;
     let force = channels.split_off(2);

@@ -69,6 +69,11 @@ pub struct TrainParams {
     /// matched for a network with `matched_input` (its optimiser's resolution and grey-value
     /// settings; its `region_margin_mm` for the full-resolution objective).
     pub register: RegisterParams,
+    /// The size of the network's voxels to train for, mm (`ModelSpec::grid_mm`): each pair is
+    /// downsampled by the whole factor closest to it. None: by `network.resolution_factor`.
+    /// (Absent from older records: none.)
+    #[serde(default)]
+    pub grid_mm: Option<f64>,
     /// What a step minimises. (Absent from records written before it existed: the patch energy.)
     #[serde(default)]
     pub objective: Objective,
@@ -153,6 +158,7 @@ impl Default for TrainParams {
             validation_patches_per_pair: 8,
             seed: 1,
             register: RegisterParams::default(),
+            grid_mm: None,
             objective: Objective::PatchEnergy,
             initial_model: None,
             target_in_body: true,
@@ -183,7 +189,8 @@ impl TrainParams {
 
     /// The model folder's description of the network this trains.
     pub fn spec(&self) -> ModelSpec {
-        ModelSpec::new(self.network.clone(), self.smooth.clone(), self.register.optimize.energy.steps)
+        let steps = self.register.optimize.energy.steps;
+        ModelSpec { grid_mm: self.grid_mm, ..ModelSpec::new(self.network.clone(), self.smooth.clone(), steps) }
     }
 
     /// Whether `other` trains the same way, except perhaps for more epochs.
@@ -231,25 +238,25 @@ pub fn batch_loss(
 /// The full-resolution objective (`Objective::FullResolution`) on one batch: the mean energy of
 /// the network's outputs `z` ([B, 3, P, P, P] flattened, on the network's grid) and, per item,
 /// the gradient of that mean with respect to z (same layout). Item b's box starts at
-/// `batch[b].start` × factor on the full grid of its pair (`full[pair]`) and is P × factor
-/// voxels wide (edges repeated beyond the volume, as the network's patch is).
-#[allow(clippy::too_many_arguments)]
+/// `batch[b].start` × f on the full grid of its pair (`full[pair]`, whose network grid is that
+/// grid downsampled by f = its `factor`) and is P × f voxels wide (edges repeated beyond the
+/// volume, as the network's patch is).
 pub fn full_resolution_energy(
     z: &[f32],
     batch: &[PatchRef],
     full: &[&FullResolutionPair],
     patch: usize,
-    factor: usize,
     half: &Smoother,
     margin_mm: f64,
     params: &EnergyParams,
 ) -> (f64, Vec<f32>) {
     let voxels = patch * patch * patch;
-    let side = patch * factor;
     let (mut total, mut gradient) = (0.0f64, vec![0.0f32; z.len()]);
     let scale = 1.0 / batch.len() as f32;
     for (b, item) in batch.iter().enumerate() {
         let pair = full[item.pair];
+        let factor = pair.factor;
+        let side = patch * factor;
         let start = item.start.map(|s| s * factor);
         let images = extract(&[&pair.fixed, &pair.moving], pair.shape, start, side);
         let (fixed, moving) = images.split_at(side * side * side);
@@ -407,8 +414,8 @@ impl StepContext<'_> {
         match params.objective {
             Objective::PatchEnergy => patch_energy_loss(model, input, smoother, energy, self.together),
             Objective::FullResolution => loss_through_output(model, input, |z| {
-                let (factor, margin) = (params.network.resolution_factor, params.register.optimize.region_margin_mm);
-                full_resolution_energy(z, batch, &side.full, patch, factor, &self.half, margin, energy)
+                let margin = params.register.optimize.region_margin_mm;
+                full_resolution_energy(z, batch, &side.full, patch, &self.half, margin, energy)
             }),
             Objective::Distill | Objective::Truth => loss_through_output(model, input, |z| {
                 distill::weighted_distillation_loss(z, batch, &side.targets, &side.weights, patch, &self.half)
