@@ -58,8 +58,8 @@ impl Default for LocalFlowParams {
 }
 
 /// Box sums over each coarse voxel of d·g (3), g·gᵀ (6: xx, yy, zz, xy, xz, yz), d (1) and g
-/// (3), divided by the box's voxel count: 13 values per coarse voxel, slopes in coarse voxels. Where `inside`
-/// is given, a voxel counts only when it and its six neighbours are inside (a moving image
+/// (3), divided by the box's voxel count: 13 values per coarse voxel, slopes in coarse voxels.
+/// Where `inside` is given, a voxel counts only when it and its six neighbours are inside (a moving image
 /// warped from beyond the grid has no values there, and its edge would read as motion).
 pub fn pooled_products(
     fixed: &[f32],
@@ -155,7 +155,9 @@ pub fn local_displacement(
 ) -> VectorField {
     let coarse = level_shape(shape, factor);
     let products = pooled_products(fixed, moving, inside, shape, factor);
-    let mut channels: Vec<Vec<f32>> = (0..POOLED).map(|c| products.iter().map(|p| p[c]).collect()).collect();
+    // The window means of d and g (the last four values) are needed only to solve for an offset.
+    let used = if params.offset { POOLED } else { 9 };
+    let mut channels: Vec<Vec<f32>> = (0..used).map(|c| products.iter().map(|p| p[c]).collect()).collect();
     for channel in &mut channels {
         gaussian_blur(channel, coarse, params.window);
     }
