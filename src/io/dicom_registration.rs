@@ -28,7 +28,7 @@ use crate::io::dicom_write::{
     put_common, put_decimals, put_doubles, put_empty, put_integer_string, put_new_series, put_sequence, put_str,
     sop_class_of, write_file,
 };
-use crate::volume::geometry::{Mat3, cross, det3, mat_vec, norm};
+use crate::volume::geometry::{Mat3, cross, det3, norm};
 use crate::volume::{DisplacementField, Geometry};
 
 /// What the writer needs to know besides the field.
@@ -295,9 +295,10 @@ pub fn read_registration(path: &Path) -> Result<RegistrationObject> {
             None => p,
             Some(m) => std::array::from_fn(|r| m[r][0] * p[0] + m[r][1] * p[1] + m[r][2] * p[2] + m[r][3]),
         };
+        let displacement_at = grid_field.world_sampler();
         DisplacementField::from_fn(geometry, |x| {
             let p = apply(&pre, x);
-            let v = displacement_at(&grid_field, p);
+            let v = displacement_at(p);
             let y = apply(&post, [p[0] + v[0], p[1] + v[1], p[2] + v[2]]);
             [y[0] - x[0], y[1] - x[1], y[2] - x[2]]
         })
@@ -319,14 +320,6 @@ pub fn read_registration(path: &Path) -> Result<RegistrationObject> {
 
 fn first(object: &Object, tag: dicom_core::Tag) -> Option<&Object> {
     object.element_opt(tag).ok().flatten()?.items()?.first()
-}
-
-/// The field's displacement at world point `x` (trilinear, clamped at the border).
-fn displacement_at(field: &DisplacementField, x: [f64; 3]) -> [f64; 3] {
-    use crate::diffeo::warp::{Outside, sample};
-    let g = &field.geometry;
-    let p = mat_vec(&g.world_to_index_matrix(), crate::volume::geometry::sub(x, g.origin_mm)).map(|v| v as f32);
-    std::array::from_fn(|d| sample(&field.components_mm[d], g.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
 }
 
 #[cfg(test)]

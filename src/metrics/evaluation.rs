@@ -70,6 +70,13 @@ pub fn check_field(field: &DisplacementField, image: &Volume, what: &str, image_
 
 /// Every metric of SPEC §7 for `fields` between `fixed` and `moving` (both in HU).
 pub fn evaluate(fixed: &Volume, moving: &Volume, fields: &Fields, calibration: &Calibration) -> Result<Evaluation> {
+    evaluate_densities(&calibration.apply(fixed), &calibration.apply(moving), fields)
+}
+
+/// `evaluate` on images already calibrated to density (`Calibration::apply`), for a caller that
+/// judges several pairs of fields on the same images.
+pub fn evaluate_densities(fixed_density: &Volume, moving_density: &Volume, fields: &Fields) -> Result<Evaluation> {
+    let (fixed, moving) = (fixed_density, moving_density);
     check_field(fields.forward, fixed, "forward field", "fixed")?;
     if let Some(inverse) = fields.inverse {
         check_field(inverse, moving, "inverse field", "moving")?;
@@ -80,7 +87,6 @@ pub fn evaluate(fixed: &Volume, moving: &Volume, fields: &Fields, calibration: &
     if let Some(truth) = fields.truth_inverse {
         check_field(truth, moving, "ground-truth inverse field", "moving")?;
     }
-    let (fixed_density, moving_density) = (calibration.apply(fixed), calibration.apply(moving));
     let direction = |source: &Volume, target: &Volume, field: &DisplacementField, truth: Option<&DisplacementField>| {
         let (warped, mask) = warp_with_mask(source, field);
         let image = image_agreement(&warped, &target.voxels, &mask);
@@ -90,9 +96,9 @@ pub fn evaluate(fixed: &Volume, moving: &Volume, fields: &Fields, calibration: &
             truth.map(|t| endpoint_error_by_region(field, t, target)).transpose()?.unwrap_or_default();
         Ok(DirectionMetrics { image, jacobian: jacobian_stats(field), endpoint_error, endpoint_error_by_region })
     };
-    let forward = direction(&moving_density, &fixed_density, fields.forward, fields.truth_forward)?;
+    let forward = direction(moving_density, fixed_density, fields.forward, fields.truth_forward)?;
     let backward =
-        fields.inverse.map(|inv| direction(&fixed_density, &moving_density, inv, fields.truth_inverse)).transpose()?;
+        fields.inverse.map(|inv| direction(fixed_density, moving_density, inv, fields.truth_inverse)).transpose()?;
     let inverse_consistency = fields.inverse.map(|inv| inverse_consistency(fields.forward, inv));
     Ok(Evaluation { forward, backward, inverse_consistency })
 }

@@ -297,10 +297,9 @@ pub fn mask_extent_mm(mask: &[bool], shape: [usize; 3], spacing_mm: [f64; 3]) ->
 /// deformation once any rigid or affine part, whoever's tool made the field, is taken out.
 pub fn non_affine_max_mm(field: &DisplacementField, mask: &[bool]) -> f64 {
     let grid = &field.geometry;
-    let [nx, ny, _] = grid.shape;
     // Two passes over the mask, keeping no point list: sums for the fit, then the residuals.
     let point = |n: usize| {
-        let x = grid.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
+        let x = grid.world_of(n);
         (x, add(x, field.at(n)))
     };
     let inside = || (0..grid.voxel_count()).filter(|&n| mask[n]);

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{level_shape, refine_field};
-use crate::diffeo::warp::warp_image;
+use crate::diffeo::pyramid::{level_shape, refined_at};
+use crate::diffeo::warp::warp_image_by;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::volume::filter::gaussian_blur;
@@ -74,40 +74,40 @@ pub fn pooled_products(
     let [nx, ny, nz] = shape;
     let coarse = level_shape(shape, factor);
     let (cx, cy) = (coarse[0], coarse[1]);
-    let mean = |x: usize, y: usize, z: usize| {
-        let i = x + nx * (y + ny * z);
-        0.5 * (fixed[i] + moving[i])
+    let mean = |i: usize| 0.5 * (fixed[i] + moving[i]);
+    // The neighbours of c along an axis of `size` (one-sided at the faces) and their distance.
+    let around = |c: usize, size: usize| {
+        let (lo, hi) = (c.saturating_sub(1), (c + 1).min(size - 1));
+        (lo, hi, (hi - lo) as f32)
     };
     // Central differences in full-resolution voxels, times the factor: slopes per coarse voxel.
-    let slope = |c: usize, size: usize, at: &dyn Fn(usize) -> f32| {
-        let (lo, hi) = (c.saturating_sub(1), (c + 1).min(size - 1));
-        if hi == lo { 0.0 } else { factor as f32 * (at(hi) - at(lo)) / (hi - lo) as f32 }
+    let slope = |lo: usize, hi: usize, distance: f32| {
+        if distance == 0.0 { 0.0 } else { factor as f32 * (mean(hi) - mean(lo)) / distance }
     };
     let mut out = vec![[0.0f32; POOLED]; coarse.iter().product()];
     out.par_chunks_mut(cx * cy).enumerate().for_each(|(k, slab)| {
         let mut sums = vec![[0.0f64; POOLED]; cx * cy];
         for z in k * factor..((k + 1) * factor).min(nz) {
+            let (z_lo, z_hi, z_distance) = around(z, nz);
             for y in 0..ny {
+                let (y_lo, y_hi, y_distance) = around(y, ny);
+                let row = nx * (y + ny * z);
+                // Where the row's neighbours along y and z start.
+                let rows = [nx * (y_lo + ny * z), nx * (y_hi + ny * z), nx * (y + ny * z_lo), nx * (y + ny * z_hi)];
                 for x in 0..nx {
-                    let i = x + nx * (y + ny * z);
+                    let i = row + x;
+                    let (x_lo, x_hi, x_distance) = around(x, nx);
                     if let Some(inside) = inside {
-                        let neighbours = [
-                            x.saturating_sub(1) + nx * (y + ny * z),
-                            (x + 1).min(nx - 1) + nx * (y + ny * z),
-                            x + nx * (y.saturating_sub(1) + ny * z),
-                            x + nx * ((y + 1).min(ny - 1) + ny * z),
-                            x + nx * (y + ny * z.saturating_sub(1)),
-                            x + nx * (y + ny * (z + 1).min(nz - 1)),
-                        ];
+                        let neighbours = [row + x_lo, row + x_hi, rows[0] + x, rows[1] + x, rows[2] + x, rows[3] + x];
                         if !inside[i] || neighbours.iter().any(|&j| !inside[j]) {
                             continue;
                         }
                     }
                     let d = moving[i] - fixed[i];
                     let g = [
-                        slope(x, nx, &|c| mean(c, y, z)),
-                        slope(y, ny, &|c| mean(x, c, z)),
-                        slope(z, nz, &|c| mean(x, y, c)),
+                        slope(row + x_lo, row + x_hi, x_distance),
+                        slope(rows[0] + x, rows[1] + x, y_distance),
+                        slope(rows[2] + x, rows[3] + x, z_distance),
                     ];
                     let cell = x / factor + cx * (y / factor);
                     let s = &mut sums[cell];
@@ -225,7 +225,10 @@ pub fn local_velocity(
         let step = if pass == 0 {
             local_displacement(fixed, moving, None, shape, factor, params)
         } else {
-            let (warped, inside) = warp_image(moving, &refine_field(&exp(&velocity, steps), shape, factor, 1));
+            // The coarse displacement refined voxel by voxel as the image is warped (the same
+            // values as `refine_field`, without a full-resolution field in memory).
+            let displacement = exp(&velocity, steps);
+            let (warped, inside) = warp_image_by(moving, shape, |index| refined_at(&displacement, index, factor, 1));
             local_displacement(fixed, &warped, Some(&inside), shape, factor, params)
         };
         velocity.add_scaled(1.0, &step);

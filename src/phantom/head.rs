@@ -149,9 +149,8 @@ pub fn varied_head(shape: [usize; 3], spacing_mm: [f64; 3], variation: &HeadVari
     // Inner structures follow the head's mean size.
     let anatomy = Anatomy::new(fit * variation.scale.iter().sum::<f64>() / 3.0);
     let mut voxels = vec![0.0f32; geometry.voxel_count()];
-    let [nx, ny, _] = shape;
     voxels.par_iter_mut().enumerate().for_each(|(n, value)| {
-        let t = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
+        let t = geometry.index_of(n);
         let p = geometry.index_to_world(t);
         let at = |field: &[f32], field_shape: [usize; 3], spacing: f64| {
             let q: [f32; 3] = std::array::from_fn(|d| (t[d] * spacing_mm[d] / spacing) as f32);

@@ -11,12 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::{DEFAULT_STEPS, exp};
 use crate::diffeo::smooth::{SmoothParams, Smoother};
-use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::phantom::appearance::PseudoCtAppearance;
 use crate::phantom::random::SeededRng;
 use crate::volume::affine::AffineTransform;
-use crate::volume::geometry::{Mat3, Vec3, add, mat_vec, sub};
+use crate::volume::geometry::{Vec3, add, mat_vec, sub};
 use crate::volume::resample::{Interpolation, sample as sample_volume};
 use crate::volume::{DisplacementField, Geometry, Volume};
 
@@ -151,7 +150,6 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     }
     let mut rng = SeededRng::new(params.seed);
     let fixed_grid = &ct.geometry;
-    let to_index = fixed_grid.world_to_index_matrix();
 
     let velocity_mm = random_velocity_mm(fixed_grid, params, &mut rng);
     let velocity_voxels = VectorField::from_displacement_mm(&velocity_mm);
@@ -177,28 +175,27 @@ pub fn make_phantom(ct: &Volume, params: &PhantomParams) -> Result<Phantom> {
     let rigid_inverse = rigid.inverse();
 
     // ψ(y) = φ(R(y)): where moving point y came from in the CT.
+    let deform_at = deform_mm.world_sampler();
     let source_of = |y: Vec3| -> Vec3 {
         let r = rigid.apply(y);
-        add(r, field_at(&deform_mm, &to_index, r))
+        add(r, deform_at(r))
     };
     let truth_inv_field = DisplacementField::from_fn(moving_grid.clone(), |y| sub(source_of(y), y));
     let mut moving = Volume::filled(moving_grid.clone(), 0.0);
     {
-        let fixed_to_index = fixed_grid.world_to_index_matrix();
-        let [nx, ny, _] = moving_grid.shape;
+        let fixed_to_index = fixed_grid.world_to_index_map();
         use rayon::prelude::*;
         moving.voxels.par_iter_mut().enumerate().for_each(|(n, value)| {
-            let index = [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64];
-            let y = moving_grid.index_to_world(index);
-            let p = mat_vec(&fixed_to_index, sub(source_of(y), fixed_grid.origin_mm));
+            let p = fixed_to_index.apply(source_of(moving_grid.world_of(n)));
             *value = sample_volume(ct, p, Interpolation::Linear, -1000.0);
         });
     }
     params.appearance.apply(&mut moving, &mut rng);
 
     // T(x) = R⁻¹(φ⁻¹(x)): where fixed point x lies in the moving image.
+    let undeform_at = undeform_mm.world_sampler();
     let truth_fwd = DisplacementField::from_fn(fixed_grid.clone(), |x| {
-        let undeformed = add(x, field_at(&undeform_mm, &to_index, x));
+        let undeformed = add(x, undeform_at(x));
         sub(rigid_inverse.apply(undeformed), x)
     });
     let max_deformation_mm = deform_mm.max_norm_mm();
@@ -267,13 +264,6 @@ fn cubic_bspline(data: &[f32], shape: [usize; 3], p: [f32; 3]) -> f64 {
         }
     }
     total
-}
-
-/// The mm displacement of `field` (on `grid`) at world point `x`, clamped at the border.
-fn field_at(field: &DisplacementField, to_index: &Mat3, x: Vec3) -> Vec3 {
-    let grid = &field.geometry;
-    let p = mat_vec(to_index, sub(x, grid.origin_mm)).map(|v| v as f32);
-    std::array::from_fn(|d| sample(&field.components_mm[d], grid.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
 }
 
 /// A grid with the fixed grid's direction and centre, coarser by `factor`, covering it.

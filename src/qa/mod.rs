@@ -470,7 +470,7 @@ pub fn write_figures(dir: &Path, inputs: &QaInputs) -> Result<Vec<PathBuf>> {
         ),
     )?;
 
-    let world_to_index = geometry.world_to_index_matrix();
+    let world_to_index = geometry.world_to_index_map();
     let spacing = geometry.spacing_mm;
     save(
         "grid.png",
@@ -486,8 +486,7 @@ pub fn write_figures(dir: &Path, inputs: &QaInputs) -> Result<Vec<PathBuf>> {
                 let n = linear(shape, index);
                 let x = geometry.index_to_world(index.map(|i| i as f64));
                 let u = inputs.warp.at(n);
-                let y: [f64; 3] = std::array::from_fn(|d| x[d] + u[d] - geometry.origin_mm[d]);
-                let p: [f64; 3] = std::array::from_fn(|r| (0..3).map(|c| world_to_index[r][c] * y[c]).sum());
+                let p = world_to_index.apply(std::array::from_fn(|d| x[d] + u[d]));
                 // On a line when the deformed point lies within half a voxel of a grid plane.
                 let on_line = [cut.axes.0, cut.axes.1].iter().any(|&a| {
                     let step = GRID_SPACING_MM / spacing[a];

@@ -10,12 +10,11 @@ use crate::diffeo::VectorField;
 use crate::diffeo::integrate::exp;
 use crate::diffeo::jacobian::{compose, determinant, folding_count};
 use crate::diffeo::pyramid::refine_field;
-use crate::diffeo::warp::{Outside, sample};
 use crate::error::{Error, Result};
 use crate::io::{self, SeriesChoice, StoredType};
 use crate::matching::intensity::IntensityMatch;
 use crate::matching::resolution::ResolutionMatch;
-use crate::metrics::evaluation::{Evaluation, Fields, evaluate};
+use crate::metrics::evaluation::{Evaluation, Fields, evaluate_densities};
 use crate::metrics::verdict::{Verdict, VerdictInputs, VerdictLimits, judge, mask_extent_mm, mean_both_ways};
 use crate::metrics::{Distances, body_mask, endpoint_error};
 use crate::patch::border::BorderStatistics;
@@ -29,7 +28,7 @@ use crate::register::network::{MomentumMap, NetworkParams, load as load_network,
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::register::qa_report::write_report_html;
 use crate::rigid::{RigidParams, RigidResult, align};
-use crate::volume::geometry::{add, mat_vec, norm, sub};
+use crate::volume::geometry::{add, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
 use crate::volume::{Calibration, DisplacementField, Volume};
 
@@ -300,15 +299,17 @@ pub fn register_volumes(
     let back = transform.inverse();
     let rigid_fwd = transform.to_displacement_field(&fixed.geometry);
     let rigid_inv = back.to_displacement_field(&moving.geometry);
+    // The images in density as `evaluate` compares them, made once for all the fields judged.
+    let (fixed_calibrated, moving_calibrated) = (params.calibration.apply(fixed), params.calibration.apply(moving));
     let judged = |d: &Deformation| {
         let fields =
             Fields { forward: &d.warp_fwd, inverse: Some(&d.warp_inv), truth_forward: None, truth_inverse: None };
-        evaluate(fixed, moving, &fields, &params.calibration)
+        evaluate_densities(&fixed_calibrated, &moving_calibrated, &fields)
     };
     let rigid_fields =
         Fields { forward: &rigid_fwd, inverse: Some(&rigid_inv), truth_forward: None, truth_inverse: None };
     let mut metrics = RegistrationMetrics {
-        rigid: evaluate(fixed, moving, &rigid_fields, &params.calibration)?,
+        rigid: evaluate_densities(&fixed_calibrated, &moving_calibrated, &rigid_fields)?,
         result: judged(&result)?,
     };
     let mut warnings = Vec::new();
@@ -326,6 +327,7 @@ pub fn register_volumes(
             (result, metrics.result) = (start, start_metrics);
         }
     }
+    drop((fixed_calibrated, moving_calibrated));
     let Deformation { warp_fwd, warp_inv, quality } = result;
     timings.metrics_s = lap(&mut clock);
 
@@ -401,8 +403,7 @@ pub fn align_rigidly(
     progress.start_stage("calibrating", 0);
     let (mut fixed_density, mut moving_density) = (params.calibration.apply(fixed), params.calibration.apply(moving));
     if params.patient_only {
-        keep_patient_only(&mut fixed_density);
-        keep_patient_only(&mut moving_density);
+        rayon::join(|| keep_patient_only(&mut fixed_density), || keep_patient_only(&mut moving_density));
     }
     for (image, role) in [(&fixed_density, "fixed"), (&moving_density, "moving")] {
         let (low, high) = image.value_range().unwrap_or((0.0, 0.0));
@@ -442,19 +443,20 @@ fn deformation_of(
     let shape = fixed.shape;
     let forward = refine_field(&exp(velocity, steps), shape, factor, 1);
     let inverse = refine_field(&exp(&velocity.scaled(-1.0), steps), shape, factor, 1);
-    let quality = field_quality(&forward, &inverse, fixed);
     let forward_mm = forward.to_displacement_mm(fixed);
+    let quality = field_quality(&forward, &inverse, &forward_mm);
     drop(forward);
     let inverse_mm = inverse.to_displacement_mm(fixed);
     drop(inverse);
     // Fixed x → x + u(x) in the rigidly aligned frame → T(·) in the moving image.
     let warp_fwd =
-        DisplacementField::from_fn(fixed.clone(), |x| sub(transform.apply(add(x, at_point(&forward_mm, x))), x));
+        DisplacementField::from_fn_indexed(fixed.clone(), |n, x| sub(transform.apply(add(x, forward_mm.at(n))), x));
     drop(forward_mm);
     let back = transform.inverse();
+    let inverse_at = inverse_mm.world_sampler();
     let warp_inv = DisplacementField::from_fn(moving.clone(), |y| {
         let z = back.apply(y);
-        sub(add(z, at_point(&inverse_mm, z)), y)
+        sub(add(z, inverse_at(z)), y)
     });
     Deformation { warp_fwd, warp_inv, quality }
 }
@@ -486,22 +488,15 @@ pub fn keep_patient_only(density: &mut Volume) {
     density.voxels.iter_mut().zip(patient).filter(|(_, p)| !p).for_each(|(d, _)| *d = 0.0);
 }
 
-/// The mm displacement of `field` at world point `x`, clamped at the grid's border.
-fn at_point(field: &DisplacementField, x: [f64; 3]) -> [f64; 3] {
-    let g = &field.geometry;
-    let p = mat_vec(&g.world_to_index_matrix(), sub(x, g.origin_mm)).map(|v| v as f32);
-    std::array::from_fn(|d| sample(&field.components_mm[d], g.shape, p, Outside::Clamp).unwrap_or(0.0) as f64)
-}
-
-fn field_quality(forward: &VectorField, inverse: &VectorField, grid: &crate::volume::Geometry) -> FieldQuality {
+fn field_quality(forward: &VectorField, inverse: &VectorField, forward_mm: &DisplacementField) -> FieldQuality {
     let det = determinant(forward);
     let jacobian_min = det.iter().copied().fold(f32::INFINITY, f32::min) as f64;
     let jacobian_mean = det.iter().map(|&d| d as f64).sum::<f64>() / det.len() as f64;
     let folding_voxels = folding_count(&det);
     drop(det);
-    let residual = compose(forward, inverse).to_displacement_mm(grid);
+    let residual = compose(forward, inverse).to_displacement_mm(&forward_mm.geometry);
     let lengths: Vec<f64> = (0..residual.geometry.voxel_count()).map(|n| norm(residual.at(n))).collect();
-    let max_deformation_mm = forward.to_displacement_mm(grid).max_norm_mm();
+    let max_deformation_mm = forward_mm.max_norm_mm();
     FieldQuality {
         folding_voxels,
         jacobian_min,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::volume::affine::AffineTransform;
-use crate::volume::geometry::{IDENTITY, Mat3, Vec3, det3, mat_mul, mat_vec, sub, transpose};
+use crate::volume::geometry::{IDENTITY, Mat3, Vec3, det3, mat_mul, sub, transpose};
 use crate::volume::resample::{Interpolation, sample};
 use crate::volume::{Geometry, Volume};
 
@@ -248,12 +248,11 @@ fn starting_rotations(fixed: &Volume, moving: &Volume, fixed_center: Vec3, movin
 /// spread first, as a proper rotation (det +1); None for a body of fewer than 10 voxels.
 fn principal_axes(volume: &Volume, center: Vec3) -> Option<Mat3> {
     let g = &volume.geometry;
-    let [nx, ny, _] = g.shape;
     let mut moments = [[0.0f64; 3]; 3];
     let mut count = 0usize;
     for (n, &value) in volume.voxels.iter().enumerate() {
         if value >= crate::metrics::BODY_DENSITY {
-            let p = sub(g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]), center);
+            let p = sub(g.world_of(n), center);
             for r in 0..3 {
                 for c in 0..3 {
                     moments[r][c] += p[r] * p[c];
@@ -319,10 +318,9 @@ pub fn center_of_mass(volume: &Volume) -> Option<Vec3> {
     let g = &volume.geometry;
     let mut sum = [0.0f64; 3];
     let mut mass = 0.0f64;
-    let [nx, ny, _] = g.shape;
     for (n, &value) in volume.voxels.iter().enumerate() {
         if value > 0.0 {
-            let p = g.index_to_world([(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]);
+            let p = g.world_of(n);
             for d in 0..3 {
                 sum[d] += value as f64 * p[d];
             }
@@ -481,9 +479,8 @@ impl IndexMap {
 
 fn moving_index_map(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> IndexMap {
     let g = &fixed.geometry;
-    let to_moving_index = moving.geometry.world_to_index_matrix();
-    let moving_origin = moving.geometry.origin_mm;
-    let map = |index: [f64; 3]| mat_vec(&to_moving_index, sub(transform.apply(g.index_to_world(index)), moving_origin));
+    let to_moving_index = moving.geometry.world_to_index_map();
+    let map = |index: [f64; 3]| to_moving_index.apply(transform.apply(g.index_to_world(index)));
     let origin = map([0.0; 3]);
     let columns: [[f64; 3]; 3] = std::array::from_fn(|d| {
         let mut unit = [0.0; 3];

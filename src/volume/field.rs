@@ -33,13 +33,16 @@ impl DisplacementField {
 
     /// A field whose displacement at every point is given by `displacement(world_mm)`.
     pub fn from_fn(geometry: Geometry, displacement: impl Fn([f64; 3]) -> [f64; 3] + Sync) -> Self {
+        Self::from_fn_indexed(geometry, |_, world| displacement(world))
+    }
+
+    /// A field whose displacement at voxel `n` (flat position) is `displacement(n, world_mm)`.
+    pub fn from_fn_indexed(geometry: Geometry, displacement: impl Fn(usize, [f64; 3]) -> [f64; 3] + Sync) -> Self {
         let n = geometry.voxel_count();
         let mut components_mm = [vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]];
-        let [nx, ny, _] = geometry.shape;
         let [x, y, z] = &mut components_mm;
         x.par_iter_mut().zip(y.par_iter_mut()).zip(z.par_iter_mut()).enumerate().for_each(|(index, ((x, y), z))| {
-            let (i, j, k) = (index % nx, (index / nx) % ny, index / (nx * ny));
-            let u = displacement(geometry.index_to_world([i as f64, j as f64, k as f64]));
+            let u = displacement(index, geometry.world_of(index));
             (*x, *y, *z) = (u[0] as f32, u[1] as f32, u[2] as f32);
         });
         DisplacementField { geometry, components_mm }
@@ -61,6 +64,22 @@ impl DisplacementField {
         std::array::from_fn(|d| self.components_mm[d][linear_index] as f64)
     }
 
+    /// The displacement (mm) at world point `x`, trilinear and clamped at the grid's border.
+    pub fn at_world(&self, x: [f64; 3]) -> [f64; 3] {
+        self.world_sampler()(x)
+    }
+
+    /// `at_world` with the world → index map computed once, for loops over many points.
+    pub fn world_sampler(&self) -> impl Fn([f64; 3]) -> [f64; 3] + Sync + '_ {
+        use crate::diffeo::warp::{Outside, sample3};
+        let to_index = self.geometry.world_to_index_map();
+        let components = self.components_mm.each_ref().map(Vec::as_slice);
+        move |x| {
+            let p = to_index.apply(x).map(|v| v as f32);
+            sample3(components, self.geometry.shape, p, Outside::Clamp).unwrap_or([0.0; 3]).map(f64::from)
+        }
+    }
+
     /// Number of vector components that are NaN or infinite.
     pub fn non_finite_count(&self) -> usize {
         self.components_mm.iter().flatten().filter(|v| !v.is_finite()).count()
@@ -69,5 +88,30 @@ impl DisplacementField {
     /// Largest displacement length in mm.
     pub fn max_norm_mm(&self) -> f64 {
         (0..self.geometry.voxel_count()).map(|n| crate::volume::geometry::norm(self.at(n))).fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::geometry::mat_mul;
+
+    #[test]
+    fn at_world_reproduces_a_linear_field_inside_and_clamps_outside() {
+        let (c, s) = (0.4f64.cos(), 0.4f64.sin());
+        let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
+        let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
+        let grid = Geometry::new([8, 9, 10], [1.2, 0.9, 2.0], [5.0, -3.0, 12.0], mat_mul(&rx, &rz)).unwrap();
+        // Trilinear interpolation is exact for a field linear in the index, hence in the world point.
+        let linear = |x: [f64; 3]| [0.1 * x[0] - 0.05 * x[2] + 1.0, 0.02 * x[1] + 0.5, -0.03 * x[0] + 0.04 * x[1]];
+        let field = DisplacementField::from_fn(grid.clone(), linear);
+        let inside = grid.index_to_world([3.3, 4.7, 6.1]);
+        let (got, want) = (field.at_world(inside), linear(inside));
+        assert!((0..3).all(|d| (got[d] - want[d]).abs() < 1e-4), "{got:?} vs {want:?}");
+        // Beyond the last voxel along i the value is that of the border.
+        let beyond = grid.index_to_world([12.0, 4.0, 5.0]);
+        let border = linear(grid.index_to_world([7.0, 4.0, 5.0]));
+        let got = field.at_world(beyond);
+        assert!((0..3).all(|d| (got[d] - border[d]).abs() < 1e-4), "{got:?} vs {border:?}");
     }
 }

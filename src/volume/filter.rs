@@ -66,25 +66,25 @@ pub fn gaussian_blur_per_axis(voxels: &mut [f32], shape: [usize; 3], sigma: [f32
 /// so the cost does not grow with the reach.
 pub fn dilate(mask: &mut [bool], shape: [usize; 3], reach: [usize; 3]) {
     assert_eq!(mask.len(), shape.iter().product::<usize>(), "mask for the shape");
-    let strides = [1, shape[0], shape[0] * shape[1]];
-    let mut counts = Vec::new();
+    let [nx, ny, _] = shape;
+    let strides = [1, nx, nx * ny];
     for d in 0..3 {
         if reach[d] == 0 {
             continue;
         }
         let (n, stride) = (shape[d], strides[d]);
-        let starts: Vec<usize> = (0..mask.len()).filter(|&i| (i / stride) % n == 0).collect();
-        for start in starts {
-            counts.clear();
-            counts.push(0usize);
-            for q in 0..n {
-                counts.push(counts[q] + mask[start + q * stride] as usize);
+        let source = mask.to_vec();
+        mask.par_chunks_mut(nx * ny).enumerate().for_each(|(k, plane)| {
+            for j in 0..ny {
+                for i in 0..nx {
+                    // Along axis d the voxel sits at c; its line starts at `line`.
+                    let c = [i, j, k][d];
+                    let line = i + nx * (j + ny * k) - c * stride;
+                    let (low, high) = (c.saturating_sub(reach[d]), (c + reach[d]).min(n - 1));
+                    plane[i + nx * j] = (low..=high).any(|q| source[line + q * stride]);
+                }
             }
-            for q in 0..n {
-                let (low, high) = (q.saturating_sub(reach[d]), (q + reach[d]).min(n - 1));
-                mask[start + q * stride] = counts[high + 1] > counts[low];
-            }
-        }
+        });
     }
 }
 

@@ -24,6 +24,21 @@ pub struct Geometry {
     pub direction: Mat3,
 }
 
+/// World point (LPS mm) → continuous voxel index on one grid; made by
+/// `Geometry::world_to_index_map`.
+#[derive(Clone, Copy, Debug)]
+pub struct WorldToIndex {
+    matrix: Mat3,
+    origin_mm: Vec3,
+}
+
+impl WorldToIndex {
+    #[inline]
+    pub fn apply(&self, world_mm: Vec3) -> Vec3 {
+        mat_vec(&self.matrix, sub(world_mm, self.origin_mm))
+    }
+}
+
 impl Geometry {
     /// A geometry after checking that it describes a real grid: non-empty, not absurdly large,
     /// finite positive spacing and an invertible direction matrix.
@@ -90,7 +105,25 @@ impl Geometry {
 
     /// Continuous voxel index of a world point (LPS mm).
     pub fn world_to_index(&self, world_mm: Vec3) -> Vec3 {
-        mat_vec(&self.world_to_index_matrix(), sub(world_mm, self.origin_mm))
+        self.world_to_index_map().apply(world_mm)
+    }
+
+    /// The world → index map with its inverse computed once, for loops over many points.
+    pub fn world_to_index_map(&self) -> WorldToIndex {
+        WorldToIndex { matrix: self.world_to_index_matrix(), origin_mm: self.origin_mm }
+    }
+
+    /// The voxel index (i, j, k) at position `n` of the flat voxel array, as a continuous index.
+    #[inline]
+    pub fn index_of(&self, n: usize) -> Vec3 {
+        let [nx, ny, _] = self.shape;
+        [(n % nx) as f64, ((n / nx) % ny) as f64, (n / (nx * ny)) as f64]
+    }
+
+    /// World point (LPS mm) of the voxel at position `n` of the flat voxel array.
+    #[inline]
+    pub fn world_of(&self, n: usize) -> Vec3 {
+        self.index_to_world(self.index_of(n))
     }
 
     /// Inverse of `index_to_world_matrix`.
@@ -283,6 +316,23 @@ mod tests {
         for d in 0..3 {
             assert!((back[d] - index[d]).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn flat_positions_map_to_their_voxel_centres() {
+        let g = oblique();
+        let to_index = g.world_to_index_map();
+        let n = g.linear_index(3, 5, 8);
+        assert_eq!(g.index_of(n), [3.0, 5.0, 8.0]);
+        let world = g.world_of(n);
+        // The voxel centre by the ITK formula, written out: origin + direction · diag(spacing) · index.
+        for r in 0..3 {
+            let expected =
+                g.origin_mm[r] + (0..3).map(|c| g.direction[r][c] * g.spacing_mm[c] * [3.0, 5.0, 8.0][c]).sum::<f64>();
+            assert!((world[r] - expected).abs() < 1e-12);
+        }
+        let back = to_index.apply(world);
+        assert!((0..3).all(|d| (back[d] - [3.0, 5.0, 8.0][d]).abs() < 1e-12));
     }
 
     #[test]

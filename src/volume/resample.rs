@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::diffeo::warp::{Outside, sample as sample_field};
 use crate::error::{Error, Result};
-use crate::volume::geometry::{Mat3, Vec3, add, mat_vec, sub};
+use crate::volume::geometry::{Mat3, Vec3, add, mat_vec};
 use crate::volume::{DisplacementField, Geometry, Volume};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +82,7 @@ fn resample_mapped(
     map: impl Fn(usize, Vec3) -> Vec3 + Sync,
 ) -> Volume {
     let to_world: Mat3 = target.index_to_world_matrix();
-    let to_source_index: Mat3 = source.geometry.world_to_index_matrix();
-    let source_origin = source.geometry.origin_mm;
+    let to_source_index = source.geometry.world_to_index_map();
     let [nx, ny, _] = target.shape;
     let mut voxels = vec![0.0f32; target.voxel_count()];
     voxels.par_chunks_mut(nx * ny).enumerate().for_each(|(k, plane)| {
@@ -91,7 +90,7 @@ fn resample_mapped(
             for i in 0..nx {
                 let n = i + nx * (j + ny * k);
                 let world = add(target.origin_mm, mat_vec(&to_world, [i as f64, j as f64, k as f64]));
-                let p = mat_vec(&to_source_index, sub(map(n, world), source_origin));
+                let p = to_source_index.apply(map(n, world));
                 plane[i + nx * j] = sample(source, p, interpolation, fill);
             }
         }
