@@ -4,110 +4,8 @@ use rayon::prelude::*;
 
 use crate::diffeo::VectorField;
 
-/// How a sample outside the grid is treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outside {
-    /// The sample is 0 and masked out.
-    Mask,
-    /// The point is clamped to the grid (the border value extends outwards); used for fields.
-    Clamp,
-}
-
-/// The trilinear cell around a continuous index: the flat index of its lower corner, the
-/// strides to its upper neighbours (0 along an axis of size 1), the fractional position, and
-/// per axis whether the point was inside (1) or clamped onto the border (0).
-struct Cell {
-    origin: usize,
-    strides: [usize; 3],
-    frac: [f32; 3],
-    free: [f32; 3],
-}
-
-#[inline(always)]
-fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
-    let mut free = [1f32; 3];
-    for d in 0..3 {
-        let last = (shape[d] - 1) as f32;
-        let mut x = p[d];
-        if !(x >= 0.0 && x <= last) {
-            match outside {
-                Outside::Mask => return None,
-                Outside::Clamp => {
-                    x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) };
-                    free[d] = 0.0;
-                }
-            }
-        }
-        // x ≥ 0 here, so truncation is the floor (and much cheaper than a floorf call).
-        let b = (x as usize).min(shape[d].saturating_sub(2));
-        base[d] = b;
-        frac[d] = x - b as f32;
-        if shape[d] == 1 {
-            free[d] = 0.0;
-        }
-    }
-    let (nx, nxy) = (shape[0], shape[0] * shape[1]);
-    let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
-    Some(Cell {
-        origin: base[0] + nx * base[1] + nxy * base[2],
-        strides: [step(0, 1), step(1, nx), step(2, nxy)],
-        frac,
-        free,
-    })
-}
-
-impl Cell {
-    /// The eight corner values, indexed by corner bits (x = bit 0, y = bit 1, z = bit 2).
-    #[inline(always)]
-    fn corners(&self, data: &[f32]) -> [f32; 8] {
-        let [sx, sy, sz] = self.strides;
-        std::array::from_fn(|c| data[self.origin + (c & 1) * sx + (c >> 1 & 1) * sy + (c >> 2 & 1) * sz])
-    }
-}
-
-impl Cell {
-    /// The trilinear value of one array, by nested interpolation along x, then y, then z.
-    #[inline(always)]
-    fn lerp(&self, data: &[f32]) -> f32 {
-        let v = self.corners(data);
-        let [fx, fy, fz] = self.frac;
-        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let (c00, c10) = (lerp(v[0], v[1], fx), lerp(v[2], v[3], fx));
-        let (c01, c11) = (lerp(v[4], v[5], fx), lerp(v[6], v[7], fx));
-        lerp(lerp(c00, c10, fy), lerp(c01, c11, fy), fz)
-    }
-
-    /// The trilinear weights of the eight corners, in the order of `corners`.
-    #[inline]
-    fn weights(&self) -> [f32; 8] {
-        let [fx, fy, fz] = self.frac;
-        let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
-        [gx * gy * gz, fx * gy * gz, gx * fy * gz, fx * fy * gz, gx * gy * fz, fx * gy * fz, gx * fy * fz, fx * fy * fz]
-    }
-
-    #[inline]
-    fn offsets(&self) -> [usize; 8] {
-        let [sx, sy, sz] = self.strides;
-        std::array::from_fn(|c| self.origin + (c & 1) * sx + (c >> 1 & 1) * sy + (c >> 2 & 1) * sz)
-    }
-
-    /// Value and derivative with respect to the position, one component.
-    #[inline(always)]
-    fn value_and_slope(&self, data: &[f32]) -> (f32, [f32; 3]) {
-        let [c000, c100, c010, c110, c001, c101, c011, c111] = self.corners(data);
-        let [fx, fy, fz] = self.frac;
-        let (gx, gy, gz) = (1.0 - fx, 1.0 - fy, 1.0 - fz);
-        let value = gz * (gy * (gx * c000 + fx * c100) + fy * (gx * c010 + fx * c110))
-            + fz * (gy * (gx * c001 + fx * c101) + fy * (gx * c011 + fx * c111));
-        let dx = gz * (gy * (c100 - c000) + fy * (c110 - c010)) + fz * (gy * (c101 - c001) + fy * (c111 - c011));
-        let dy = gz * (gx * (c010 - c000) + fx * (c110 - c100)) + fz * (gx * (c011 - c001) + fx * (c111 - c101));
-        let dz = gy * (gx * (c001 - c000) + fx * (c101 - c100)) + fy * (gx * (c011 - c010) + fx * (c111 - c110));
-        let [a, b, c] = self.free;
-        (value, [dx * a, dy * b, dz * c])
-    }
-}
+use crate::volume::trilinear::cell;
+pub use crate::volume::trilinear::{Outside, sample, sample_with_gradient, sample3};
 
 /// The three components of `field` sampled trilinearly at `p`, clamped at the border: one
 /// cell lookup for all three.
@@ -119,28 +17,6 @@ pub fn sample_vector(field: &VectorField, p: [f32; 3]) -> [f32; 3] {
         let data = &field.components[c];
         (0..8).map(|k| w[k] * data[o[k]]).sum()
     })
-}
-
-/// Trilinear value of `data` (x-fastest on `shape`) at continuous index `p`; None outside when
-/// `outside` is `Mask`.
-#[inline]
-pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<f32> {
-    Some(cell(shape, p, outside)?.lerp(data))
-}
-
-/// `sample` of three arrays on one grid (a displacement field's components) at one point,
-/// with one cell lookup: the same values as three calls.
-#[inline]
-pub fn sample3(data: [&[f32]; 3], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<[f32; 3]> {
-    let cell = cell(shape, p, outside)?;
-    Some(data.map(|d| cell.lerp(d)))
-}
-
-/// Trilinear value at `p` and its derivative with respect to `p`, with the border handled as
-/// `sample` does (a clamped axis has zero derivative).
-#[inline(always)]
-pub fn sample_with_gradient(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<(f32, [f32; 3])> {
-    Some(cell(shape, p, outside)?.value_and_slope(data))
 }
 
 /// Adds `g` (one value per component) to the nodes of `target` (on `shape`) that trilinear

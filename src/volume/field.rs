@@ -71,7 +71,7 @@ impl DisplacementField {
 
     /// `at_world` with the world → index map computed once, for loops over many points.
     pub fn world_sampler(&self) -> impl Fn([f64; 3]) -> [f64; 3] + Sync + '_ {
-        use crate::diffeo::warp::{Outside, sample3};
+        use crate::volume::trilinear::{Outside, sample3};
         let to_index = self.geometry.world_to_index_map();
         let components = self.components_mm.each_ref().map(Vec::as_slice);
         move |x| {

@@ -6,6 +6,7 @@ pub mod field;
 pub mod filter;
 pub mod geometry;
 pub mod resample;
+pub mod trilinear;
 
 pub use calibration::Calibration;
 pub use field::DisplacementField;

@@ -5,9 +5,9 @@
 
 use rayon::prelude::*;
 
-use crate::diffeo::warp::{Outside, sample as sample_field};
 use crate::error::{Error, Result};
 use crate::volume::geometry::{Mat3, Vec3, add, mat_vec};
+use crate::volume::trilinear::{Outside, sample as sample_field};
 use crate::volume::{DisplacementField, Geometry, Volume};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
