@@ -179,13 +179,11 @@ fn pull_by_slabs(mask: &RoiMask, forward: &DisplacementField) -> Volume {
     let grid = &forward.geometry;
     let source = &mask.grid;
     let [sx, sy, sz] = source.shape;
-    let [nx, ny, _] = grid.shape;
+    let to_source = source.world_to_index_map();
     let mut voxels = vec![0f32; grid.voxel_count()];
     voxels.par_iter_mut().enumerate().for_each(|(n, out)| {
-        let (i, j, k) = (n % nx, (n / nx) % ny, n / (nx * ny));
-        let u = forward.at(n);
-        let x = grid.index_to_world([i as f64, j as f64, k as f64]);
-        let p = source.world_to_index([x[0] + u[0], x[1] + u[1], x[2] + u[2]]);
+        let (u, x) = (forward.at(n), grid.world_of(n));
+        let p = to_source.apply([x[0] + u[0], x[1] + u[1], x[2] + u[2]]);
         let slice = p[2].round();
         if slice < 0.0
             || slice >= sz as f64

@@ -231,8 +231,8 @@ pub(crate) fn smooth_noise(grid: &Geometry, control_spacing_mm: f64, rng: &mut S
     }
     let smooth =
         Smoother::new(coarse, &SmoothParams { alpha: 1.0, gamma: 1.0, pad: 2, spacing_mm: None }).apply(&noise);
-    DisplacementField::from_fn(grid.clone(), |x| {
-        let index = grid.world_to_index(x);
+    DisplacementField::from_fn_indexed(grid.clone(), |n, _| {
+        let index = grid.index_of(n);
         let p: [f32; 3] =
             std::array::from_fn(|d| (index[d] / (grid.shape[d].max(2) - 1) as f64 * (coarse[d] - 1) as f64) as f32);
         std::array::from_fn(|d| cubic_bspline(&smooth.components[d], coarse, p))

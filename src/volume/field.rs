@@ -64,12 +64,8 @@ impl DisplacementField {
         std::array::from_fn(|d| self.components_mm[d][linear_index] as f64)
     }
 
-    /// The displacement (mm) at world point `x`, trilinear and clamped at the grid's border.
-    pub fn at_world(&self, x: [f64; 3]) -> [f64; 3] {
-        self.world_sampler()(x)
-    }
-
-    /// `at_world` with the world → index map computed once, for loops over many points.
+    /// The displacement (mm) at any world point, trilinear and clamped at the grid's border, with
+    /// the world → index map computed once, for loops over many points.
     pub fn world_sampler(&self) -> impl Fn([f64; 3]) -> [f64; 3] + Sync + '_ {
         use crate::volume::trilinear::{Outside, sample3};
         let to_index = self.geometry.world_to_index_map();
@@ -97,7 +93,7 @@ mod tests {
     use crate::volume::geometry::mat_mul;
 
     #[test]
-    fn at_world_reproduces_a_linear_field_inside_and_clamps_outside() {
+    fn the_world_sampler_reproduces_a_linear_field_inside_and_clamps_outside() {
         let (c, s) = (0.4f64.cos(), 0.4f64.sin());
         let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
         let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
@@ -105,13 +101,14 @@ mod tests {
         // Trilinear interpolation is exact for a field linear in the index, hence in the world point.
         let linear = |x: [f64; 3]| [0.1 * x[0] - 0.05 * x[2] + 1.0, 0.02 * x[1] + 0.5, -0.03 * x[0] + 0.04 * x[1]];
         let field = DisplacementField::from_fn(grid.clone(), linear);
+        let at_world = field.world_sampler();
         let inside = grid.index_to_world([3.3, 4.7, 6.1]);
-        let (got, want) = (field.at_world(inside), linear(inside));
+        let (got, want) = (at_world(inside), linear(inside));
         assert!((0..3).all(|d| (got[d] - want[d]).abs() < 1e-4), "{got:?} vs {want:?}");
         // Beyond the last voxel along i the value is that of the border.
         let beyond = grid.index_to_world([12.0, 4.0, 5.0]);
         let border = linear(grid.index_to_world([7.0, 4.0, 5.0]));
-        let got = field.at_world(beyond);
+        let got = at_world(beyond);
         assert!((0..3).all(|d| (got[d] - border[d]).abs() < 1e-4), "{got:?} vs {border:?}");
     }
 }
