@@ -384,4 +384,16 @@ fn trains_a_correction_of_the_local_estimate_and_registers_with_it() {
     assert!(estimate < 0.8 * no_motion, "validation loss of the estimate {estimate}, of no motion {no_motion}");
     let report = register_with_model(&corrected, &dir.path().join("result"), &[]);
     assert!(report["timings"]["local_estimate_s"].as_f64().is_some_and(|s| s > 0.0), "{}", report["timings"]);
+    // The report says which grid the network and its estimate worked on: the demo's fixed grid
+    // downsampled by the model's resolution factor (a model without grid_mm).
+    let grid = &report["network_grid"];
+    let factor = config["network"]["resolution_factor"].as_u64().unwrap();
+    assert_eq!(grid["factor"].as_u64(), Some(factor), "{grid}");
+    let fixed = report["inputs"].as_array().unwrap().iter().find(|i| i["role"] == "fixed").unwrap();
+    for axis in 0..3 {
+        let (spacing, n) = (fixed["spacing_mm"][axis].as_f64().unwrap(), fixed["shape"][axis].as_u64().unwrap());
+        let voxel = grid["voxel_mm"][axis].as_f64().unwrap();
+        assert!((voxel - spacing * factor as f64).abs() < 1e-9, "{grid} on {fixed}");
+        assert_eq!(grid["shape"][axis].as_u64(), Some(n.div_ceil(factor)), "{grid} on {fixed}");
+    }
 }

@@ -171,6 +171,9 @@ pub struct Report {
     pub metrics: RegistrationMetrics,
     /// The network model used (network and hybrid).
     pub model: Option<String>,
+    /// The grid the network and its local estimate worked on (network and hybrid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_grid: Option<NetworkGrid>,
     /// Which image was blurred by how much (fixed-grid voxels) to match the other's resolution.
     pub resolution_match: Option<ResolutionMatch>,
     /// The map from the fixed image's grey values to the moving image's that the last level
@@ -186,6 +189,22 @@ pub struct Report {
     /// The DICOM outputs (`register --dicom`), if written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dicom: Option<DicomWritten>,
+}
+
+/// The grid a model worked on: the fixed grid downsampled by `factor` (the whole factor closest to
+/// the model's `grid_mm` over the fixed voxels' size), so that a report says how coarse the
+/// network's voxels were on this pair.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetworkGrid {
+    pub factor: usize,
+    pub shape: [usize; 3],
+    pub voxel_mm: [f64; 3],
+}
+
+impl NetworkGrid {
+    fn of(map: &MomentumMap, fixed_spacing_mm: [f64; 3]) -> Self {
+        NetworkGrid { factor: map.factor, shape: map.shape, voxel_mm: fixed_spacing_mm.map(|s| s * map.factor as f64) }
+    }
 }
 
 /// Everything a run produces, in memory.
@@ -640,6 +659,7 @@ pub fn write_outputs(
         deformable_quality: registration.quality.clone(),
         metrics: registration.metrics.clone(),
         model: registration.model.clone(),
+        network_grid: registration.momentum.as_ref().map(|map| NetworkGrid::of(map, fixed.geometry.spacing_mm)),
         resolution_match: registration.resolution,
         intensity_match: registration.intensity.clone(),
         levels_run: registration.history.iter().fold(Vec::new(), |mut levels, record| {
