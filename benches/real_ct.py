@@ -42,6 +42,22 @@ def run(command):
     return result
 
 
+def case_row(case, method, pair, out, rigid):
+    """A row of `evaluate --batch`'s CSV: a registration in OUT of the pair folder PAIR."""
+    return (f"{case},{method},{pair}/fixed.nii.gz,{pair}/moving.nii.gz,{out}/warp_fwd.nii.gz,"
+            f"{out}/warp_inv.nii.gz,{pair}/truth_fwd.nii.gz,{pair}/truth_inv.nii.gz,{rigid}")
+
+
+def evaluate_batch(binary, work, rows):
+    """Judges every row by `diffeoreg evaluate --batch` (WORK/cases.csv, WORK/evaluation/) and
+    returns its metrics.json: one record per row, with `case`, `method` and `evaluation`."""
+    with open(f"{work}/cases.csv", "w") as f:
+        f.write("\n".join(["case,method,fixed,moving,warp,inverse,truth,truth_inverse,rigid"] + rows) + "\n")
+    run([binary, "evaluate", "--batch", f"{work}/cases.csv", "--out", f"{work}/evaluation"])
+    with open(f"{work}/evaluation/metrics.json") as f:
+        return json.load(f)
+
+
 def make_pair(binary, ct, folder, seed, unrelated):
     if not os.path.exists(f"{folder}/truth_fwd.nii.gz"):
         command = [binary, "phantom", "--ct", ct, "--out", folder, "--seed", str(seed), "--varied"]
@@ -121,7 +137,7 @@ def main():
     os.makedirs(work, exist_ok=True)
 
     results = {"ct": args.ct, "methods": methods, "register_args": extra, "pairs": []}
-    rows = ["case,method,fixed,moving,warp,inverse,truth,truth_inverse,rigid"]
+    rows = []
     for seed in sorted(set(seeds) | unrelated):
         case = f"seed{seed}"
         pair = f"{work}/{case}/pair"
@@ -139,15 +155,10 @@ def main():
                 entry["runs"][method] = register_ours(binary, pair, out, method, extra)
             rigid = f"{out}/rigid.tfm" if method not in ("greedy", "niftyreg") and first_rigid is None else ""
             first_rigid = first_rigid or rigid
-            rows.append(f"{case},{method},{pair}/fixed.nii.gz,{pair}/moving.nii.gz,{out}/warp_fwd.nii.gz,"
-                        f"{out}/warp_inv.nii.gz,{pair}/truth_fwd.nii.gz,{pair}/truth_inv.nii.gz,{rigid}")
+            rows.append(case_row(case, method, pair, out, rigid))
         results["pairs"].append(entry)
         print(f"{case}: registered", file=sys.stderr)
-    with open(f"{work}/cases.csv", "w") as f:
-        f.write("\n".join(rows) + "\n")
-    run([binary, "evaluate", "--batch", f"{work}/cases.csv", "--out", f"{work}/evaluation"])
-    with open(f"{work}/evaluation/metrics.json") as f:
-        evaluated = json.load(f)
+    evaluated = evaluate_batch(binary, work, rows)
     by_key = {(r["case"], r["method"]): r["evaluation"] for r in evaluated}
     for entry in results["pairs"]:
         entry["epe"] = {}

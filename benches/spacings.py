@@ -17,14 +17,10 @@ a zero head: the local estimate alone). Writes WORK/results.json.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-
-def run(command):
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode not in (0, 3):
-        sys.exit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from real_ct import case_row, evaluate_batch, run  # noqa: E402
 
 
 def resample_ct(source, spacing, out):
@@ -65,7 +61,7 @@ def main():
             resample_ct(own, float(spacing), path)
         grids.append((spacing, path))
 
-    rows = ["case,method,fixed,moving,warp,inverse,truth,truth_inverse,rigid"]
+    rows = []
     for grid, ct in grids:
         pair = f"{work}/{grid}/pair"
         if not os.path.exists(f"{pair}/truth_fwd.nii.gz"):
@@ -76,14 +72,9 @@ def main():
                 run([binary, "register", "--fixed", f"{pair}/fixed.nii.gz", "--moving", f"{pair}/moving.nii.gz",
                      "--out", out] + extra)
             rigid = f"{out}/rigid.tfm" if index == 0 else ""
-            rows.append(f"{grid},{name},{pair}/fixed.nii.gz,{pair}/moving.nii.gz,{out}/warp_fwd.nii.gz,"
-                        f"{out}/warp_inv.nii.gz,{pair}/truth_fwd.nii.gz,{pair}/truth_inv.nii.gz,{rigid}")
+            rows.append(case_row(grid, name, pair, out, rigid))
         print(f"{grid}: registered", file=sys.stderr)
-    with open(f"{work}/cases.csv", "w") as f:
-        f.write("\n".join(rows) + "\n")
-    run([binary, "evaluate", "--batch", f"{work}/cases.csv", "--out", f"{work}/evaluation"])
-    with open(f"{work}/evaluation/metrics.json") as f:
-        evaluated = json.load(f)
+    evaluated = evaluate_batch(binary, work, rows)
 
     table = {}
     for row in evaluated:
