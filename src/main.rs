@@ -1011,9 +1011,11 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         set!(smooth_gamma, params.smooth.gamma);
         if let Some(passes) = local_prior_passes {
             let offset = local_prior_offset.unwrap_or(false);
+            // With a grid in mm, the estimate's window and spread are in mm too (σ × grid_mm).
             params.network.local_prior = (passes > 0).then(|| diffeoreg::net::local_flow::LocalFlowParams {
                 passes,
                 offset,
+                sigma_unit_mm: grid_mm,
                 ..Default::default()
             });
         } else if local_prior_offset.is_some() {

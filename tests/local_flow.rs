@@ -133,16 +133,49 @@ fn a_translation_of_a_textured_volume_is_recovered_in_a_few_passes() {
         worst
     };
     let length = (t.iter().map(|x| x * x).sum::<f64>()).sqrt();
-    let one = local_displacement(&fixed, &moving, None, SHAPE, FACTOR, &LocalFlowParams::default());
+    let one = local_displacement(&fixed, &moving, None, SHAPE, [1.0; 3], FACTOR, &LocalFlowParams::default());
     let params = LocalFlowParams { passes: 6, ..LocalFlowParams::default() };
-    let velocity = local_velocity(&fixed, &moving, SHAPE, FACTOR, &params, 7, &Silent).unwrap();
+    let velocity = local_velocity(&fixed, &moving, SHAPE, [1.0; 3], FACTOR, &params, 7, &Silent).unwrap();
     let (first, last) = (error_of(&one), error_of(&velocity));
     assert!(first < 0.5 * length, "one pass leaves {first} of {length} voxels");
     assert!(last < 0.03 * length && last < 0.5 * first, "six passes leave {last} voxels (one pass {first})");
 
     // Identical images: no motion (to rounding).
-    let still = local_velocity(&fixed, &fixed, SHAPE, FACTOR, &params, 7, &Silent).unwrap();
+    let still = local_velocity(&fixed, &fixed, SHAPE, [1.0; 3], FACTOR, &params, 7, &Silent).unwrap();
     assert!(still.max_norm() < 1e-9, "{}", still.max_norm());
+}
+
+/// `sigma_unit_mm` (a model's `grid_mm`): the window and the spread are that many millimetres
+/// per unit of σ along each axis, whatever the coarse voxel's size there (closed form); a
+/// model config without it (before session 22) keeps them in coarse voxels; on a grid whose
+/// coarse voxel is that unit along every axis both give the same estimate to the bit, and on
+/// anisotropic voxels they differ.
+#[test]
+fn window_and_spread_in_millimetres_follow_each_axis_voxel_size() {
+    let coarse_mm = [3.828, 3.828, 6.0];
+    let mm = LocalFlowParams { sigma_unit_mm: Some(4.45), ..LocalFlowParams::default() };
+    let (window, spread) = mm.sigmas(coarse_mm);
+    for (got, sigma) in [(window, 0.7), (spread, 3.0)] {
+        for axis in 0..3 {
+            let expected = sigma * 4.45 / coarse_mm[axis];
+            assert!((got[axis] as f64 - expected).abs() < 1e-5, "axis {axis}: {got:?}, expected {expected}");
+        }
+    }
+    let older: LocalFlowParams =
+        serde_json::from_str(r#"{"window": 0.7, "spread": 3.0, "regularisation": 0.01, "passes": 10}"#).unwrap();
+    assert_eq!(older.sigma_unit_mm, None);
+    assert_eq!(older.sigmas(coarse_mm), ([0.7; 3], [3.0; 3]));
+
+    let (fixed, moving) = (sampled([0.0; 3]), sampled([1.2, -0.8, 0.5]));
+    let in_unit = LocalFlowParams { sigma_unit_mm: Some(2.0), ..LocalFlowParams::default() };
+    let estimate = |spacing: [f64; 3], params: &LocalFlowParams| {
+        local_displacement(&fixed, &moving, None, SHAPE, spacing, FACTOR, params).components
+    };
+    // Voxels of 0.5 mm, coarse voxels of 2 mm: σ × 2 mm ÷ 2 mm is σ coarse voxels.
+    let in_voxels = estimate([0.5; 3], &LocalFlowParams::default());
+    assert_eq!(estimate([0.5; 3], &in_unit), in_voxels);
+    assert_ne!(estimate([0.5, 0.5, 1.0], &in_unit), in_voxels);
+    assert_eq!(estimate([0.5, 0.5, 1.0], &LocalFlowParams::default()), in_voxels);
 }
 
 /// With `offset`, a grey-value offset between the images (a pseudo-CT's bias) reads as no
@@ -154,11 +187,11 @@ fn an_estimate_that_solves_for_an_offset_ignores_it_and_still_finds_the_motion()
     let plain = LocalFlowParams { passes: 4, ..LocalFlowParams::default() };
     let offset = LocalFlowParams { offset: true, ..plain.clone() };
     let still = shifted([0.0; 3]);
-    let moved = local_velocity(&fixed, &still, SHAPE, FACTOR, &plain, 7, &Silent).unwrap().max_norm();
-    let kept = local_velocity(&fixed, &still, SHAPE, FACTOR, &offset, 7, &Silent).unwrap().max_norm();
+    let moved = local_velocity(&fixed, &still, SHAPE, [1.0; 3], FACTOR, &plain, 7, &Silent).unwrap().max_norm();
+    let kept = local_velocity(&fixed, &still, SHAPE, [1.0; 3], FACTOR, &offset, 7, &Silent).unwrap().max_norm();
     assert!(moved > 0.1 && kept < 0.02 * moved, "plain {moved} voxels, with the offset solved for {kept}");
     let t = [1.2, -0.8, 0.5];
-    let velocity = local_velocity(&fixed, &shifted(t), SHAPE, FACTOR, &offset, 7, &Silent).unwrap();
+    let velocity = local_velocity(&fixed, &shifted(t), SHAPE, [1.0; 3], FACTOR, &offset, 7, &Silent).unwrap();
     let coarse = level_shape(SHAPE, FACTOR);
     let centre = velocity.at(coarse[0] / 2 + coarse[0] * (coarse[1] / 2 + coarse[1] * (coarse[2] / 2)));
     let error: f64 = (0..3).map(|a| (centre[a] as f64 * FACTOR as f64 - t[a]).powi(2)).sum::<f64>().sqrt();
@@ -184,7 +217,7 @@ fn an_untrained_network_with_a_local_prior_predicts_the_estimate_itself() {
     let device = Device::flex();
     let spec = ModelSpec::new(config.clone(), SmoothParams::default(), 7);
     let model = Model { network: config.init(&device), spec, source: "test".into() };
-    let expected = local_velocity(&fixed, &moving, SHAPE, FACTOR, &local, 7, &Silent).unwrap();
+    let expected = local_velocity(&fixed, &moving, SHAPE, [1.0; 3], FACTOR, &local, 7, &Silent).unwrap();
     assert!(expected.max_norm() > 0.1, "the estimate moves");
     // The network's head starts at zero: it adds nothing, however often it predicts.
     for cascade in [1, 2] {

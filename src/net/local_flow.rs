@@ -6,13 +6,14 @@
 //!
 //! - per full-resolution voxel, d = moving − fixed and g = ∇(fixed + moving)/2 (central
 //!   differences, one-sided at the grid's faces) in voxels of the coarse grid;
-//! - d·g and g·gᵀ averaged over each coarse voxel's box, then blurred by a Gaussian of
-//!   `window` coarse voxels (the Lucas–Kanade window);
+//! - d·g and g·gᵀ averaged over each coarse voxel's box, then blurred by a Gaussian of σ
+//!   `window` (the Lucas–Kanade window; σ in units of `sigma_unit_mm` along each axis, or in
+//!   coarse voxels for models without it, as `spread` below);
 //! - the displacement that cancels d to first order, u = −(T + εI)⁻¹ Σ d·g, with
 //!   ε = `regularisation` × the grid's mean trace / 3;
 //! - its confidence c = det(T + εI) / tr(T + εI)² (largest where the slopes point every way,
 //!   near zero along an edge or in flat tissue), and u spread by normalised convolution,
-//!   G(c·u) / G(c) with a Gaussian of `spread` coarse voxels, so that flat regions take the
+//!   G(c·u) / G(c) with a Gaussian of σ `spread`, so that flat regions take the
 //!   motion of the edges around them.
 //!
 //! Measured on held-out phantoms (README, "Local prior"): about half the rigid stage's error
@@ -27,7 +28,7 @@ use crate::diffeo::pyramid::{level_shape, refined_at};
 use crate::diffeo::warp::warp_image_by;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::volume::filter::gaussian_blur;
+use crate::volume::filter::gaussian_blur_per_axis;
 use crate::volume::geometry::{det3, inverse3, mat_vec};
 
 /// Values `pooled_products` gives per coarse voxel.
@@ -41,19 +42,46 @@ pub struct LocalFlowParams {
     /// motion across every faint slope. (Absent from older models: off.)
     #[serde(default)]
     pub offset: bool,
-    /// Gaussian σ of the Lucas–Kanade window, in voxels of the coarse grid.
+    /// Gaussian σ of the Lucas–Kanade window, in units of `sigma_unit_mm` (coarse voxels when
+    /// that is absent).
     pub window: f32,
-    /// Gaussian σ of the normalised convolution that spreads each pass's estimate, coarse voxels.
+    /// Gaussian σ of the normalised convolution that spreads each pass's estimate, in the same
+    /// units.
     pub spread: f32,
     /// ε of T + εI as a fraction of the mean trace of T / 3.
     pub regularisation: f32,
     /// Passes: estimate, add, warp the moving image by the sum, estimate again.
     pub passes: usize,
+    /// The length, mm, that a σ of one stands for (a model's `grid_mm`): along each axis the
+    /// window and spread are then σ × this ÷ the coarse voxel's size there, so that they cover
+    /// the same tissue on any grid, however anisotropic its voxels. Absent (models before
+    /// session 22): σ in coarse voxels along every axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma_unit_mm: Option<f64>,
 }
 
 impl Default for LocalFlowParams {
     fn default() -> Self {
-        LocalFlowParams { offset: false, window: 0.7, spread: 3.0, regularisation: 0.01, passes: 10 }
+        LocalFlowParams {
+            offset: false,
+            window: 0.7,
+            spread: 3.0,
+            regularisation: 0.01,
+            passes: 10,
+            sigma_unit_mm: None,
+        }
+    }
+}
+
+impl LocalFlowParams {
+    /// The window's and the spread's σ along each axis, voxels of a coarse grid whose voxels
+    /// are `coarse_spacing_mm`.
+    pub fn sigmas(&self, coarse_spacing_mm: [f64; 3]) -> ([f32; 3], [f32; 3]) {
+        let per_axis = |sigma: f32| match self.sigma_unit_mm {
+            Some(unit) => coarse_spacing_mm.map(|s| (sigma as f64 * unit / s) as f32),
+            None => [sigma; 3],
+        };
+        (per_axis(self.window), per_axis(self.spread))
     }
 }
 
@@ -150,16 +178,18 @@ pub fn local_displacement(
     moving: &[f32],
     inside: Option<&[bool]>,
     shape: [usize; 3],
+    spacing_mm: [f64; 3],
     factor: usize,
     params: &LocalFlowParams,
 ) -> VectorField {
     let coarse = level_shape(shape, factor);
+    let (window, spread) = params.sigmas(spacing_mm.map(|s| s * factor as f64));
     let products = pooled_products(fixed, moving, inside, shape, factor);
     // The window means of d and g (the last four values) are needed only to solve for an offset.
     let used = if params.offset { POOLED } else { 9 };
     let mut channels: Vec<Vec<f32>> = (0..used).map(|c| products.iter().map(|p| p[c]).collect()).collect();
     for channel in &mut channels {
-        gaussian_blur(channel, coarse, params.window);
+        gaussian_blur_per_axis(channel, coarse, window);
     }
     if params.offset {
         // Relative to the window's means: E[(d − d̄) g] = E[dg] − d̄ ḡ, and the slopes' covariance
@@ -197,10 +227,10 @@ pub fn local_displacement(
     let mut confidence: Vec<f32> = solved.iter().map(|s| s.1).collect();
     let components = std::array::from_fn(|axis| {
         let mut weighted: Vec<f32> = solved.iter().map(|(u, c)| u[axis] * c).collect();
-        gaussian_blur(&mut weighted, coarse, params.spread);
+        gaussian_blur_per_axis(&mut weighted, coarse, spread);
         weighted
     });
-    gaussian_blur(&mut confidence, coarse, params.spread);
+    gaussian_blur_per_axis(&mut confidence, coarse, spread);
     let components = components.map(|weighted: Vec<f32>| {
         weighted.iter().zip(&confidence).map(|(w, c)| if *c > 1e-20 { w / c } else { 0.0 }).collect()
     });
@@ -214,6 +244,7 @@ pub fn local_velocity(
     fixed: &[f32],
     moving: &[f32],
     shape: [usize; 3],
+    spacing_mm: [f64; 3],
     factor: usize,
     params: &LocalFlowParams,
     steps: u32,
@@ -223,13 +254,13 @@ pub fn local_velocity(
     for pass in 0..params.passes {
         progress.check_cancelled()?;
         let step = if pass == 0 {
-            local_displacement(fixed, moving, None, shape, factor, params)
+            local_displacement(fixed, moving, None, shape, spacing_mm, factor, params)
         } else {
             // The coarse displacement refined voxel by voxel as the image is warped (the same
             // values as `refine_field`, without a full-resolution field in memory).
             let displacement = exp(&velocity, steps);
             let (warped, inside) = warp_image_by(moving, shape, |index| refined_at(&displacement, index, factor, 1));
-            local_displacement(fixed, &warped, Some(&inside), shape, factor, params)
+            local_displacement(fixed, &warped, Some(&inside), shape, spacing_mm, factor, params)
         };
         velocity.add_scaled(1.0, &step);
         progress.advance(1);

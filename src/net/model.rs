@@ -106,7 +106,7 @@ impl ModelSpec {
         let prior = match &self.network.local_prior {
             Some(local) => {
                 progress.start_stage("local estimate", local.passes as u64);
-                Some(local_velocity(&fixed, &moving, shape, factor, local, self.steps, progress)?)
+                Some(local_velocity(&fixed, &moving, shape, spacing_mm, factor, local, self.steps, progress)?)
             }
             None => None,
         };
