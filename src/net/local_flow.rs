@@ -240,6 +240,7 @@ pub fn local_displacement(
 /// The local estimate of the velocity taking `moving` onto `fixed` (one grid of `shape`), on
 /// the grid downsampled by `factor`, in its voxels: `params.passes` passes, the moving image
 /// warped by exp of the sum before each but the first (`steps` squarings).
+#[allow(clippy::too_many_arguments)]
 pub fn local_velocity(
     fixed: &[f32],
     moving: &[f32],
