@@ -242,7 +242,8 @@ enum Command {
         resolution_factor: Option<usize>,
         /// The size of the network's voxels, mm: each pair is downsampled by the whole factor
         /// closest to it ÷ its voxel size (geometric mean), at training and at registration, so
-        /// that one model serves 0.5–2 mm grids; without it, always by --resolution-factor
+        /// that one model serves 0.5–2 mm grids, and a local prior's window and spread are σ × this
+        /// many mm along each axis; without it, always by --resolution-factor (σ in coarse voxels)
         #[arg(long)]
         grid_mm: Option<f64>,
         /// Factor on the network's output (momentum), for faster learning.
