@@ -58,6 +58,12 @@ pub struct LocalFlowParams {
     /// session 22): σ in coarse voxels along every axis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigma_unit_mm: Option<f64>,
+    /// Leave out the voxels where the moving image has no data (beyond its field of view, after
+    /// the rigid alignment): there the resampled moving image is air, and tissue of the fixed
+    /// image facing it read as motion, the larger the nearer the end of the field of view.
+    /// (Absent from models before session 23: every voxel counted.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub field_of_view: bool,
 }
 
 impl Default for LocalFlowParams {
@@ -69,6 +75,7 @@ impl Default for LocalFlowParams {
             regularisation: 0.01,
             passes: 10,
             sigma_unit_mm: None,
+            field_of_view: false,
         }
     }
 }
@@ -239,11 +246,14 @@ pub fn local_displacement(
 
 /// The local estimate of the velocity taking `moving` onto `fixed` (one grid of `shape`), on
 /// the grid downsampled by `factor`, in its voxels: `params.passes` passes, the moving image
-/// warped by exp of the sum before each but the first (`steps` squarings).
+/// warped by exp of the sum before each but the first (`steps` squarings). With
+/// `params.field_of_view`, the voxels where `covered` is false (the moving image has no data
+/// there: its field of view ends) are left out of every pass, wherever the warp carries them.
 #[allow(clippy::too_many_arguments)]
 pub fn local_velocity(
     fixed: &[f32],
     moving: &[f32],
+    covered: Option<&[bool]>,
     shape: [usize; 3],
     spacing_mm: [f64; 3],
     factor: usize,
@@ -251,16 +261,24 @@ pub fn local_velocity(
     steps: u32,
     progress: &dyn Progress,
 ) -> Result<VectorField> {
+    let covered = covered.filter(|_| params.field_of_view);
     let mut velocity = VectorField::zeros(level_shape(shape, factor));
     for pass in 0..params.passes {
         progress.check_cancelled()?;
         let step = if pass == 0 {
-            local_displacement(fixed, moving, None, shape, spacing_mm, factor, params)
+            local_displacement(fixed, moving, covered, shape, spacing_mm, factor, params)
         } else {
             // The coarse displacement refined voxel by voxel as the image is warped (the same
             // values as `refine_field`, without a full-resolution field in memory).
             let displacement = exp(&velocity, steps);
-            let (warped, inside) = warp_image_by(moving, shape, |index| refined_at(&displacement, index, factor, 1));
+            let at = |index| refined_at(&displacement, index, factor, 1);
+            let (warped, mut inside) = warp_image_by(moving, shape, at);
+            if let Some(covered) = covered {
+                // Inside only where every voxel the sample interpolates from is covered.
+                let share: Vec<f32> = covered.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
+                let (share, _) = warp_image_by(&share, shape, at);
+                inside.iter_mut().zip(share).for_each(|(inside, share)| *inside &= share > 0.999);
+            }
             local_displacement(fixed, &warped, Some(&inside), shape, spacing_mm, factor, params)
         };
         velocity.add_scaled(1.0, &step);

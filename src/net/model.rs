@@ -81,11 +81,14 @@ impl ModelSpec {
     /// image rigidly aligned and resampled onto the fixed grid): the pair matched at the
     /// alignment (a network with `matched_input`), the closed-form local estimate (a network
     /// with `local_prior`) and the input channels on the network's grid, made with the moving
-    /// image warped by that estimate.
+    /// image warped by that estimate. `covered`: where the moving image has data
+    /// (`register::pipeline::RigidlyAligned::moving_coverage`), which an estimate with
+    /// `field_of_view` keeps to.
     pub fn prepare_input(
         &self,
         fixed: &[f32],
         moving: &[f32],
+        covered: Option<&[bool]>,
         shape: [usize; 3],
         spacing_mm: [f64; 3],
         progress: &dyn Progress,
@@ -106,7 +109,7 @@ impl ModelSpec {
         let prior = match &self.network.local_prior {
             Some(local) => {
                 progress.start_stage("local estimate", local.passes as u64);
-                Some(local_velocity(&fixed, &moving, shape, spacing_mm, factor, local, self.steps, progress)?)
+                Some(local_velocity(&fixed, &moving, covered, shape, spacing_mm, factor, local, self.steps, progress)?)
             }
             None => None,
         };

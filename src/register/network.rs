@@ -135,6 +135,7 @@ pub struct PredictionTimings {
 pub fn predict_velocity(
     fixed: &[f32],
     moving: &[f32],
+    covered: Option<&[bool]>,
     shape: [usize; 3],
     spacing_mm: [f64; 3],
     model: &Model,
@@ -154,7 +155,7 @@ pub fn predict_velocity(
     let spec = &model.spec;
     let tiling = Tiling { patch: params.tile, margin: params.margin };
     let clock = std::time::Instant::now();
-    let input = spec.prepare_input(fixed, moving, shape, spacing_mm, progress)?;
+    let input = spec.prepare_input(fixed, moving, covered, shape, spacing_mm, progress)?;
     let local_estimate_s = clock.elapsed().as_secs_f64();
     let level = input.level;
     progress.start_stage("predicting momentum", (tiles(level, tiling).len() * params.cascade) as u64);

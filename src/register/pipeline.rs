@@ -28,9 +28,9 @@ use crate::register::network::{MomentumMap, NetworkParams, load as load_network,
 use crate::register::optimize::{IterationRecord, OptimizeParams, optimize_from};
 use crate::register::qa_report::write_report_html;
 use crate::rigid::{RigidParams, RigidResult, align};
-use crate::volume::geometry::{add, norm, sub};
+use crate::volume::geometry::{Vec3, add, norm, sub};
 use crate::volume::resample::{Interpolation, resample_mapped_by, warp_through_field};
-use crate::volume::{Calibration, DisplacementField, Volume};
+use crate::volume::{Calibration, DisplacementField, Geometry, Volume};
 
 /// Version of the report.json layout; bumped whenever a field changes meaning or goes away.
 pub const REPORT_SCHEMA_VERSION: u32 = 3;
@@ -253,7 +253,7 @@ pub fn register_volumes(
         resample_s: aligned.resample_s,
         ..Timings::default()
     };
-    let (fixed_density, moving_on_fixed, rigid) = (aligned.fixed_density, aligned.moving_on_fixed, aligned.rigid);
+    let RigidlyAligned { fixed_density, moving_on_fixed, moving_coverage, rigid, .. } = aligned;
     let transform = rigid.transform.clone();
     let mut clock = Instant::now();
 
@@ -267,6 +267,7 @@ pub fn register_volumes(
             let (predicted, statistics, map, seconds) = predict_velocity(
                 &fixed_density.voxels,
                 &moving_on_fixed.voxels,
+                Some(&moving_coverage),
                 shape,
                 fixed.geometry.spacing_mm,
                 &loaded,
@@ -404,6 +405,10 @@ pub struct RigidlyAligned {
     pub fixed_density: Volume,
     /// The moving image's density resampled onto the fixed grid through the rigid transform.
     pub moving_on_fixed: Volume,
+    /// Per fixed voxel: whether the moving image has data there (the rigid transform takes it
+    /// within the moving grid's voxel centres). Elsewhere `moving_on_fixed` is filled with air,
+    /// which is no evidence of anything: a pseudo-CT's field of view rarely matches the CT's.
+    pub moving_coverage: Vec<bool>,
     pub rigid: RigidResult,
     pub calibrate_s: f64,
     pub rigid_s: f64,
@@ -437,8 +442,24 @@ pub fn align_rigidly(
     let transform = rigid.transform.clone();
     let moving_on_fixed =
         resample_mapped_by(&moving_density, &fixed.geometry, Interpolation::Linear, 0.0, |x| transform.apply(x));
+    let moving_coverage = coverage(&fixed.geometry, &moving.geometry, |x| transform.apply(x));
     let resample_s = lap(&mut clock);
-    Ok(RigidlyAligned { fixed_density, moving_on_fixed, rigid, calibrate_s, rigid_s, resample_s })
+    Ok(RigidlyAligned { fixed_density, moving_on_fixed, moving_coverage, rigid, calibrate_s, rigid_s, resample_s })
+}
+
+/// Per voxel of `target`: whether `map` takes its centre within the voxel centres of `source`
+/// (where interpolation sees only the source's own values).
+pub fn coverage(target: &Geometry, source: &Geometry, map: impl Fn(Vec3) -> Vec3 + Sync) -> Vec<bool> {
+    use rayon::prelude::*;
+    let to_source = source.world_to_index_map();
+    let tolerance = 1e-3;
+    (0..target.voxel_count())
+        .into_par_iter()
+        .map(|n| {
+            let p = to_source.apply(map(target.world_of(n)));
+            (0..3).all(|d| p[d] >= -tolerance && p[d] <= source.shape[d] as f64 - 1.0 + tolerance)
+        })
+        .collect()
 }
 
 /// A deformation in both directions, rigid part included, and how it looks.
@@ -734,6 +755,28 @@ mod tests {
     use super::*;
     use crate::metrics::evaluation::DirectionMetrics;
     use crate::metrics::{ImageAgreement, JacobianStats};
+
+    /// A moving grid shorter along z and shifted: the fixed voxels whose centres map within
+    /// its voxel centres, and no others, are covered (counted by hand), and the rigid map moves
+    /// the covered slab with it.
+    #[test]
+    fn coverage_is_where_the_map_lands_within_the_source_voxel_centres() {
+        let fixed = Geometry::axis_aligned([10, 8, 20], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0]).unwrap();
+        // Centres at z = 9, 12, ..., 36 mm: fixed slices 5 (10 mm) to 18 (36 mm).
+        let moving = Geometry::axis_aligned([10, 8, 10], [2.0, 2.0, 3.0], [0.0, 0.0, 9.0]).unwrap();
+        let covered = coverage(&fixed, &moving, |x| x);
+        let slices = |covered: &[bool]| -> Vec<usize> {
+            (0..20).filter(|&k| (0..80).all(|n| covered[n + 80 * k])).collect::<Vec<_>>()
+        };
+        assert_eq!(slices(&covered), (5..=18).collect::<Vec<_>>());
+        assert_eq!(covered.iter().filter(|&&c| c).count(), 14 * 80);
+        // Fixed point x lands on moving point x + 4 mm along z: slices 3 to 16.
+        let shifted = coverage(&fixed, &moving, |x| [x[0], x[1], x[2] + 4.0]);
+        assert_eq!(slices(&shifted), (3..=16).collect::<Vec<_>>());
+        // Half a voxel off along x: the last column falls outside.
+        let off = coverage(&fixed, &moving, |x| [x[0] + 1.0, x[1], x[2]]);
+        assert!((0..fixed.voxel_count()).all(|n| off[n] == (covered[n] && n % 10 != 9)));
+    }
 
     fn with_mse(forward: f64, backward: f64) -> Evaluation {
         let direction = |mse| DirectionMetrics {

@@ -145,7 +145,14 @@ pub fn prepare_pair(
         downsample(&body, shape, factor)
     });
     let prepared = spec
-        .prepare_input(&aligned.fixed_density.voxels, &aligned.moving_on_fixed.voxels, shape, spacing_mm, progress)
+        .prepare_input(
+            &aligned.fixed_density.voxels,
+            &aligned.moving_on_fixed.voxels,
+            Some(&aligned.moving_coverage),
+            shape,
+            spacing_mm,
+            progress,
+        )
         .map_err(|e| Error::Invalid(format!("training pair {name}: {e}")))?;
     // A network with a local prior learns what that estimate leaves.
     let target = match (&prepared.prior, target) {
