@@ -262,6 +262,11 @@ pub fn local_velocity(
     progress: &dyn Progress,
 ) -> Result<VectorField> {
     let covered = covered.filter(|_| params.field_of_view);
+    // Where the moving image has no data it is NaN here, so that every warped sample that
+    // interpolates from there is NaN too, and left out.
+    let masked: Option<Vec<f32>> =
+        covered.map(|covered| moving.iter().zip(covered).map(|(&v, &c)| if c { v } else { f32::NAN }).collect());
+    let source = masked.as_deref().unwrap_or(moving);
     let mut velocity = VectorField::zeros(level_shape(shape, factor));
     for pass in 0..params.passes {
         progress.check_cancelled()?;
@@ -271,13 +276,13 @@ pub fn local_velocity(
             // The coarse displacement refined voxel by voxel as the image is warped (the same
             // values as `refine_field`, without a full-resolution field in memory).
             let displacement = exp(&velocity, steps);
-            let at = |index| refined_at(&displacement, index, factor, 1);
-            let (warped, mut inside) = warp_image_by(moving, shape, at);
-            if let Some(covered) = covered {
-                // Inside only where every voxel the sample interpolates from is covered.
-                let share: Vec<f32> = covered.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
-                let (share, _) = warp_image_by(&share, shape, at);
-                inside.iter_mut().zip(share).for_each(|(inside, share)| *inside &= share > 0.999);
+            let (mut warped, mut inside) =
+                warp_image_by(source, shape, |index| refined_at(&displacement, index, factor, 1));
+            if masked.is_some() {
+                warped.iter_mut().zip(&mut inside).filter(|(v, _)| v.is_nan()).for_each(|(v, inside)| {
+                    *v = 0.0;
+                    *inside = false;
+                });
             }
             local_displacement(fixed, &warped, Some(&inside), shape, spacing_mm, factor, params)
         };
