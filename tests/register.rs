@@ -215,3 +215,38 @@ fn a_register_folder_reads_back_and_names_changed_inputs() {
     let error = read_outputs(&out, &diffeoreg::progress::Silent).err().unwrap().to_string();
     assert!(error.contains("report.json") && error.contains("schema 2"), "{error}");
 }
+
+/// A pseudo-CT whose field of view ends inside the head: the run says how much of the fixed
+/// body it does not cover (the pair as given, uncropped, gives no warning: above).
+#[test]
+fn a_moving_image_that_covers_part_of_the_body_is_named_in_the_warnings() {
+    use diffeoreg::volume::{Geometry, Volume};
+    let ct = synthetic_head([80, 96, 88], [2.5, 2.5, 2.5]);
+    let phantom = make_phantom(&ct, &PhantomParams { seed: 11, ..PhantomParams::default() }).unwrap();
+    // The moving image from its slice 30 up: the lower third of the head is missing.
+    let g = &phantom.moving.geometry;
+    let [nx, ny, nz] = g.shape;
+    let first = 30;
+    let geometry =
+        Geometry::new([nx, ny, nz - first], g.spacing_mm, g.index_to_world([0.0, 0.0, first as f64]), g.direction)
+            .unwrap();
+    let cropped = Volume::new(geometry, phantom.moving.voxels[nx * ny * first..].to_vec()).unwrap();
+    let mut params = RegisterParams::default();
+    (params.optimize.levels, params.optimize.iterations) = (vec![4], vec![5]);
+    let result = register_volumes(&phantom.fixed, &cropped, &params, &Silent).unwrap();
+    let warning = result.warnings.iter().find(|w| w.contains("no data for")).unwrap_or_else(|| {
+        panic!("no field-of-view warning among {:?}", result.warnings);
+    });
+    let share: f64 = warning.split("no data for ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    // The fixed body whose rigidly aligned point falls below slice 30 of the whole moving grid.
+    let fixed = &phantom.fixed;
+    let body: Vec<usize> = (0..fixed.voxels.len()).filter(|&n| fixed.voxels[n] > -500.0).collect();
+    let to_moving = g.world_to_index_map();
+    let below = body
+        .iter()
+        .filter(|&&n| to_moving.apply(result.rigid.transform.apply(fixed.geometry.world_of(n)))[2] < first as f64)
+        .count() as f64
+        / body.len() as f64;
+    println!("{warning} (body below slice {first}: {:.1} %)", 100.0 * below);
+    assert!((share - 100.0 * below).abs() < 2.0, "{share} % reported, {:.1} % below the cut", 100.0 * below);
+}

@@ -357,17 +357,17 @@ pub fn register_volumes(
     let fixed_warped = warp_through_field(fixed, &warp_inv, Interpolation::Linear, fill(fixed))?;
     timings.warp_s = lap(&mut clock);
 
+    let body = body_mask(fixed, &params.calibration);
+    if let Some(warning) = uncovered_body_warning(&body, &moving_coverage) {
+        warnings.push(warning);
+    }
     let verdict = judge(
         &VerdictInputs {
             result: &metrics.result,
             reference: Some(("rigid alignment alone", &metrics.rigid)),
             reference_is_aligned: true,
             max_deformation_mm: quality.max_deformation_mm,
-            body_extent_mm: mask_extent_mm(
-                &body_mask(fixed, &params.calibration),
-                fixed.geometry.shape,
-                fixed.geometry.spacing_mm,
-            ),
+            body_extent_mm: mask_extent_mm(&body, fixed.geometry.shape, fixed.geometry.spacing_mm),
         },
         &VerdictLimits::default(),
     );
@@ -445,6 +445,25 @@ pub fn align_rigidly(
     let moving_coverage = coverage(&fixed.geometry, &moving.geometry, |x| transform.apply(x));
     let resample_s = lap(&mut clock);
     Ok(RigidlyAligned { fixed_density, moving_on_fixed, moving_coverage, rigid, calibrate_s, rigid_s, resample_s })
+}
+
+/// Share of the fixed image's body beyond the moving image's field of view above which the run
+/// warns: there the deformation is carried over from the tissue around, not measured.
+pub const UNCOVERED_BODY_WARNING: f64 = 0.05;
+
+/// The warning for a fixed body (`body`) of which more than `UNCOVERED_BODY_WARNING` has no
+/// moving data after the rigid alignment (`covered`), naming the share.
+pub fn uncovered_body_warning(body: &[bool], covered: &[bool]) -> Option<String> {
+    let total = body.iter().filter(|&&b| b).count();
+    let uncovered = body.iter().zip(covered).filter(|&(&b, &c)| b && !c).count();
+    let share = uncovered as f64 / total.max(1) as f64;
+    (share > UNCOVERED_BODY_WARNING).then(|| {
+        format!(
+            "the moving image has no data for {:.1} % of the fixed image's body (beyond its field of view after \
+             the rigid alignment): the deformation there is carried over from the tissue around it, not measured",
+            100.0 * share
+        )
+    })
 }
 
 /// Per voxel of `target`: whether `map` takes its centre within the voxel centres of `source`
