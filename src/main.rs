@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// optimize (direct optimisation, any pair), network (the trained model's patch-wise
-        /// prediction) or hybrid (the network, then a short optimisation).
+        /// prediction) or hybrid (the network, then an optimisation started from its prediction).
         #[arg(long, default_value = "optimize")]
         method: String,
         /// Model folder for network/hybrid (config.json, weights.bpk); default: the built-in model.
@@ -142,11 +142,19 @@ enum Command {
         #[arg(long)]
         similarity_radius: Option<u32>,
         /// Hybrid: levels and iterations of the optimisation that refines the network's
-        /// prediction (default 1 and 40).
+        /// prediction (default 2,1 and 60,70).
         #[arg(long, value_delimiter = ',')]
         hybrid_levels: Option<Vec<usize>>,
         #[arg(long, value_delimiter = ',')]
         hybrid_iterations: Option<Vec<usize>>,
+        /// Hybrid: charge the regulariser with the whole velocity, the network's start included
+        /// (true), or only with what the refinement adds to it (false).
+        #[arg(long)]
+        hybrid_regularise_start: Option<bool>,
+        /// Optimize and hybrid: compare the images only where the moving image has data after
+        /// the rigid alignment (true), or everywhere (false).
+        #[arg(long)]
+        field_of_view: Option<bool>,
     },
     /// Measure a registration made by any tool (SPEC §7): NMI, MSE, MAE, tissue Dice, folding,
     /// Jacobian, inverse consistency, and endpoint error against a ground truth. Writes
@@ -415,6 +423,8 @@ fn run(cli: Cli) -> Result<()> {
             similarity_radius,
             hybrid_levels,
             hybrid_iterations,
+            hybrid_regularise_start,
+            field_of_view,
         } => {
             stop_on_ctrl_c(&cancel);
             let progress = TerminalProgress::new(cancel.clone(), true);
@@ -458,6 +468,8 @@ fn run(cli: Cli) -> Result<()> {
                 parse_similarity(similarity.as_deref(), similarity_a, similarity_radius, energy.similarity)?;
             hybrid_levels.inspect(|v| params.network.hybrid_levels = v.clone());
             hybrid_iterations.inspect(|v| params.network.hybrid_iterations = v.clone());
+            hybrid_regularise_start.inspect(|&v| params.network.hybrid_regularise_start = v);
+            field_of_view.inspect(|&v| params.optimize.field_of_view = v);
             use diffeoreg::rigid::RigidMetric;
             match rigid_metric.as_deref() {
                 None => {}

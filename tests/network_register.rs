@@ -57,12 +57,11 @@ fn network_and_hybrid_register_a_held_out_phantom() {
     assert!((tiled_epe - network_epe).abs() < 0.05, "tiles 28: {tiled_epe:.3} mm, one tile: {network_epe:.3} mm");
 
     // The refinement compares grey values as they are (the optimiser's default since real-CT
-    // pairs decided it): on this synthetic phantom it no longer improves on the network's
-    // endpoint error (measured: network 1.304, hybrid 1.322 mm; with the grey-value map 1.350
-    // and 1.195 mm; since session 22's estimate in millimetres network 1.287, hybrid 1.372 mm),
-    // though it makes the images agree better, which is all hybrid promises (it returns the
-    // network's start otherwise). On the real-CT pairs it improves on the network on every
-    // held-out pair (README).
+    // pairs decided it). Until session 23 it kept the prediction as a fixed base and refined it
+    // for 40 full-resolution iterations, which on this phantom did not improve on the network's
+    // endpoint error (network 1.287, hybrid 1.372 mm). Since session 24 it runs at 1/2 then full
+    // resolution with the prediction charged by the regulariser: 1.169 mm. On the real-CT pairs
+    // it improves on the network on every held-out pair (README).
     let hybrid = RegisterParams { method: Method::Hybrid, ..RegisterParams::default() };
     let (hybrid_result, hybrid_epe) = error(&hybrid);
     assert_eq!(hybrid_result.quality.folding_voxels, 0);
@@ -71,7 +70,7 @@ fn network_and_hybrid_register_a_held_out_phantom() {
     };
     assert!(mse(&hybrid_result) <= mse(&result), "MSE: network {}, hybrid {}", mse(&result), mse(&hybrid_result));
     assert!(
-        hybrid_epe < 1.1 * network_epe && hybrid_epe < 0.5 * rigid_epe,
+        hybrid_epe < network_epe && hybrid_epe < 0.5 * rigid_epe,
         "rigid {rigid_epe:.3}, network {network_epe:.3}, hybrid {hybrid_epe:.3} mm"
     );
     eprintln!(

@@ -339,6 +339,9 @@ fn registration_section(app: &mut DiffeoregApp, ui: &mut egui::Ui) {
         ui.label("grey values");
         ui.checkbox(&mut params.optimize.match_intensity, "map the fixed image's onto the moving image's");
         ui.end_row();
+        ui.label("field of view");
+        ui.checkbox(&mut params.optimize.field_of_view, "compare only where the moving image has data");
+        ui.end_row();
         ui.label("rigid metric");
         ui.horizontal(|ui| {
             ui.radio_value(&mut params.rigid.metric, RigidMetric::Mse, "MSE");

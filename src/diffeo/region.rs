@@ -46,6 +46,25 @@ impl TissueMask {
         TissueMask { full_shape, shape, near }
     }
 
+    /// Every voxel of a full grid of `full_shape`, tissue or not.
+    pub fn everywhere(full_shape: [usize; 3]) -> Self {
+        let shape = level_shape(full_shape, COARSE);
+        TissueMask { full_shape, shape, near: vec![true; shape.iter().product()] }
+    }
+
+    /// Keeps only the coarse voxels whose full voxels are all `covered` (one flag per voxel of
+    /// the full grid), e.g. where the moving image has data after the rigid alignment: beyond its
+    /// field of view the resampled image is air, and tissue facing it reads as motion. Where the
+    /// covered voxels of each row form one interval (a line through the moving grid's box), the
+    /// spans stay within it.
+    pub fn within(mut self, covered: &[bool]) -> Self {
+        assert_eq!(covered.len(), self.full_shape.iter().product::<usize>(), "coverage on the full grid");
+        let flags: Vec<f32> = covered.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
+        let share = downsample(&flags, self.full_shape, COARSE);
+        self.near.iter_mut().zip(&share).for_each(|(near, &s)| *near &= s > 0.999);
+        self
+    }
+
     /// The region on level `factor` of the full grid: a voxel belongs when the coarse voxel
     /// holding its centre is near tissue.
     pub fn at_level(&self, factor: usize) -> Region {

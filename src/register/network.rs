@@ -29,10 +29,16 @@ pub struct NetworkParams {
     pub tile: usize,
     pub margin: usize,
     /// Resolution levels and iterations of the optimisation that refines the prediction
-    /// (hybrid). Full resolution: at 1/2 the energy's own optimum is about 0.5× rigid on the
-    /// held-out phantoms, so starting from a better prediction it made that worse (README).
+    /// (hybrid). Since session 24 1/2 then full resolution, with the prediction charged by the
+    /// regulariser (`hybrid_regularise_start`): on held-out real-CT pairs 0.286× rigid against
+    /// `optimize`'s 0.291×; a fixed base refined for 40 full-resolution iterations, the default
+    /// before, gave 0.429× (README).
     pub hybrid_levels: Vec<usize>,
     pub hybrid_iterations: Vec<usize>,
+    /// Hybrid: the regulariser charges the network's start too, not only what the refinement
+    /// adds (`OptimizeParams::regularise_start`). (Absent from older records: read as off.)
+    #[serde(default)]
+    pub hybrid_regularise_start: bool,
     /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
     #[serde(default)]
     pub gpu: bool,
@@ -53,8 +59,9 @@ impl Default for NetworkParams {
             model: None,
             tile: 64,
             margin: 8,
-            hybrid_levels: vec![1],
-            hybrid_iterations: vec![40],
+            hybrid_levels: vec![2, 1],
+            hybrid_iterations: vec![60, 70],
+            hybrid_regularise_start: true,
             gpu: false,
             cascade: 1,
         }

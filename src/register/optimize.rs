@@ -69,6 +69,17 @@ pub struct OptimizeParams {
     /// (Absent from older records: read as 0, as those runs compared everywhere.)
     #[serde(default)]
     pub region_margin_mm: f64,
+    /// A start velocity (hybrid's prediction) becomes the first level's starting point, charged
+    /// by the regulariser with all that is added to it, rather than a fixed, uncharged base: the
+    /// optimisation may then undo what the start got wrong. (Absent from older records: read as
+    /// off, as those runs kept the base.)
+    #[serde(default)]
+    pub regularise_start: bool,
+    /// Compare the images only where the moving image has data after the rigid alignment
+    /// (`register::pipeline::coverage`). (Absent from older records: read as off, as those runs
+    /// compared everywhere.)
+    #[serde(default)]
+    pub field_of_view: bool,
     pub energy: EnergyParams,
     pub smooth: SmoothParams,
 }
@@ -102,6 +113,8 @@ impl Default for OptimizeParams {
             // without; one pair with filled sinuses 2.31 mm against 0.72 mm).
             match_intensity: false,
             region_margin_mm: 12.0,
+            regularise_start: false,
+            field_of_view: true,
             // λ for ⟨v, m⟩ taken as a mean over the velocity grid's voxels, and a = 0.1 in the
             // normalised MSE (SPEC: 0.2; a smaller a weighs soft-tissue contrast more). On the
             // demo phantom with grey-value matching and 200 full-resolution iterations, the
@@ -210,15 +223,18 @@ pub fn optimize(
     params: &OptimizeParams,
     progress: &dyn Progress,
 ) -> Result<Optimized> {
-    optimize_from(fixed, moving, shape, spacing_mm, params, None, progress)
+    optimize_from(fixed, moving, None, shape, spacing_mm, params, None, progress)
 }
 
 /// As `optimize`, starting from `initial` (a velocity in voxels of its level and that level's
 /// factor, e.g. the network's prediction), which the first level keeps as a fixed base and
-/// optimises a momentum on top of.
+/// optimises a momentum on top of. With `covered` (a flag per voxel: the moving image has data
+/// there), the images are compared only where it is set.
+#[allow(clippy::too_many_arguments)]
 pub fn optimize_from(
     fixed: &[f32],
     moving: &[f32],
+    covered: Option<&[bool]>,
     shape: [usize; 3],
     spacing_mm: [f64; 3],
     params: &OptimizeParams,
@@ -234,6 +250,7 @@ pub fn optimize_from(
             params.levels
         )));
     }
+    let mut started_from_outside = initial.is_some();
     let (mut velocity, mut history) = match initial {
         Some(start) => (Some((start.velocity, start.factor)), start.history),
         None => (None, Vec::new()),
@@ -241,6 +258,10 @@ pub fn optimize_from(
     let (mut resolution, mut intensity) = (None, None);
     let tissue = (params.region_margin_mm > 0.0)
         .then(|| TissueMask::around(fixed, moving, shape, spacing_mm, params.region_margin_mm));
+    let tissue = match covered {
+        Some(covered) => Some(tissue.unwrap_or_else(|| TissueMask::everywhere(shape)).within(covered)),
+        None => tissue,
+    };
     for (&factor, iterations) in params.levels.iter().zip(params.iterations_per_level(shape)) {
         let level = level_shape(shape, factor);
         if level.contains(&1) {
@@ -284,8 +305,15 @@ pub fn optimize_from(
         });
         let half = Smoother::half(velocity_shape, &params.smooth);
         let region = tissue.as_ref().map(|mask| mask.at_level(factor));
-        let base = velocity.take().map(|(coarser, from)| refine_field(&coarser, shape, from, velocity_factor));
+        let mut base = velocity.take().map(|(coarser, from)| refine_field(&coarser, shape, from, velocity_factor));
         let mut momentum = VectorField::zeros(velocity_shape);
+        if params.regularise_start
+            && started_from_outside
+            && let Some(start) = base.take()
+        {
+            momentum = whitened(&start, &half, &Smoother::with_exponent(velocity_shape, &params.smooth, 1));
+        }
+        started_from_outside = false;
         let evaluate = |m: &VectorField| -> Result<(EnergyTerms, VectorField)> {
             let (energy, gradient) = energy_and_gradient_whitened(
                 &fixed_level,
@@ -367,6 +395,31 @@ pub fn optimize_from(
     }
     let (velocity, factor) = velocity.expect("at least one level ran");
     Ok(Optimized { velocity, factor, history, resolution, intensity })
+}
+
+/// The whitened coordinates z of a velocity v: the solution of L⁻¹ z = v on the velocity's grid
+/// (`half` is L⁻¹, zero padded and cropped, so symmetric positive definite there), by conjugate
+/// gradients from z = L v (`l`), which is exact but for the grid's border: L v computed with
+/// zero padding misses the part of L's response that falls outside the grid.
+fn whitened(velocity: &VectorField, half: &Smoother, l: &Smoother) -> VectorField {
+    let mut z = l.apply(velocity);
+    let mut residual = velocity.plus_scaled(-1.0, &half.apply(&z));
+    let mut direction = residual.clone();
+    let mut squared = residual.dot(&residual);
+    let goal = 1e-8 * velocity.dot(velocity);
+    for _ in 0..200 {
+        if squared <= goal {
+            break;
+        }
+        let applied = half.apply(&direction);
+        let step = squared / direction.dot(&applied);
+        z.add_scaled(step as f32, &direction);
+        residual.add_scaled(-step as f32, &applied);
+        let next = residual.dot(&residual);
+        direction = residual.plus_scaled((next / squared) as f32, &direction);
+        squared = next;
+    }
+    z
 }
 
 /// Limited-memory BFGS (Nocedal & Wright, algorithm 7.4): the search direction from the last
@@ -500,6 +553,101 @@ mod tests {
             }
             assert!(result.history.last().unwrap().energy.total() < 0.1 * result.history[0].energy.total());
         }
+    }
+
+    /// Beyond the moving image's field of view (x ≥ 30 here) the resampled image holds nothing
+    /// (air, or whatever the resampling left). Compared only where it has data, the result does
+    /// not depend on what is there, once it is farther than the displacement and the local NCC
+    /// window reach; compared everywhere, it does.
+    #[test]
+    fn the_comparison_keeps_to_the_moving_images_field_of_view() {
+        let shape = [48, 44, 40];
+        let blob = |p: [f64; 3], c: [f64; 3]| {
+            (-((p[0] - c[0]).powi(2) + 0.5 * (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)) / 60.0).exp()
+        };
+        let image = |p: [f64; 3], d: [f64; 3]| {
+            blob(p, [18.0 + d[0], 21.0 + d[1], 19.0 + d[2]]) + blob(p, [34.0 + d[0], 21.0 + d[1], 19.0 + d[2]])
+        };
+        let fixed = VectorField::from_fn(shape, |p| [image(p, [0.0; 3]), 0.0, 0.0]).components[0].clone();
+        let moving_with = |beyond: f64| {
+            VectorField::from_fn(shape, |p| {
+                let value = if p[0] < 30.0 { image(p, [3.0, -2.0, 1.5]) } else { 0.0 };
+                [if p[0] >= 38.0 { beyond * (p[1] * 0.7).sin() } else { value }, 0.0, 0.0]
+            })
+            .components[0]
+                .clone()
+        };
+        let covered: Vec<bool> = (0..fixed.len()).map(|n| n % 48 < 30).collect();
+        let options = OptimizeParams {
+            levels: vec![1],
+            iterations: vec![30],
+            region_margin_mm: 0.0,
+            ..OptimizeParams::default()
+        };
+        let velocity = |moving: &[f32], covered: Option<&[bool]>| {
+            optimize_from(&fixed, moving, covered, shape, [1.0; 3], &options, None, &Silent).unwrap().velocity
+        };
+        let (air, noise) = (moving_with(0.0), moving_with(0.8));
+        let difference = |a: &VectorField, b: &VectorField| a.plus_scaled(-1.0, b).max_norm();
+        let within = difference(&velocity(&air, Some(&covered)), &velocity(&noise, Some(&covered)));
+        let everywhere_air = velocity(&air, None);
+        let everywhere = difference(&everywhere_air, &velocity(&noise, None));
+        assert!(within < 1e-6, "within the field of view: {within} voxels apart");
+        assert!(everywhere > 0.05 * everywhere_air.max_norm(), "everywhere: {everywhere} voxels apart");
+    }
+
+    /// The whitened coordinates of a velocity give it back through L⁻¹, at the grid's border
+    /// too, where L v alone (zero padded) does not.
+    #[test]
+    fn whitened_coordinates_give_the_velocity_back() {
+        let shape = [12, 10, 9];
+        let velocity = VectorField::from_fn(shape, |p| {
+            [0.5 + 0.3 * (p[1] * 0.6).sin(), 0.2 * (p[0] * 0.5).cos() * (p[2] * 0.3).sin(), -0.4]
+        });
+        let smooth = SmoothParams { gamma: 0.05, ..SmoothParams::default() };
+        let (half, l) = (Smoother::half(shape, &smooth), Smoother::with_exponent(shape, &smooth, 1));
+        let off = |z: &VectorField| half.apply(z).plus_scaled(-1.0, &velocity).max_norm();
+        let (solved, direct) = (off(&whitened(&velocity, &half, &l)), off(&l.apply(&velocity)));
+        assert!(solved < 1e-3, "through the solution: {solved} voxels off");
+        assert!(direct > 0.05, "L v alone: {direct} voxels off");
+    }
+
+    /// A start velocity that the images do not ask for (the two images are the same): kept as a
+    /// fixed base it stays, charged by the regulariser (`regularise_start`) it is undone.
+    #[test]
+    fn a_regularised_start_can_be_undone() {
+        let shape = [32, 32, 32];
+        let image = VectorField::from_fn(shape, |p| {
+            [(-((p[0] - 16.0).powi(2) + (p[1] - 15.0).powi(2) + (p[2] - 17.0).powi(2)) / 40.0).exp(), 0.0, 0.0]
+        })
+        .components[0]
+            .clone();
+        let start_velocity =
+            VectorField::from_fn([8, 8, 8], |p| [0.3 * (p[1] * 0.8).sin(), 0.0, 0.2 * (p[0] * 0.9).cos()]);
+        let energy = EnergyParams { lambda: 1e-3, ..EnergyParams::default() };
+        let largest_left = |regularise_start: bool| {
+            let options = OptimizeParams {
+                levels: vec![4],
+                iterations: vec![60],
+                energy: energy.clone(),
+                region_margin_mm: 0.0,
+                regularise_start,
+                ..OptimizeParams::default()
+            };
+            let start = Optimized {
+                velocity: start_velocity.clone(),
+                factor: 4,
+                history: Vec::new(),
+                resolution: None,
+                intensity: None,
+            };
+            let result = optimize_from(&image, &image, None, shape, [1.0; 3], &options, Some(start), &Silent).unwrap();
+            refine_field(&result.velocity, shape, result.factor, 4).max_norm()
+        };
+        let start = start_velocity.max_norm();
+        let (kept, undone) = (largest_left(false), largest_left(true));
+        assert!(kept > 0.8 * start, "as a base: {kept} of {start}");
+        assert!(undone < 0.3 * start, "regularised: {undone} of {start}");
     }
 
     /// Local NCC finds the same shift when the moving blob is on another grey scale (brighter

@@ -292,10 +292,12 @@ pub fn register_volumes(
             if start.is_some() {
                 options.levels = params.network.hybrid_levels.clone();
                 options.iterations = params.network.hybrid_iterations.clone();
+                options.regularise_start = params.network.hybrid_regularise_start;
             }
             let result = optimize_from(
                 &fixed_density.voxels,
                 &moving_on_fixed.voxels,
+                params.optimize.field_of_view.then_some(&moving_coverage[..]),
                 shape,
                 fixed.geometry.spacing_mm,
                 &options,
