@@ -228,7 +228,7 @@ pub fn optimize(
 
 /// As `optimize`, starting from `initial` (a velocity in voxels of its level and that level's
 /// factor, e.g. the network's prediction), which the first level keeps as a fixed base and
-/// optimises a momentum on top of. With `covered` (a flag per voxel: the moving image has data
+/// optimises a momentum on top of, or with `regularise_start` starts from and charges whole. With `covered` (a flag per voxel: the moving image has data
 /// there), the images are compared only where it is set.
 #[allow(clippy::too_many_arguments)]
 pub fn optimize_from(
@@ -250,7 +250,7 @@ pub fn optimize_from(
             params.levels
         )));
     }
-    let mut started_from_outside = initial.is_some();
+    let charge_start = params.regularise_start && initial.is_some();
     let (mut velocity, mut history) = match initial {
         Some(start) => (Some((start.velocity, start.factor)), start.history),
         None => (None, Vec::new()),
@@ -262,7 +262,7 @@ pub fn optimize_from(
         Some(covered) => Some(tissue.unwrap_or_else(|| TissueMask::everywhere(shape)).within(covered)),
         None => tissue,
     };
-    for (&factor, iterations) in params.levels.iter().zip(params.iterations_per_level(shape)) {
+    for (index, (&factor, iterations)) in params.levels.iter().zip(params.iterations_per_level(shape)).enumerate() {
         let level = level_shape(shape, factor);
         if level.contains(&1) {
             return Err(Error::Invalid(format!("the grid {shape:?} is too small for level {factor}")));
@@ -307,13 +307,12 @@ pub fn optimize_from(
         let region = tissue.as_ref().map(|mask| mask.at_level(factor));
         let mut base = velocity.take().map(|(coarser, from)| refine_field(&coarser, shape, from, velocity_factor));
         let mut momentum = VectorField::zeros(velocity_shape);
-        if params.regularise_start
-            && started_from_outside
+        if charge_start
+            && index == 0
             && let Some(start) = base.take()
         {
             momentum = whitened(&start, &half, &Smoother::with_exponent(velocity_shape, &params.smooth, 1));
         }
-        started_from_outside = false;
         let evaluate = |m: &VectorField| -> Result<(EnergyTerms, VectorField)> {
             let (energy, gradient) = energy_and_gradient_whitened(
                 &fixed_level,
