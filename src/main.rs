@@ -282,6 +282,11 @@ enum Command {
         /// (beyond its field of view after the rigid alignment): true or false (default false)
         #[arg(long)]
         local_prior_field_of_view: Option<bool>,
+        /// Whether the local estimate reads the pair as the rigid alignment left it rather than
+        /// matched in resolution and grey values (the network's channels stay matched): true or
+        /// false (default false)
+        #[arg(long)]
+        local_prior_unmatched: Option<bool>,
         /// Whether the distill and truth objectives count each voxel by its share of body (where
         /// endpoint error is measured) rather than all alike: true or false (default true).
         #[arg(long)]
@@ -953,6 +958,7 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         local_prior_passes,
         local_prior_offset,
         local_prior_field_of_view,
+        local_prior_unmatched,
         target_in_body,
         smooth_alpha,
         smooth_gamma,
@@ -1030,16 +1036,21 @@ fn train(command: Command, progress: &TerminalProgress) -> Result<()> {
         if let Some(passes) = local_prior_passes {
             let offset = local_prior_offset.unwrap_or(false);
             let field_of_view = local_prior_field_of_view.unwrap_or(false);
+            let unmatched = local_prior_unmatched.unwrap_or(false);
             // With a grid in mm, the estimate's window and spread are in mm too (σ × grid_mm).
             params.network.local_prior = (passes > 0).then(|| diffeoreg::net::local_flow::LocalFlowParams {
                 passes,
                 offset,
                 sigma_unit_mm: grid_mm,
                 field_of_view,
+                unmatched,
                 ..Default::default()
             });
-        } else if local_prior_offset.is_some() || local_prior_field_of_view.is_some() {
-            anyhow::bail!("--local-prior-offset and --local-prior-field-of-view need --local-prior-passes");
+        } else if local_prior_offset.is_some() || local_prior_field_of_view.is_some() || local_prior_unmatched.is_some()
+        {
+            anyhow::bail!(
+                "--local-prior-offset, --local-prior-field-of-view and --local-prior-unmatched need --local-prior-passes"
+            );
         }
         params.initial_model = init_from;
         if let Some(path) = calibration {

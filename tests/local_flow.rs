@@ -270,3 +270,39 @@ fn an_estimate_keeping_to_the_field_of_view_ignores_where_the_moving_image_has_n
     }
     assert!(worst < 0.15, "worst error {worst} voxels of a {t:?} translation");
 }
+
+/// With `unmatched`, a network with `matched_input` gives its local estimate the pair as the
+/// rigid alignment left it: the estimate is `local_velocity` of the raw pair to the bit, while
+/// the network's own input stays the matched pair. Without it, the estimate reads the matched
+/// pair, which here (the moving image brighter by 40 % and offset, as a pseudo-CT's grey values
+/// can be) is another pair: the two estimates differ.
+#[test]
+fn an_unmatched_estimate_reads_the_pair_as_aligned_and_the_network_still_sees_it_matched() {
+    use diffeoreg::diffeo::smooth::SmoothParams;
+    use diffeoreg::matching::matched_at_alignment;
+    use diffeoreg::net::UNetConfig;
+    use diffeoreg::net::model::ModelSpec;
+    let fixed = sampled([0.0; 3]);
+    let moving: Vec<f32> = sampled([0.9, 0.6, -0.4]).iter().map(|v| 1.4 * v + 0.2).collect();
+    let prepared = |unmatched: bool| {
+        let local = LocalFlowParams { passes: 3, unmatched, ..LocalFlowParams::default() };
+        let config = UNetConfig::new()
+            .with_base_channels(2)
+            .with_resolution_factor(FACTOR)
+            .with_whitened_output(true)
+            .with_matched_input(true)
+            .with_local_prior(Some(local.clone()));
+        let spec = ModelSpec::new(config, SmoothParams::default(), 7);
+        let input = spec.prepare_input(&fixed, &moving, None, SHAPE, [1.0; 3], &Silent).unwrap();
+        (local, input)
+    };
+    let (local, unmatched) = prepared(true);
+    let raw = local_velocity(&fixed, &moving, None, SHAPE, [1.0; 3], FACTOR, &local, 7, &Silent).unwrap();
+    assert_eq!(unmatched.prior.as_ref(), Some(&raw));
+    let (matched_fixed, matched_moving) = matched_at_alignment(&fixed, &moving, SHAPE);
+    assert_eq!((&unmatched.fixed, &unmatched.moving), (&matched_fixed, &matched_moving));
+    assert_ne!(matched_moving, moving, "the matching changed the pair");
+    let (_, matched) = prepared(false);
+    let difference = matched.prior.as_ref().unwrap().plus_scaled(-1.0, &raw).max_norm();
+    assert!(difference > 1e-3, "the matched pair gives another estimate ({difference})");
+}

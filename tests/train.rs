@@ -397,3 +397,24 @@ fn trains_a_correction_of_the_local_estimate_and_registers_with_it() {
         assert_eq!(grid["shape"][axis].as_u64(), Some(n.div_ceil(factor)), "{grid} on {fixed}");
     }
 }
+
+/// `train --local-prior-unmatched true` records in the model folder that the estimate reads the
+/// pair as aligned (`local_prior.unmatched`), while the network's own input stays matched; the
+/// flag without `--local-prior-passes` is refused, naming what it needs.
+#[test]
+fn an_unmatched_local_estimate_is_recorded_in_the_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("unmatched");
+    let args =
+        ["--objective", "truth", "--epochs", "1", "--local-prior-passes", "2", "--local-prior-unmatched", "true"];
+    let run = train(&out, &args).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["network"]["local_prior"]["unmatched"].as_bool(), Some(true), "{config}");
+    assert_eq!(config["network"]["matched_input"].as_bool(), Some(true), "{config}");
+    let refused = train(&dir.path().join("refused"), &["--local-prior-unmatched", "true"]).output().unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--local-prior-unmatched") && message.contains("--local-prior-passes"), "{message}");
+}

@@ -64,6 +64,14 @@ pub struct LocalFlowParams {
     /// (Absent from models before session 23: every voxel counted.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub field_of_view: bool,
+    /// Read the pair as the rigid alignment left it, not as a network with `matched_input`
+    /// matches it (the sharper image blurred to the other's resolution, the fixed image's grey
+    /// values mapped onto the moving image's, both fitted on the still misaligned pair); the
+    /// network's channels stay matched. On real-CT development pairs the estimate alone went from
+    /// 0.592× to 0.359× rigid (docs/network.md, "Session 25"). (Absent from models before
+    /// session 25: the estimate reads the matched pair.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmatched: bool,
 }
 
 impl Default for LocalFlowParams {
@@ -76,6 +84,7 @@ impl Default for LocalFlowParams {
             passes: 10,
             sigma_unit_mm: None,
             field_of_view: false,
+            unmatched: false,
         }
     }
 }

@@ -100,6 +100,7 @@ impl ModelSpec {
                 "the grid {shape:?} is too small for the model (1/{factor} resolution)"
             )));
         }
+        let aligned = (fixed, moving);
         let (fixed, moving) = if self.network.matched_input {
             progress.start_stage("matching the pair", 0);
             crate::matching::matched_at_alignment(fixed, moving, shape)
@@ -109,7 +110,8 @@ impl ModelSpec {
         let prior = match &self.network.local_prior {
             Some(local) => {
                 progress.start_stage("local estimate", local.passes as u64);
-                Some(local_velocity(&fixed, &moving, covered, shape, spacing_mm, factor, local, self.steps, progress)?)
+                let (f, m) = if local.unmatched { aligned } else { (&fixed[..], &moving[..]) };
+                Some(local_velocity(f, m, covered, shape, spacing_mm, factor, local, self.steps, progress)?)
             }
             None => None,
         };
