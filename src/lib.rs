@@ -16,6 +16,7 @@ pub mod io;
 pub mod matching;
 pub mod metrics;
 pub mod net;
+pub mod parallel;
 pub mod patch;
 pub mod phantom;
 pub mod progress;

@@ -74,10 +74,15 @@ fn network_and_hybrid_register_a_held_out_phantom() {
     let mse = |r: &diffeoreg::register::pipeline::Registration| {
         diffeoreg::metrics::verdict::mean_both_ways(&r.metrics.result, |d| d.image.mse)
     };
-    assert!(mse(&hybrid_result) <= mse(&result), "MSE: network {}, hybrid {}", mse(&result), mse(&hybrid_result));
+    // Two runs (network, then hybrid) each align and predict anew: the same field to rounding.
+    let (network_mse, hybrid_mse) = (mse(&result), mse(&hybrid_result));
+    assert!(hybrid_mse <= network_mse * (1.0 + 1e-9), "MSE: network {network_mse}, hybrid {hybrid_mse}");
     let returned = hybrid_result.warnings.iter().any(|w| w.contains("the network's prediction is returned"));
     if returned {
-        assert_eq!(hybrid_epe, network_epe, "the prediction is returned as the network made it");
+        assert!(
+            (hybrid_epe - network_epe).abs() <= 1e-6 * network_epe,
+            "the prediction is returned as the network made it: {hybrid_epe} against {network_epe} mm"
+        );
     } else {
         assert!(hybrid_epe < network_epe, "network {network_epe:.3}, refined {hybrid_epe:.3} mm");
     }

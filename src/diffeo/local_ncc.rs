@@ -49,12 +49,9 @@ pub fn cost_and_gradient(
     }
     let [bx, by, bz] = boxed.shape;
     let window = WindowSizes::new(boxed.shape, radius);
-    let offset = (boxed
-        .rows()
-        .into_par_iter()
-        .map(|(j, k)| target[boxed.row(j, k)].iter().map(|&v| v as f64).sum::<f64>())
-        .sum::<f64>()
-        / (bx * by * bz) as f64) as f32;
+    let offset = (crate::parallel::ordered_sum(
+        boxed.rows().into_par_iter().map(|(j, k)| target[boxed.row(j, k)].iter().map(|&v| v as f64).sum::<f64>()),
+    ) / (bx * by * bz) as f64) as f32;
     // The window sums of I, J, I², J², IJ (I and J relative to the offset), channel after
     // channel within each plane.
     let sums = plane_window_sums::<5>(boxed.shape, radius, |j, k, rows| {
@@ -216,37 +213,33 @@ fn for_each_plane_along_z<const C: usize>(
     let planes = sums.values.len() / (C * sums.plane);
     assert_eq!(out.len(), planes * stride, "one part of the output per plane");
     let run = planes.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
-    out.par_chunks_mut(run * stride)
-        .enumerate()
-        .map(|(chunk, out)| {
-            let mut summed: [Vec<f32>; C] = std::array::from_fn(|_| vec![0f32; sums.plane]);
-            let mut total = 0.0;
-            for (k, out) in (chunk * run..).zip(out.chunks_mut(stride)) {
-                for (c, summed) in summed.iter_mut().enumerate() {
-                    if k == chunk * run {
-                        summed.fill(0.0);
-                        for source in k.saturating_sub(radius)..=(k + radius).min(planes - 1) {
-                            summed.iter_mut().zip(sums.plane(source, c)).for_each(|(s, v)| *s += v);
-                        }
-                        continue;
+    let totals = out.par_chunks_mut(run * stride).enumerate().map(|(chunk, out)| {
+        let mut summed: [Vec<f32>; C] = std::array::from_fn(|_| vec![0f32; sums.plane]);
+        let mut total = 0.0;
+        for (k, out) in (chunk * run..).zip(out.chunks_mut(stride)) {
+            for (c, summed) in summed.iter_mut().enumerate() {
+                if k == chunk * run {
+                    summed.fill(0.0);
+                    for source in k.saturating_sub(radius)..=(k + radius).min(planes - 1) {
+                        summed.iter_mut().zip(sums.plane(source, c)).for_each(|(s, v)| *s += v);
                     }
-                    match (k + radius < planes, k > radius) {
-                        (true, true) => summed
-                            .iter_mut()
-                            .zip(sums.plane(k + radius, c).iter().zip(sums.plane(k - radius - 1, c)))
-                            .for_each(|(s, (entering, leaving))| *s += entering - leaving),
-                        (true, false) => summed.iter_mut().zip(sums.plane(k + radius, c)).for_each(|(s, v)| *s += v),
-                        (false, true) => {
-                            summed.iter_mut().zip(sums.plane(k - radius - 1, c)).for_each(|(s, v)| *s -= v)
-                        }
-                        (false, false) => {}
-                    }
+                    continue;
                 }
-                total += visit(k, &summed, out);
+                match (k + radius < planes, k > radius) {
+                    (true, true) => summed
+                        .iter_mut()
+                        .zip(sums.plane(k + radius, c).iter().zip(sums.plane(k - radius - 1, c)))
+                        .for_each(|(s, (entering, leaving))| *s += entering - leaving),
+                    (true, false) => summed.iter_mut().zip(sums.plane(k + radius, c)).for_each(|(s, v)| *s += v),
+                    (false, true) => summed.iter_mut().zip(sums.plane(k - radius - 1, c)).for_each(|(s, v)| *s -= v),
+                    (false, false) => {}
+                }
             }
-            total
-        })
-        .sum()
+            total += visit(k, &summed, out);
+        }
+        total
+    });
+    crate::parallel::ordered_sum(totals)
 }
 
 /// The number of voxels along each axis in each voxel's window, cut at the border; a window

@@ -89,7 +89,8 @@ impl VectorField {
     pub fn dot(&self, other: &VectorField) -> f64 {
         (0..3)
             .map(|c| {
-                self.components[c].par_iter().zip(&other.components[c]).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>()
+                let (a, b) = (&self.components[c], &other.components[c]);
+                crate::parallel::sum(a.len().min(b.len()), |n| a[n] as f64 * b[n] as f64)
             })
             .sum()
     }

@@ -359,7 +359,10 @@ fn mean_squared_difference(fixed: &Volume, moving: &Volume, transform: &AffineTr
             }
             (sum, count, visited)
         })
-        .reduce(|| (0.0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+        // Combined in plane order: the same cost on every run.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0.0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
     let overlap = count as f64 / visited.max(1) as f64;
     (if count > 0 { sum / count as f64 } else { f64::INFINITY }, overlap)
 }
@@ -384,18 +387,17 @@ fn negative_nmi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) ->
 
 /// −Mattes MI of fixed(x) and moving(T(x)) over the overlap, and the overlap's share.
 fn negative_mattes_mi(fixed: &Volume, moving: &Volume, transform: &AffineTransform) -> (f64, f64) {
-    use rayon::prelude::*;
     let position = moving_index_map(fixed, moving, transform);
     let range = |v: &Volume| v.value_range().map_or((0.0, 1.0), |(l, h)| (l as f64, (h as f64).max(l as f64 + 1e-6)));
     let ((f_low, f_high), (m_low, m_high)) = (range(fixed), range(moving));
     let bins = MATTES_BINS;
     // Values map onto [2, bins − 3]: the B-spline's support (±2) stays inside the histogram.
     let scale = |v: f64, low: f64, high: f64| 2.0 + (v - low) / (high - low) * (bins - 5) as f64;
-    let (histogram, count) = (0..fixed.voxels.len())
-        .into_par_iter()
-        .fold(
-            || (vec![0.0f64; bins * bins], 0usize),
-            |(mut h, mut count), n| {
+    // A histogram per fixed chunk of voxels, added in chunk order: the same cost on every run.
+    let (histogram, count) = crate::parallel::fold_chunks(
+        fixed.voxels.len(),
+        |voxels| {
+            voxels.fold((vec![0.0f64; bins * bins], 0usize), |(mut h, mut count), n| {
                 let m = sample(moving, position.of(n), Interpolation::Linear, f32::NAN);
                 if m.is_finite() {
                     count += 1;
@@ -410,15 +412,14 @@ fn negative_mattes_mi(fixed: &Volume, moving: &Volume, transform: &AffineTransfo
                     }
                 }
                 (h, count)
-            },
-        )
-        .reduce(
-            || (vec![0.0f64; bins * bins], 0usize),
-            |(mut a, ca), (b, cb)| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                (a, ca + cb)
-            },
-        );
+            })
+        },
+        (vec![0.0f64; bins * bins], 0usize),
+        |(mut a, ca), (b, cb)| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            (a, ca + cb)
+        },
+    );
     let overlap = count as f64 / fixed.voxels.len() as f64;
     let total: f64 = histogram.iter().sum();
     if count == 0 || total <= 0.0 {
