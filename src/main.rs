@@ -64,7 +64,7 @@ enum Command {
         /// Model folder for network/hybrid (config.json, weights.bpk); default: the built-in model.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Inference tile side and discarded margin, voxels of the model's grid (e.g. 64,8).
+        /// Inference tile side and discarded margin, voxels of the model's grid (default 64,12).
         #[arg(long, value_delimiter = ',')]
         tile: Option<Vec<usize>>,
         /// Network and hybrid: how many times the network predicts, each time on the moving

@@ -171,11 +171,12 @@ fn registers_a_real_ct_pair_better_than_rigid_alignment() {
 /// than the closed-form local estimate it corrects — the same model with its head as training
 /// starts (zero: the estimate alone), so the test fails if the trained head is replaced by an
 /// untrained one. In physical units: seed 105 made from the CT at its own grid and resampled to
-/// 1.5 and 2.2 mm (where the model's `grid_mm` picks other factors) is registered as well, and
-/// all three must be within the 20 % the issue asks for.
-/// Measured with the shipped model (session 26) by this test and `benches/real_ct.py`: seed 101
-/// 1.05 mm forward, 0.52× rigid (2.03 mm), 0.92× the estimate alone (1.15 mm); seed 105 1.78 /
-/// 1.78 / 2.11 mm at the three grids (1.19×).
+/// 1.5 and 2.0 mm (where the model's `grid_mm` picks other factors; the issue's range is 0.5–2
+/// mm) is registered as well, and all three must be within the 20 % the issue asks for.
+/// Measured with the shipped model (session 27: session 26's training run to epoch 55) by this
+/// test and `benches/real_ct.py`: seed 101 1.014 mm forward, 0.50× rigid (2.025 mm), 0.88× the
+/// estimate alone (1.150 mm); seed 105 1.712 / 1.748 / 1.920 mm at the three grids (1.12×; at
+/// 2.2 mm, beyond the issue's range, 2.042 mm: 1.19×).
 const RATIO_TO_RIGID: f64 = 0.6;
 const RATIO_TO_ESTIMATE: f64 = 0.95;
 const SPACINGS_WITHIN: f64 = 1.2;
@@ -213,7 +214,7 @@ fn the_shipped_network_improves_on_its_local_estimate_on_a_held_out_real_ct_pair
     assert_ne!(trained.verdict.status, Status::Failed, "{:?}", trained.verdict);
 
     let mut errors = vec![];
-    for spacing in [None, Some(1.5), Some(2.2)] {
+    for spacing in [None, Some(1.5), Some(2.0)] {
         let ct = spacing.map_or_else(real_ct, real_ct_at);
         let phantom = make_phantom(&ct, &PhantomParams::varied(105, false)).unwrap();
         let body = body_mask(&phantom.fixed, &Calibration::default());
@@ -226,7 +227,7 @@ fn the_shipped_network_improves_on_its_local_estimate_on_a_held_out_real_ct_pair
     }
     let (low, high) =
         (errors.iter().copied().fold(f64::INFINITY, f64::min), errors.iter().copied().fold(0.0, f64::max));
-    assert!(high <= SPACINGS_WITHIN * low, "endpoint error at 0.96 x 0.96 x 1.5, 1.5 and 2.2 mm: {errors:?}");
+    assert!(high <= SPACINGS_WITHIN * low, "endpoint error at 0.96 x 0.96 x 1.5, 1.5 and 2.0 mm: {errors:?}");
 }
 
 /// `info` reads the project and says where its position came from; `phantom --varied
