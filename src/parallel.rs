@@ -23,11 +23,6 @@ pub fn fold_chunks<A: Send>(
     parts.into_iter().fold(identity, combine)
 }
 
-/// Σ `value(n)` over `0..len`, the same to the bit on every run.
-pub fn sum(len: usize, value: impl Fn(usize) -> f64 + Sync) -> f64 {
-    fold_chunks(len, |range| range.map(&value).sum::<f64>(), 0.0, |a, b| a + b)
-}
-
 /// The sum of a parallel iterator's values in the iterator's order (for few, large items: rows,
 /// planes, chunks).
 pub fn ordered_sum(values: impl IndexedParallelIterator<Item = f64>) -> f64 {
@@ -37,6 +32,10 @@ pub fn ordered_sum(values: impl IndexedParallelIterator<Item = f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sum(len: usize, value: impl Fn(usize) -> f64 + Sync) -> f64 {
+        fold_chunks(len, |range| range.map(&value).sum::<f64>(), 0.0, |a, b| a + b)
+    }
 
     #[test]
     fn sums_agree_with_a_plain_loop_and_repeat_to_the_bit() {

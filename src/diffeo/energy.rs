@@ -240,9 +240,21 @@ fn similarity_and_gradient(
         gradient.par_iter_mut().zip(&within_grid).for_each(|(g, &within)| *g = if within { *g * scale } else { 0.0 });
         return (total / count, warp_image_backward(source, u, &gradient));
     }
-    let total = crate::parallel::sum(warped.len(), |n| {
-        if inside[n] { similarity.value(warped[n] - target[n]) as f64 } else { 0.0 }
-    });
+    let total = crate::parallel::fold_chunks(
+        warped.len(),
+        |r| {
+            let (warped, target, inside) = (&warped[r.clone()], &target[r.clone()], &inside[r]);
+            warped
+                .iter()
+                .zip(target)
+                .zip(inside)
+                .filter(|(_, m)| **m)
+                .map(|((w, t), _)| similarity.value(w - t) as f64)
+                .sum()
+        },
+        0.0,
+        |a, b| a + b,
+    );
     let scale = (1.0 / count) as f32;
     let grad_warped: Vec<f32> = warped
         .par_iter()

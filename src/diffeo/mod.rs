@@ -90,7 +90,12 @@ impl VectorField {
         (0..3)
             .map(|c| {
                 let (a, b) = (&self.components[c], &other.components[c]);
-                crate::parallel::sum(a.len().min(b.len()), |n| a[n] as f64 * b[n] as f64)
+                crate::parallel::fold_chunks(
+                    a.len().min(b.len()),
+                    |r| a[r.clone()].iter().zip(&b[r]).map(|(x, y)| *x as f64 * *y as f64).sum(),
+                    0.0,
+                    |p, q| p + q,
+                )
             })
             .sum()
     }

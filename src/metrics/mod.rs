@@ -205,9 +205,10 @@ pub fn image_agreement(warped: &[f32], target: &[f32], mask: &[bool]) -> ImageAg
     // Summed in fixed chunks: the same report on every run.
     let (sq, abs) = crate::parallel::fold_chunks(
         warped.len(),
-        |range| {
-            range.filter(|&n| mask[n]).fold((0.0, 0.0), |(sq, abs), n| {
-                let d = (warped[n] - target[n]) as f64;
+        |r| {
+            let (warped, target, mask) = (&warped[r.clone()], &target[r.clone()], &mask[r]);
+            warped.iter().zip(target).zip(mask).filter(|(_, m)| **m).fold((0.0, 0.0), |(sq, abs), ((w, t), _)| {
+                let d = (w - t) as f64;
                 (sq + d * d, abs + d.abs())
             })
         },
