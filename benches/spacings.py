@@ -31,17 +31,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from real_ct import case_row, evaluate_batch, run  # noqa: E402
 
 
-def resample_ct(source, spacing, out):
-    import SimpleITK as sitk
-
-    ct = sitk.ReadImage(source)
-    extent = [(n - 1) * s for n, s in zip(ct.GetSize(), ct.GetSpacing())]
-    size = [int(round(e / spacing)) + 1 for e in extent]
-    grid = sitk.Resample(ct, size, sitk.Transform(), sitk.sitkLinear, ct.GetOrigin(), [spacing] * 3,
-                         ct.GetDirection(), -1024.0, sitk.sitkFloat32)
-    sitk.WriteImage(grid, out)
-
-
 def isotropic_like(image, spacing):
     """An empty grid of `image`'s origin, orientation and extent with isotropic voxels of `spacing` mm."""
     import SimpleITK as sitk
@@ -52,6 +41,15 @@ def isotropic_like(image, spacing):
     grid.SetDirection(image.GetDirection())
     grid.SetSpacing([spacing] * 3)
     return grid
+
+
+def resample_ct(source, spacing, out):
+    import SimpleITK as sitk
+
+    ct = sitk.ReadImage(source)
+    grid = sitk.Resample(ct, isotropic_like(ct, spacing), sitk.Transform(), sitk.sitkLinear, -1024.0,
+                         sitk.sitkFloat32)
+    sitk.WriteImage(grid, out)
 
 
 def resample_pair(pair, spacing, out):
