@@ -18,6 +18,9 @@ its own origin, orientation and extent. Then only the sampling differs between t
 noise, blur or pseudo-CT grid the phantom draws for each. (`--unrelated` without `--same-pair`
 makes every grid's pair in that frame.)
 
+WORK keeps its pairs and registrations for the next run (WORK/mode.json says for which seed and
+kind of pair; another seed or kind is refused).
+
 `--model NAME=DIR` adds a `network` run with that model folder (e.g. the shipped model with
 a zero head: the local estimate alone). Writes WORK/results.json.
 """
@@ -86,12 +89,24 @@ def main():
         name, folder = named.split("=", 1)
         runs.append((name, ["--method", "network", "--model", os.path.abspath(folder)]))
 
+    # Pairs and registrations in WORK are reused: refuse a WORK made for another seed or kind of pair.
+    mode = {"seed": args.seed, "same_pair": args.same_pair, "unrelated": args.unrelated}
+    mode_file = f"{work}/mode.json"
+    if os.path.exists(mode_file):
+        with open(mode_file) as f:
+            made_for = json.load(f)
+        if made_for != mode:
+            sys.exit(f"{work} holds pairs made for {made_for}, not {mode}: choose another WORK")
+    elif os.path.exists(f"{work}/own/pair"):
+        sys.exit(f"{work} holds pairs of an unknown kind (no mode.json): choose another WORK")
+    with open(mode_file, "w") as f:
+        json.dump(mode, f)
+
     own = f"{work}/ct.nii.gz"
     if not os.path.exists(own):
         run([binary, "convert", args.ct, own])
     grids = [("own", own)]
-    spacings = [s for s in args.spacings.split(",") if s]
-    for spacing in spacings:
+    for spacing in [s for s in args.spacings.split(",") if s]:
         path = f"{work}/ct{spacing}.nii.gz"
         if not args.same_pair and not os.path.exists(path):
             resample_ct(own, float(spacing), path)
