@@ -6,7 +6,9 @@ The network predicts on the fixed grid downsampled by a whole factor (4 on the r
 FACTOR×FACTOR×FACTOR blocks, interpolates it back to every voxel linearly (cell centres at
 FACTOR·b + (FACTOR−1)/2, clamped at the border) and judges that field against the truth with
 `diffeoreg evaluate`, the same endpoint error and body mask as every benchmark here. What it
-leaves is a floor no prediction on that grid can go below.
+leaves estimates how much a prediction on that grid must miss at best: block averages with
+linear interpolation are not the best field the grid could hold, and the network's output is
+also smoothed and exponentiated, so this is a guide to the floor's size, not a bound.
 
     python3 benches/representation_floor.py BINARY WORK PAIR [PAIR ...] [--factor 4]
 
@@ -36,6 +38,8 @@ def project(field, factor):
     """FIELD (x, y, z, 3) averaged over blocks and interpolated back; voxels past the last whole
     block take the interpolation's clamped border."""
     shape = field.shape[:3]
+    if min(shape) < 2 * factor:
+        raise SystemExit(f"a grid of {shape} voxels holds fewer than two blocks of {factor} along an axis")
     n = [s // factor * factor for s in shape]
     blocks = field[: n[0], : n[1], : n[2]].reshape(
         n[0] // factor, factor, n[1] // factor, factor, n[2] // factor, factor, 3).mean(axis=(1, 3, 5))
