@@ -19,7 +19,9 @@ pub enum Interpolation {
 }
 
 /// Value of `volume` at continuous index `p`, or `fill` outside the grid.
-#[inline]
+/// Always inlined: the rigid search calls it for every voxel of every cost it evaluates, and
+/// as a call it took a third of that search's time (256×256×128: 3.8–4.7 s → 2.7–3.4 s).
+#[inline(always)]
 pub fn sample(volume: &Volume, p: Vec3, interpolation: Interpolation, fill: f32) -> f32 {
     let shape = volume.geometry.shape;
     // A small tolerance keeps points that land on the last voxel centre up to rounding inside.

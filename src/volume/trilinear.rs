@@ -108,8 +108,8 @@ impl Cell {
 }
 
 /// Trilinear value of `data` (x-fastest on `shape`) at continuous index `p`; None outside when
-/// `outside` is `Mask`.
-#[inline]
+/// `outside` is `Mask`. Always inlined, as the per-voxel loops that call it need.
+#[inline(always)]
 pub fn sample(data: &[f32], shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<f32> {
     Some(cell(shape, p, outside)?.lerp(data))
 }
