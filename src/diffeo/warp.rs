@@ -4,14 +4,19 @@ use rayon::prelude::*;
 
 use crate::diffeo::VectorField;
 
-use crate::volume::trilinear::cell;
+use crate::volume::trilinear::{Cell, cell};
 pub use crate::volume::trilinear::{Outside, sample, sample_with_gradient, sample3};
 
 /// The three components of `field` sampled trilinearly at `p`, clamped at the border: one
 /// cell lookup for all three.
 #[inline]
 pub fn sample_vector(field: &VectorField, p: [f32; 3]) -> [f32; 3] {
-    let cell = cell(field.shape, p, Outside::Clamp).expect("clamping always finds a cell");
+    vector_in_cell(field, &cell(field.shape, p, Outside::Clamp).expect("clamping always finds a cell"))
+}
+
+/// The three components of `field` interpolated in `cell` (one of `field`'s grid).
+#[inline(always)]
+pub(crate) fn vector_in_cell(field: &VectorField, cell: &Cell) -> [f32; 3] {
     let (w, o) = (cell.weights(), cell.offsets());
     std::array::from_fn(|c| {
         let data = &field.components[c];

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffeo::VectorField;
 use crate::diffeo::integrate::exp;
-use crate::diffeo::pyramid::{level_shape, refined_at};
+use crate::diffeo::pyramid::{Refiner, level_shape};
 use crate::diffeo::warp::warp_image_by;
 use crate::error::Result;
 use crate::progress::Progress;
@@ -285,8 +285,8 @@ pub fn local_velocity(
             // The coarse displacement refined voxel by voxel as the image is warped (the same
             // values as `refine_field`, without a full-resolution field in memory).
             let displacement = exp(&velocity, steps);
-            let (mut warped, mut inside) =
-                warp_image_by(source, shape, |index| refined_at(&displacement, index, factor, 1));
+            let refiner = Refiner::new(&displacement, shape, factor, 1);
+            let (mut warped, mut inside) = warp_image_by(source, shape, |index| refiner.at(index));
             if masked.is_some() {
                 warped.iter_mut().zip(&mut inside).filter(|(v, _)| v.is_nan()).for_each(|(v, inside)| {
                     *v = 0.0;

@@ -21,39 +21,49 @@ pub(crate) struct Cell {
     free: [f32; 3],
 }
 
+/// The part of `cell` along one axis of `size`: the cell's lower corner, the fractional
+/// position, and 1 if the point was inside (0 if clamped onto the border or the axis has one
+/// voxel); None outside when `outside` is `Mask`.
 #[inline(always)]
-pub(crate) fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
-    let mut base = [0usize; 3];
-    let mut frac = [0f32; 3];
-    let mut free = [1f32; 3];
-    for d in 0..3 {
-        let last = (shape[d] - 1) as f32;
-        let mut x = p[d];
-        if !(x >= 0.0 && x <= last) {
-            match outside {
-                Outside::Mask => return None,
-                Outside::Clamp => {
-                    x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) };
-                    free[d] = 0.0;
-                }
+pub(crate) fn axis_cell(size: usize, p: f32, outside: Outside) -> Option<(usize, f32, f32)> {
+    let last = (size - 1) as f32;
+    let mut x = p;
+    let mut free = 1f32;
+    if !(x >= 0.0 && x <= last) {
+        match outside {
+            Outside::Mask => return None,
+            Outside::Clamp => {
+                x = if x.is_nan() { 0.0 } else { x.clamp(0.0, last) };
+                free = 0.0;
             }
         }
-        // x ≥ 0 here, so truncation is the floor (and much cheaper than a floorf call).
-        let b = (x as usize).min(shape[d].saturating_sub(2));
-        base[d] = b;
-        frac[d] = x - b as f32;
-        if shape[d] == 1 {
-            free[d] = 0.0;
-        }
     }
+    // x ≥ 0 here, so truncation is the floor (and much cheaper than a floorf call).
+    let b = (x as usize).min(size.saturating_sub(2));
+    if size == 1 {
+        free = 0.0;
+    }
+    Some((b, x - b as f32, free))
+}
+
+#[inline(always)]
+pub(crate) fn cell(shape: [usize; 3], p: [f32; 3], outside: Outside) -> Option<Cell> {
+    let axes =
+        [axis_cell(shape[0], p[0], outside)?, axis_cell(shape[1], p[1], outside)?, axis_cell(shape[2], p[2], outside)?];
+    Some(cell_of_axes(shape, axes))
+}
+
+/// The cell whose per-axis parts (`axis_cell`) are `axes`.
+#[inline(always)]
+pub(crate) fn cell_of_axes(shape: [usize; 3], axes: [(usize, f32, f32); 3]) -> Cell {
     let (nx, nxy) = (shape[0], shape[0] * shape[1]);
     let step = |d: usize, s: usize| if shape[d] > 1 { s } else { 0 };
-    Some(Cell {
-        origin: base[0] + nx * base[1] + nxy * base[2],
+    Cell {
+        origin: axes[0].0 + nx * axes[1].0 + nxy * axes[2].0,
         strides: [step(0, 1), step(1, nx), step(2, nxy)],
-        frac,
-        free,
-    })
+        frac: axes.map(|a| a.1),
+        free: axes.map(|a| a.2),
+    }
 }
 
 impl Cell {
