@@ -193,6 +193,39 @@ mod tests {
         }
     }
 
+    /// Against a closed form, independent of the trilinear kernel the refiner shares with
+    /// `refined_at`: a field affine in the coarse index refines to that affine function at each
+    /// voxel's coarse position, clamped onto the coarse grid along every axis (borders included).
+    #[test]
+    fn the_refiner_reproduces_an_affine_field_and_clamps_at_every_border() {
+        for (full, from, to) in [([13, 10, 7], 4, 1), ([9, 1, 6], 2, 1), ([17, 11, 5], 4, 2)] {
+            let coarse = level_shape(full, from);
+            let affine = |p: [f64; 3], c: usize| 0.3 + 0.2 * p[0] - 0.15 * p[1] + 0.1 * p[2] + c as f64;
+            let field = VectorField::from_fn(coarse, |p| [affine(p, 0), affine(p, 1), affine(p, 2)]);
+            let target = level_shape(full, to);
+            let refiner = Refiner::new(&field, target, from, to);
+            let ratio = from as f64 / to as f64;
+            for k in 0..target[2] {
+                for j in 0..target[1] {
+                    for i in 0..target[0] {
+                        let p = coarse_position([i, j, k], from, to);
+                        let clamped: [f64; 3] =
+                            std::array::from_fn(|d| (p[d] as f64).clamp(0.0, (coarse[d] - 1) as f64));
+                        let got = refiner.at([i, j, k]);
+                        for c in 0..3 {
+                            let expected = ratio * affine(clamped, c);
+                            assert!(
+                                (got[c] as f64 - expected).abs() < 1e-4,
+                                "{full:?} at {i},{j},{k}: {} vs {expected}",
+                                got[c]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn downsampling_averages_boxes() {
         let shape = [5, 4, 3];
