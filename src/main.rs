@@ -151,6 +151,10 @@ enum Command {
         /// (true), or only with what the refinement adds to it (false).
         #[arg(long)]
         hybrid_regularise_start: Option<bool>,
+        /// Hybrid, charging the start: the share of the network's prediction the regulariser
+        /// charges (0–1, default 0.75); the rest stays a fixed base.
+        #[arg(long)]
+        hybrid_charged_share: Option<f64>,
         /// Optimize and hybrid: compare the images only where the moving image has data after
         /// the rigid alignment (true), or everywhere (false).
         #[arg(long)]
@@ -429,6 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             hybrid_levels,
             hybrid_iterations,
             hybrid_regularise_start,
+            hybrid_charged_share,
             field_of_view,
         } => {
             stop_on_ctrl_c(&cancel);
@@ -474,6 +479,10 @@ fn run(cli: Cli) -> Result<()> {
             hybrid_levels.inspect(|v| params.network.hybrid_levels = v.clone());
             hybrid_iterations.inspect(|v| params.network.hybrid_iterations = v.clone());
             hybrid_regularise_start.inspect(|&v| params.network.hybrid_regularise_start = v);
+            if let Some(share) = hybrid_charged_share {
+                anyhow::ensure!((0.0..=1.0).contains(&share), "--hybrid-charged-share must lie in 0–1, not {share}");
+                params.network.hybrid_charged_share = share;
+            }
             field_of_view.inspect(|&v| params.optimize.field_of_view = v);
             use diffeoreg::rigid::RigidMetric;
             match rigid_metric.as_deref() {

@@ -63,9 +63,9 @@ fn network_and_hybrid_register_a_held_out_phantom() {
 
     // The refinement compares grey values as they are (the optimiser's default since real-CT
     // pairs decided it), at 1/2 then full resolution with the prediction charged by the
-    // regulariser (since session 24). Hybrid never hands back less than it started from: the
-    // network's prediction is returned, with a warning, when the refinement made the images
-    // agree less. With the model of sessions 20–25 the refinement helped here (network 1.287,
+    // regulariser (since session 24; three quarters of it since session 31). Hybrid never hands
+    // back less than it started from: the network's prediction is returned, with a warning,
+    // when the refinement made the images agree less. With the model of sessions 20–25 the refinement helped here (network 1.287,
     // hybrid 1.169 mm); from the shipped model's start (1.942 mm) it makes the density MSE the
     // guard judges worse (0.00339 → 0.00358 on the demo case), and the prediction is kept. On
     // the held-out real-CT pairs the refinement is kept on every pair (README).

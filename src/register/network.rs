@@ -31,14 +31,24 @@ pub struct NetworkParams {
     /// Resolution levels and iterations of the optimisation that refines the prediction
     /// (hybrid). Since session 24 1/2 then full resolution, with the prediction charged by the
     /// regulariser (`hybrid_regularise_start`): on held-out real-CT pairs 0.286× rigid against
-    /// `optimize`'s 0.291×; a fixed base refined for 40 full-resolution iterations, the default
-    /// before, gave 0.429× (README).
+    /// `optimize`'s 0.291×, and 0.271× since session 31 charges three quarters of it
+    /// (`hybrid_charged_share`); a fixed base refined for 40 full-resolution iterations, the
+    /// default before session 24, gave 0.429× (README).
     pub hybrid_levels: Vec<usize>,
     pub hybrid_iterations: Vec<usize>,
     /// Hybrid: the regulariser charges the network's start too, not only what the refinement
     /// adds (`OptimizeParams::regularise_start`). (Absent from older records: read as off.)
     #[serde(default)]
     pub hybrid_regularise_start: bool,
+    /// Hybrid, with `hybrid_regularise_start`: the share of the network's start that the
+    /// regulariser charges, the rest kept as a fixed base (`OptimizeParams::start_charged_share`).
+    /// Since session 31 three quarters: charged whole, the refinement converged to `optimize`'s
+    /// own result and lost what the network knew beyond the energy; kept whole, it kept the
+    /// network's errors where the images say little. On real-CT development seeds 1–4 (mean of
+    /// both directions ÷ rigid) shares 1 / 0.75 / 0.5 / 0.25 / 0 gave 0.289× / 0.255× /
+    /// 0.256× / 0.258× / 0.264× (`optimize` 0.290×). (Absent from older records: read as 1.)
+    #[serde(default = "whole")]
+    pub hybrid_charged_share: f64,
     /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
     #[serde(default)]
     pub gpu: bool,
@@ -53,6 +63,10 @@ fn one() -> usize {
     1
 }
 
+fn whole() -> f64 {
+    1.0
+}
+
 impl Default for NetworkParams {
     fn default() -> Self {
         NetworkParams {
@@ -65,6 +79,7 @@ impl Default for NetworkParams {
             hybrid_levels: vec![2, 1],
             hybrid_iterations: vec![60, 70],
             hybrid_regularise_start: true,
+            hybrid_charged_share: 0.75,
             gpu: false,
             cascade: 1,
         }

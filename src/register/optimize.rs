@@ -75,6 +75,12 @@ pub struct OptimizeParams {
     /// off, as those runs kept the base.)
     #[serde(default)]
     pub regularise_start: bool,
+    /// With `regularise_start`, the share of the start that the regulariser charges; the rest
+    /// stays a fixed, uncharged base, which the optimisation keeps unless the images ask
+    /// otherwise (1: all of it charged; 0: the whole start a base, as without
+    /// `regularise_start`). (Absent from older records: read as 1, as those runs charged it all.)
+    #[serde(default = "whole_share")]
+    pub start_charged_share: f64,
     /// Compare the images only where the moving image has data after the rigid alignment
     /// (`register::pipeline::coverage`). (Absent from older records: read as off, as those runs
     /// compared everywhere.)
@@ -114,6 +120,7 @@ impl Default for OptimizeParams {
             match_intensity: false,
             region_margin_mm: 12.0,
             regularise_start: false,
+            start_charged_share: 1.0,
             field_of_view: true,
             // λ for ⟨v, m⟩ taken as a mean over the velocity grid's voxels, and a = 0.1 in the
             // normalised MSE (SPEC: 0.2; a smaller a weighs soft-tissue contrast more). On the
@@ -228,8 +235,9 @@ pub fn optimize(
 
 /// As `optimize`, starting from `initial` (a velocity in voxels of its level and that level's
 /// factor, e.g. the network's prediction), which the first level keeps as a fixed base and
-/// optimises a momentum on top of, or with `regularise_start` starts from and charges whole. With `covered` (a flag per voxel: the moving image has data
-/// there), the images are compared only where it is set.
+/// optimises a momentum on top of, or with `regularise_start` starts from and charges (the
+/// share `start_charged_share` of it; the rest stays a base). With `covered` (a flag per
+/// voxel: the moving image has data there), the images are compared only where it is set.
 #[allow(clippy::too_many_arguments)]
 pub fn optimize_from(
     fixed: &[f32],
@@ -311,7 +319,12 @@ pub fn optimize_from(
             && index == 0
             && let Some(start) = base.take()
         {
-            momentum = whitened(&start, &half, &Smoother::with_exponent(velocity_shape, &params.smooth, 1));
+            let charged = params.start_charged_share.clamp(0.0, 1.0) as f32;
+            let l = Smoother::with_exponent(velocity_shape, &params.smooth, 1);
+            momentum = whitened(&start.scaled(charged), &half, &l);
+            if charged < 1.0 {
+                base = Some(start.scaled(1.0 - charged));
+            }
         }
         let evaluate = |m: &VectorField| -> Result<(EnergyTerms, VectorField)> {
             let (energy, gradient) = energy_and_gradient_whitened(
@@ -394,6 +407,10 @@ pub fn optimize_from(
     }
     let (velocity, factor) = velocity.expect("at least one level ran");
     Ok(Optimized { velocity, factor, history, resolution, intensity })
+}
+
+fn whole_share() -> f64 {
+    1.0
 }
 
 /// The whitened coordinates z of a velocity v: the solution of L⁻¹ z = v on the velocity's grid
@@ -612,7 +629,8 @@ mod tests {
     }
 
     /// A start velocity that the images do not ask for (the two images are the same): kept as a
-    /// fixed base it stays, charged by the regulariser (`regularise_start`) it is undone.
+    /// fixed base it stays, charged by the regulariser (`regularise_start`) it is undone, and
+    /// with half of it charged (`start_charged_share`) about half of it is left.
     #[test]
     fn a_regularised_start_can_be_undone() {
         let shape = [32, 32, 32];
@@ -624,13 +642,14 @@ mod tests {
         let start_velocity =
             VectorField::from_fn([8, 8, 8], |p| [0.3 * (p[1] * 0.8).sin(), 0.0, 0.2 * (p[0] * 0.9).cos()]);
         let energy = EnergyParams { lambda: 1e-3, ..EnergyParams::default() };
-        let largest_left = |regularise_start: bool| {
+        let result = |regularise_start: bool, start_charged_share: f64| {
             let options = OptimizeParams {
                 levels: vec![4],
                 iterations: vec![60],
                 energy: energy.clone(),
                 region_margin_mm: 0.0,
                 regularise_start,
+                start_charged_share,
                 ..OptimizeParams::default()
             };
             let start = Optimized {
@@ -641,12 +660,19 @@ mod tests {
                 intensity: None,
             };
             let result = optimize_from(&image, &image, None, shape, [1.0; 3], &options, Some(start), &Silent).unwrap();
-            refine_field(&result.velocity, shape, result.factor, 4).max_norm()
+            refine_field(&result.velocity, shape, result.factor, 4)
         };
         let start = start_velocity.max_norm();
-        let (kept, undone) = (largest_left(false), largest_left(true));
+        let (kept, undone) = (result(false, 1.0).max_norm(), result(true, 1.0).max_norm());
         assert!(kept > 0.8 * start, "as a base: {kept} of {start}");
         assert!(undone < 0.3 * start, "regularised: {undone} of {start}");
+        // The share applies only when the start is charged.
+        assert_eq!(result(false, 0.5).components, result(false, 1.0).components);
+        let half_charged = result(true, 0.5);
+        // Kept whole the start grows here (the optimisation adds to a base it cannot undo),
+        // charged whole it goes: half charged leaves about half.
+        let left = half_charged.max_norm();
+        assert!(left > 0.35 * start && left < 0.8 * start, "half charged: {left} of {start}");
     }
 
     /// Local NCC finds the same shift when the moving blob is on another grey scale (brighter

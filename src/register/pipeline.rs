@@ -293,6 +293,7 @@ pub fn register_volumes(
                 options.levels = params.network.hybrid_levels.clone();
                 options.iterations = params.network.hybrid_iterations.clone();
                 options.regularise_start = params.network.hybrid_regularise_start;
+                options.start_charged_share = params.network.hybrid_charged_share;
             }
             let result = optimize_from(
                 &fixed_density.voxels,
