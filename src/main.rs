@@ -152,7 +152,8 @@ enum Command {
         #[arg(long)]
         hybrid_regularise_start: Option<bool>,
         /// Hybrid, charging the start: the share of the network's prediction the regulariser
-        /// charges (0–1, default 0.75); the rest stays a fixed base.
+        /// charges (0–1; default: the model's, 0.75 for the built-in one, 1 for a model that
+        /// names none); the rest stays a fixed base.
         #[arg(long)]
         hybrid_charged_share: Option<f64>,
         /// Optimize and hybrid: compare the images only where the moving image has data after
@@ -481,7 +482,7 @@ fn run(cli: Cli) -> Result<()> {
             hybrid_regularise_start.inspect(|&v| params.network.hybrid_regularise_start = v);
             if let Some(share) = hybrid_charged_share {
                 anyhow::ensure!((0.0..=1.0).contains(&share), "--hybrid-charged-share must lie in 0–1, not {share}");
-                params.network.hybrid_charged_share = share;
+                params.network.hybrid_charged_share = Some(share);
             }
             field_of_view.inspect(|&v| params.optimize.field_of_view = v);
             use diffeoreg::rigid::RigidMetric;

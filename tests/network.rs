@@ -239,6 +239,21 @@ fn model_folders_of_another_format_or_incomplete_are_refused() {
     let error = Model::load(&folder, &device).err().unwrap().to_string();
     assert!(error.contains("format version 99") && error.contains("config.json"), "{error}");
 
+    // The share of its prediction that hybrid charges is the model's to name, or not (a model
+    // trained here names none: the whole prediction), and lies within 0–1.
+    let mut value: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    assert!(value["hybrid_charged_share"].is_null(), "{bundle}");
+    value.as_object_mut().unwrap().remove("hybrid_charged_share");
+    std::fs::write(&config_path, value.to_string()).unwrap();
+    assert_eq!(Model::load(&folder, &device).unwrap().spec, spec);
+    value["hybrid_charged_share"] = 0.5.into();
+    std::fs::write(&config_path, value.to_string()).unwrap();
+    assert_eq!(Model::load(&folder, &device).unwrap().spec.hybrid_charged_share, Some(0.5));
+    value["hybrid_charged_share"] = 1.5.into();
+    std::fs::write(&config_path, value.to_string()).unwrap();
+    let error = Model::load(&folder, &device).err().unwrap().to_string();
+    assert!(error.contains("hybrid_charged_share") && error.contains("config.json"), "{error}");
+
     // A bare network (what a training checkpoint keeps) is not a model.
     save_network(&folder, &config, &config.init(&device)).unwrap();
     let error = Model::load(&folder, &device).err().unwrap().to_string();

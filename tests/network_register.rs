@@ -129,3 +129,49 @@ fn the_gpu_predicts_the_cpus_field() {
     // Another device sums in another order: bit-identical fields would mean `gpu` was ignored.
     assert!(difference > 0.0, "the --gpu field is bit-identical to the CPU's: was it predicted on the GPU?");
 }
+
+/// Hybrid charges the share of the network's start that its model names (the built-in model:
+/// three quarters), the whole start for a model that names none (a model trained here), and
+/// the share given on the command line over either; the report records the share used.
+#[test]
+fn hybrid_charges_the_share_its_model_names() {
+    use diffeoreg::net::model::{Model, save_model};
+    let phantom = synthetic_phantom(9101, [40, 44, 40], [5.0, 5.5, 5.5], 7.0).unwrap();
+    let device = burn::tensor::Device::flex();
+    let builtin = Model::builtin(&device).unwrap();
+    assert_eq!(builtin.spec.hybrid_charged_share, Some(0.75));
+    let dir = tempfile::tempdir().unwrap();
+    let unnamed = dir.path().join("unnamed");
+    let spec = diffeoreg::net::model::ModelSpec { hybrid_charged_share: None, ..builtin.spec.clone() };
+    save_model(&unnamed, &spec, &builtin.network).unwrap();
+    let run = |model: Option<std::path::PathBuf>, share: Option<f64>| {
+        let mut params = RegisterParams { method: Method::Hybrid, ..RegisterParams::default() };
+        params.network.model = model;
+        params.network.hybrid_charged_share = share;
+        (register_volumes(&phantom.fixed, &phantom.moving, &params, &Silent).unwrap(), params)
+    };
+    let (shipped, shipped_params) = run(None, None);
+    let (whole, _) = run(Some(unnamed.clone()), None);
+    let (told, _) = run(Some(unnamed), Some(0.75));
+    assert_eq!(shipped.hybrid_charged_share, Some(0.75));
+    assert_eq!(whole.hybrid_charged_share, Some(1.0));
+    assert_eq!(told.hybrid_charged_share, Some(0.75));
+    // The same weights: only the share tells the two models' refinements apart.
+    assert_eq!(told.warp_fwd, shipped.warp_fwd);
+    assert_ne!(whole.warp_fwd, shipped.warp_fwd);
+    let network = RegisterParams { method: Method::Network, ..RegisterParams::default() };
+    assert_eq!(
+        register_volumes(&phantom.fixed, &phantom.moving, &network, &Silent).unwrap().hybrid_charged_share,
+        None
+    );
+
+    let out = dir.path().join("out");
+    let inputs = vec![
+        input_in_memory("fixed", "phantom", &phantom.fixed),
+        input_in_memory("moving", "phantom", &phantom.moving),
+    ];
+    write_outputs(&out, &phantom.fixed, &shipped, &shipped_params, inputs, vec![], None, &Silent).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["parameters"]["network"]["hybrid_charged_share"], 0.75);
+}

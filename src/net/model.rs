@@ -56,12 +56,27 @@ pub struct ModelSpec {
     /// voxels) and its tiles see anatomy at one scale on 0.5–2 mm grids. None: always
     /// `network.resolution_factor`, whatever the grid's spacing.
     pub grid_mm: Option<f64>,
+    /// The share of this model's prediction that `hybrid`'s refinement charges to the
+    /// regulariser, the rest kept as a fixed base (`OptimizeParams::start_charged_share`): how
+    /// far the model may be trusted where the images say little, chosen on validation pairs
+    /// for this model. None (a model trained here, and every model before session 31): 1, the
+    /// whole prediction charged, so that the refinement can undo all of a model's errors.
+    #[serde(default)]
+    pub hybrid_charged_share: Option<f64>,
     pub units: String,
 }
 
 impl ModelSpec {
     pub fn new(network: UNetConfig, smooth: SmoothParams, steps: u32) -> Self {
-        ModelSpec { format_version: MODEL_FORMAT_VERSION, network, smooth, steps, grid_mm: None, units: UNITS.into() }
+        ModelSpec {
+            format_version: MODEL_FORMAT_VERSION,
+            network,
+            smooth,
+            steps,
+            grid_mm: None,
+            hybrid_charged_share: None,
+            units: UNITS.into(),
+        }
     }
 
     /// The network's grid for a fixed grid of voxels `spacing_mm` is that grid downsampled by
@@ -175,6 +190,11 @@ impl ModelSpec {
             }
             let mut spec: ModelSpec = serde_json::from_value(value.clone())
                 .map_err(|e| Error::Invalid(format!("{name} is not a complete model config: {e}")))?;
+            if let Some(share) = spec.hybrid_charged_share
+                && !(0.0..=1.0).contains(&share)
+            {
+                return Err(Error::Invalid(format!("{name}: hybrid_charged_share must lie in 0–1, not {share}")));
+            }
             spec.network = parse_config(value["network"].clone(), name)?;
             return Ok(spec);
         }

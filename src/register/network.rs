@@ -42,13 +42,15 @@ pub struct NetworkParams {
     pub hybrid_regularise_start: bool,
     /// Hybrid, with `hybrid_regularise_start`: the share of the network's start that the
     /// regulariser charges, the rest kept as a fixed base (`OptimizeParams::start_charged_share`).
-    /// Since session 31 three quarters: charged whole, the refinement converged to `optimize`'s
-    /// own result and lost what the network knew beyond the energy; kept whole, it kept the
-    /// network's errors where the images say little. On real-CT development seeds 1–4 (mean of
-    /// both directions ÷ rigid) shares 1 / 0.75 / 0.5 / 0.25 / 0 gave 0.289× / 0.255× /
-    /// 0.256× / 0.258× / 0.264× (`optimize` 0.290×). (Absent from older records: read as 1.)
-    #[serde(default = "whole")]
-    pub hybrid_charged_share: f64,
+    /// None: the model's own (`ModelSpec::hybrid_charged_share`; 1 for a model that names
+    /// none). The built-in model's is three quarters (session 31): charged whole, the
+    /// refinement converged to `optimize`'s own result and lost what the network knew beyond
+    /// the energy; kept whole, it kept the network's errors where the images say little. On
+    /// real-CT development seeds 1–4 (mean of both directions ÷ rigid) shares 1 / 0.75 / 0.5 /
+    /// 0.25 / 0 gave 0.289× / 0.255× / 0.256× / 0.258× / 0.264× (`optimize` 0.290×). A model
+    /// worse than rigid alignment keeps a quarter of its error: hence a model's own choice.
+    #[serde(default)]
+    pub hybrid_charged_share: Option<f64>,
     /// Predict on the GPU (Burn's wgpu device) instead of the CPU (flex).
     #[serde(default)]
     pub gpu: bool,
@@ -63,10 +65,6 @@ fn one() -> usize {
     1
 }
 
-fn whole() -> f64 {
-    1.0
-}
-
 impl Default for NetworkParams {
     fn default() -> Self {
         NetworkParams {
@@ -79,7 +77,7 @@ impl Default for NetworkParams {
             hybrid_levels: vec![2, 1],
             hybrid_iterations: vec![60, 70],
             hybrid_regularise_start: true,
-            hybrid_charged_share: 0.75,
+            hybrid_charged_share: None,
             gpu: false,
             cascade: 1,
         }

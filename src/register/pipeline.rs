@@ -231,6 +231,9 @@ pub struct Registration {
     pub border: Option<(BorderStatistics, usize)>,
     /// The model used, if any.
     pub model: Option<String>,
+    /// The share of the network's start that hybrid's refinement charged to the regulariser
+    /// (hybrid only; the rest was kept as a fixed base).
+    pub hybrid_charged_share: Option<f64>,
     /// The network's momentum length and its tiles (network, hybrid).
     pub momentum: Option<MomentumMap>,
     /// The blur that matched the two images' resolutions before optimising (optimize, hybrid).
@@ -258,7 +261,7 @@ pub fn register_volumes(
     let mut clock = Instant::now();
 
     let shape = fixed.geometry.shape;
-    let (mut border, mut model, mut momentum) = (None, None, None);
+    let (mut border, mut model, mut momentum, mut hybrid_charged_share) = (None, None, None, None);
     let start = match params.method {
         Method::Optimize => None,
         Method::Network | Method::Hybrid => {
@@ -278,6 +281,11 @@ pub fn register_volumes(
             (timings.local_estimate_s, timings.predict_s, timings.smooth_s) =
                 (seconds.local_estimate_s, seconds.predict_s, seconds.smooth_s);
             border = Some((statistics, params.network.margin));
+            if params.method == Method::Hybrid {
+                // The user's share, else the model's own, else the whole start.
+                let share = params.network.hybrid_charged_share.or(loaded.spec.hybrid_charged_share);
+                hybrid_charged_share = Some(share.unwrap_or(1.0));
+            }
             model = Some(loaded.source);
             momentum = Some(map);
             Some(predicted)
@@ -293,7 +301,7 @@ pub fn register_volumes(
                 options.levels = params.network.hybrid_levels.clone();
                 options.iterations = params.network.hybrid_iterations.clone();
                 options.regularise_start = params.network.hybrid_regularise_start;
-                options.start_charged_share = params.network.hybrid_charged_share;
+                options.start_charged_share = hybrid_charged_share.unwrap_or(1.0);
             }
             let result = optimize_from(
                 &fixed_density.voxels,
@@ -391,6 +399,7 @@ pub fn register_volumes(
         timings,
         border,
         model,
+        hybrid_charged_share,
         momentum,
     })
 }
@@ -696,7 +705,14 @@ pub fn write_outputs(
         program: "diffeoreg".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         inputs,
-        parameters: params.clone(),
+        parameters: RegisterParams {
+            // What the run used: the model's own share unless one was given.
+            network: NetworkParams {
+                hybrid_charged_share: params.network.hybrid_charged_share.or(registration.hybrid_charged_share),
+                ..params.network.clone()
+            },
+            ..params.clone()
+        },
         timings,
         rigid: registration.rigid.clone(),
         deformable_quality: registration.quality.clone(),

@@ -141,6 +141,7 @@ pub fn read_outputs(folder: &Path, progress: &dyn Progress) -> Result<SavedRegis
         timings: report.timings,
         border: None,
         model: report.model,
+        hybrid_charged_share: report.parameters.network.hybrid_charged_share,
         momentum: None,
         resolution: None,
         intensity: None,
