@@ -164,6 +164,12 @@ fn hybrid_charges_the_share_its_model_names() {
         register_volumes(&phantom.fixed, &phantom.moving, &network, &Silent).unwrap().hybrid_charged_share,
         None
     );
+    // Not charging the start at all is a share of none, whatever the model names.
+    let mut base = RegisterParams { method: Method::Hybrid, ..RegisterParams::default() };
+    base.network.hybrid_regularise_start = false;
+    let based = register_volumes(&phantom.fixed, &phantom.moving, &base, &Silent).unwrap();
+    assert_eq!(based.hybrid_charged_share, Some(0.0));
+    assert_ne!(based.warp_fwd, shipped.warp_fwd);
 
     let out = dir.path().join("out");
     let inputs = vec![

@@ -282,9 +282,11 @@ pub fn register_volumes(
                 (seconds.local_estimate_s, seconds.predict_s, seconds.smooth_s);
             border = Some((statistics, params.network.margin));
             if params.method == Method::Hybrid {
-                // The user's share, else the model's own, else the whole start.
+                // The user's share, else the model's own, else the whole start; none of it when
+                // the start is not charged at all (`hybrid_regularise_start` off).
                 let share = params.network.hybrid_charged_share.or(loaded.spec.hybrid_charged_share);
-                hybrid_charged_share = Some(share.unwrap_or(1.0));
+                hybrid_charged_share =
+                    Some(if params.network.hybrid_regularise_start { share.unwrap_or(1.0) } else { 0.0 });
             }
             model = Some(loaded.source);
             momentum = Some(map);
@@ -706,9 +708,9 @@ pub fn write_outputs(
         version: env!("CARGO_PKG_VERSION").into(),
         inputs,
         parameters: RegisterParams {
-            // What the run used: the model's own share unless one was given.
+            // What the run used: the share hybrid charged (the model's own unless one was given).
             network: NetworkParams {
-                hybrid_charged_share: params.network.hybrid_charged_share.or(registration.hybrid_charged_share),
+                hybrid_charged_share: registration.hybrid_charged_share.or(params.network.hybrid_charged_share),
                 ..params.network.clone()
             },
             ..params.clone()
